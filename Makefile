@@ -1,0 +1,44 @@
+# Two entry points that do all set-up on a fresh machine:
+#   make run    build the venv, then materialize the whole pipeline (Dagster job, embedded defaults)
+#   make test   build the venv, then unit tests, code-location validation and the data job
+PYTHON ?= python3
+VENV ?= .venv
+# On a CPU-only machine pin a CPU wheel first; a GPU user sets TORCH_SPEC to their CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+SAMPLE ?= ../shared/data/fineweb-cc-main-2013-20-head300.parquet
+JOB ?= pipeline_job
+
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export DO_NOT_TRACK ?= 1
+export DAGSTER_HOME ?= $(CURDIR)/.finegpt/dagster
+export FINEGPT_HOME ?= $(CURDIR)/.finegpt
+
+.PHONY: venv dagster-home run test unit validate data-job
+
+$(BIN)/finegpt: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/finegpt
+
+dagster-home:
+	mkdir -p $(DAGSTER_HOME)
+	cp -n docker/dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
+
+run: venv dagster-home
+	$(BIN)/dagster job execute -m assets.definitions -j $(JOB)
+
+unit: venv
+	$(BIN)/python -m pytest -q
+
+validate: venv dagster-home
+	$(BIN)/dagster definitions validate -m assets.definitions
+
+data-job: venv dagster-home
+	FINEGPT_SHARD=$${FINEGPT_SHARD:-$(SAMPLE)} $(BIN)/dagster job execute -m assets.definitions -j data_job
+
+test: unit validate data-job

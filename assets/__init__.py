@@ -1,0 +1,1 @@
+"""Dagster code location for FineGPT: thin asset wrappers over `finegpt_pipeline`."""

@@ -1,0 +1,3 @@
+from finegpt_pipeline.cli import main
+
+raise SystemExit(main())

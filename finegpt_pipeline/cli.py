@@ -1,0 +1,36 @@
+"""`finegpt`: the engine's command line. Each stage module registers its own subcommand
+through `add_cli(subparsers)`, so a stage's flags live beside its logic."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Stage modules that contribute a subcommand, in the order `finegpt --help` lists them.
+STAGE_MODULES = [
+    "finegpt_pipeline.stats",
+    "finegpt_pipeline.bins",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="finegpt", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in STAGE_MODULES:
+        importlib.import_module(name).add_cli(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (FileNotFoundError, ValueError) as exc:
+        # Bad input: one clear line naming the file and the problem, no traceback.
+        print(f"finegpt {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

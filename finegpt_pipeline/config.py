@@ -1,0 +1,163 @@
+"""The training configuration: the contract between the planner and the trainer.
+
+A plan (`finegpt plan --json`) is a flat JSON object: every `TrainConfig` field, plus the
+planner's report keys (`PLAN_REPORT_KEYS`: estimates, hardware, warnings). The trainer reads
+the fields it knows, ignores the report keys, and rejects anything else, so a typo in a
+hand-written plan or a `--set` override fails before any training starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+GPT2_VOCAB_SIZE = 50257
+EOT_TOKEN = 50256
+
+
+def padded_vocab_size(vocab_size: int = GPT2_VOCAB_SIZE, multiple: int = 64) -> int:
+    """GPT-2's 50257 padded to 50304: a multiple of 64 keeps the output matmul on fast kernels."""
+    return -(-vocab_size // multiple) * multiple
+
+
+@dataclass
+class TrainConfig:
+    # model (exactly nanoGPT's GPTConfig fields)
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 128
+    vocab_size: int = padded_vocab_size()
+    dropout: float = 0.0
+    bias: bool = False
+    # batch: tokens per optimizer step = micro_batch * grad_accum * block_size * world size
+    micro_batch: int = 16
+    grad_accum: int = 1
+    # schedule: linear warmup then cosine decay to min_lr at lr_decay_iters
+    learning_rate: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_iters: int = 10
+    lr_decay_iters: int = 200
+    max_iters: int = 200
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    # runtime
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto | bfloat16 | float16 | float32
+    compile: str = "auto"  # auto (on for CUDA) | true | false
+    eval_interval: int = 50
+    eval_iters: int = 10
+    log_interval: int = 10
+    checkpoint_interval: int = 50
+    seed: int = 1337
+    peak_flops: float = 0.0  # device's peak dense FLOP/s for MFU; 0 = unknown
+
+    @property
+    def tokens_per_micro_step(self) -> int:
+        return self.micro_batch * self.block_size
+
+    def model_args(self) -> dict[str, Any]:
+        """nanoGPT's `model_args`: exactly its GPTConfig fields."""
+        return {k: getattr(self, k) for k in MODEL_KEYS}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        problems = []
+        for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "micro_batch",
+                     "grad_accum", "max_iters", "eval_iters", "log_interval"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if self.n_head >= 1 and self.n_embd % self.n_head:
+            problems.append(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.vocab_size < GPT2_VOCAB_SIZE:
+            problems.append(f"vocab_size ({self.vocab_size}) is below GPT-2's {GPT2_VOCAB_SIZE}")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout must be in [0, 1) (got {self.dropout})")
+        if self.dtype not in ("auto", "bfloat16", "float16", "float32"):
+            problems.append(f"dtype must be auto|bfloat16|float16|float32 (got {self.dtype!r})")
+        if str(self.compile).lower() not in ("auto", "true", "false"):
+            problems.append(f"compile must be auto|true|false (got {self.compile!r})")
+        if self.min_lr > self.learning_rate:
+            problems.append(f"min_lr ({self.min_lr}) exceeds learning_rate ({self.learning_rate})")
+        if problems:
+            raise ValueError("invalid training config: " + "; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known - PLAN_REPORT_KEYS)
+        if unknown:
+            raise ValueError(f"{source}: unknown config keys {unknown}; known: {sorted(known)}")
+        cfg = cls(**{k: _coerce(cls, k, v) for k, v in data.items() if k in known})
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "TrainConfig":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: plan file not found") from None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a plan must be a JSON object")
+        return cls.from_dict(data, source=str(path))
+
+    def with_overrides(self, assignments: list[str]) -> "TrainConfig":
+        """Apply `key=value` strings (the CLI's `--set`), typed by the field's type."""
+        data = self.to_dict()
+        for item in assignments:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"--set expects key=value, got {item!r}")
+            if key not in data:
+                raise ValueError(f"--set: unknown config key {key!r}")
+            data[key] = value
+        return type(self).from_dict(data, source="--set")
+
+
+def _coerce(cls, key: str, value: Any) -> Any:
+    """Type a value by the dataclass field's default; strings come from --set."""
+    default = next(f.default for f in fields(cls) if f.name == key)
+    if isinstance(default, bool):
+        if isinstance(value, str):
+            if value.lower() in ("true", "1", "yes"):
+                return True
+            if value.lower() in ("false", "0", "no"):
+                return False
+            raise ValueError(f"{key}: expected true/false, got {value!r}")
+        return bool(value)
+    try:
+        if isinstance(default, int):
+            as_float = float(value)
+            if as_float != int(as_float):
+                raise ValueError
+            return int(as_float)
+        if isinstance(default, float):
+            return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key}: expected a {type(default).__name__}, got {value!r}") from None
+    return str(value)
+
+
+MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "dropout", "bias")
+
+# Keys a plan carries besides the config itself: the planner's estimates and report.
+# The trainer ignores them; anything that is neither a field nor one of these is an error.
+PLAN_REPORT_KEYS = frozenset({
+    "tokens_per_step", "params", "params_non_embedding", "flops_per_token", "total_flops",
+    "peak_memory_bytes", "memory_budget_bytes", "memory_breakdown", "est_step_seconds",
+    "est_hours", "est_tokens_per_second", "expected_mfu", "tokens_total", "tokens_available",
+    "tokens_per_param", "epochs", "energy_kwh", "energy_cost", "price_per_kwh", "board_watts",
+    "hardware", "gpu_name", "goal", "hours_budget", "preset", "provenance", "warnings",
+    "measured", "calibration", "plan_version",
+})
