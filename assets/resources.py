@@ -23,10 +23,10 @@ class FineGPTPaths(dg.ConfigurableResource):
         return self.shard or paths.shard_source()
 
     def warehouse(self) -> Path:
-        return self.home_dir() / "warehouse.duckdb"
+        return paths.warehouse_path(self.home_dir())
 
     def bins_dir(self) -> Path:
-        return self.home_dir() / "bins"
+        return paths.bins_dir(self.home_dir())
 
     def runs_dir(self) -> Path:
-        return self.home_dir() / "runs"
+        return paths.runs_dir(self.home_dir())

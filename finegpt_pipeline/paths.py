@@ -22,17 +22,17 @@ def shard_source() -> str:
     return os.environ.get("FINEGPT_SHARD") or DEFAULT_SHARD
 
 
-def warehouse_path() -> Path:
+def warehouse_path(home: Path | None = None) -> Path:
     """The persistent DuckDB file holding token statistics, keyed by shard."""
-    return finegpt_home() / "warehouse.duckdb"
+    return (home or finegpt_home()) / "warehouse.duckdb"
 
 
-def bins_dir() -> Path:
-    return finegpt_home() / "bins"
+def bins_dir(home: Path | None = None) -> Path:
+    return (home or finegpt_home()) / "bins"
 
 
-def runs_dir() -> Path:
-    return finegpt_home() / "runs"
+def runs_dir(home: Path | None = None) -> Path:
+    return (home or finegpt_home()) / "runs"
 
 
 def mlflow_tracking_uri() -> str:

@@ -1,0 +1,20 @@
+"""The FineGPT code location: `dagster dev -m assets.definitions` (or `-w workspace.yaml`)."""
+
+import dagster as dg
+
+from assets import bins, data, planning, training
+from assets.jobs import data_job, pipeline_job, train_job
+from assets.resources import FineGPTPaths
+from assets.schedules import weekly_retrain
+from assets.sensors import shard_changed_sensor
+
+STAGES = [data, bins, planning, training]
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules(STAGES),
+    asset_checks=dg.load_asset_checks_from_modules(STAGES),
+    jobs=[data_job, train_job, pipeline_job],
+    schedules=[weekly_retrain],
+    sensors=[shard_changed_sensor],
+    resources={"finegpt_paths": FineGPTPaths()},
+)
