@@ -69,7 +69,8 @@ def token_stats(context: dg.AssetExecutionContext, raw_shard: dict,
                 finegpt_paths: FineGPTPaths) -> dg.Output[dict]:
     db = finegpt_paths.warehouse()
     try:
-        summary = stats.compute_stats(raw_shard["path"], db, shard_key=raw_shard["sha256"])
+        summary = stats.compute_stats(raw_shard["path"], db, shard_key=raw_shard["sha256"],
+                                      expected_sha256=raw_shard["sha256"])
     except ShardError as exc:
         raise dg.Failure(description=str(exc)) from None
     png = stats.token_histogram_png(stats.token_lengths(db, summary["shard"]))

@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 
 from finegpt_pipeline import paths
-from finegpt_pipeline.shard import describe_shard, open_shard, resolve_shard
+from finegpt_pipeline.shard import ShardError, describe_shard, open_shard, resolve_shard
 from finegpt_pipeline.tokenizer import count_tokens
 
 SHORT_DOC_TOKENS = 50  # "very short": fewer GPT-2 tokens than this (empty documents included)
@@ -58,25 +58,35 @@ def _column(present: set[str], name: str, sql_type: str, expr: str | None = None
 
 
 def recount_tokens(shard_path: str | Path) -> pa.Table:
-    """(doc_index, tokens_tiktoken) for every document, NULL where the text is NULL."""
+    """(doc_index, tokens_tiktoken) for every document, NULL where the text is NULL.
+    One row group of text in memory at a time; the result is two integers per document."""
     pf = open_shard(shard_path)
-    index, counts, offset = [], [], 0
+    chunks, offset = [], 0
     for i in range(pf.metadata.num_row_groups):
         texts = pf.read_row_group(i, columns=["text"]).column("text").to_pylist()
         present = [t for t in texts if t is not None]
         it = iter(count_tokens(present) if present else [])
-        counts.extend(None if t is None else next(it) for t in texts)
-        index.extend(range(offset, offset + len(texts)))
+        counts = [None if t is None else next(it) for t in texts]
+        chunks.append(pa.table({
+            "doc_index": pa.array(range(offset, offset + len(texts)), pa.int64()),
+            "tokens_tiktoken": pa.array(counts, pa.int64())}))
         offset += len(texts)
-    return pa.table({"doc_index": pa.array(index, pa.int64()),
-                     "tokens_tiktoken": pa.array(counts, pa.int64())})
+    if not chunks:
+        return pa.table({"doc_index": pa.array([], pa.int64()), "tokens_tiktoken": pa.array([], pa.int64())})
+    return pa.concat_tables(chunks).combine_chunks()
 
 
-def compute_stats(shard_path: str | Path, db_path: str | Path, shard_key: str | None = None) -> dict[str, Any]:
-    """Load a shard's per-document statistics into the warehouse and return its summary."""
+def compute_stats(shard_path: str | Path, db_path: str | Path, shard_key: str | None = None,
+                  expected_sha256: str | None = None) -> dict[str, Any]:
+    """Load a shard's per-document statistics into the warehouse and return its summary.
+    `expected_sha256` refuses a file whose bytes changed since it was described upstream."""
     import duckdb
 
     info = describe_shard(shard_path)  # validates before the warehouse is touched
+    if expected_sha256 and info.sha256 != expected_sha256:
+        raise ShardError(f"{info.path}: content changed since it was resolved (sha256 "
+                         f"{info.sha256[:12]}..., expected {expected_sha256[:12]}...); "
+                         "re-materialize raw_shard")
     key = shard_key or info.sha256
     recount = recount_tokens(info.path)
     present = set(info.columns)

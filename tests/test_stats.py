@@ -167,6 +167,13 @@ def test_bad_input_clear_error_and_no_warehouse(case, sample_shard, tmp_path):
     assert not db.parent.exists()
 
 
+def test_changed_shard_is_refused_before_writing(sample_shard, tmp_path):
+    db = tmp_path / "w.duckdb"
+    with pytest.raises(ShardError, match="content changed since it was resolved"):
+        stats.compute_stats(sample_shard, db, shard_key="k", expected_sha256="0" * 64)
+    assert not db.exists()
+
+
 def test_histogram_png(sample_run):
     s, db = sample_run
     lengths = stats.token_lengths(db, s["shard"])
