@@ -1,11 +1,17 @@
-"""The raw shard: open and validate a FineWeb-schema parquet file."""
+"""The raw shard: find, fetch and validate a FineWeb-schema parquet file."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from finegpt_pipeline.atomic import atomic_path
 
 FINEWEB_COLUMNS = ("text", "id", "dump", "url", "date", "file_path", "language",
                    "language_score", "token_count")
@@ -26,14 +32,174 @@ def open_shard(path: str | Path) -> pq.ParquetFile:
         pf = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise ShardError(f"{path}: not a readable parquet file ({exc})") from None
-    schema = pf.schema_arrow
-    if "text" not in schema.names:
-        raise ShardError(f"{path}: no `text` column (columns: {', '.join(schema.names)})")
-    text_type = schema.field("text").type
-    if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)):
-        raise ShardError(f"{path}: `text` column is {text_type}, expected a string")
+    validate_parquet(pf, str(path))
     return pf
 
 
 def missing_fineweb_columns(pf: pq.ParquetFile) -> list[str]:
     return [c for c in FINEWEB_COLUMNS if c not in pf.schema_arrow.names]
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolving a shard source (local path or `hf://REPO/PATH`) to a validated local parquet file.
+
+HF_PREFIX = "hf://"
+_HASH_CHUNK = 1 << 20
+
+
+@dataclass
+class ShardInfo:
+    """A validated local shard. `to_dict()` is the `raw_shard` asset's value; downstream stages
+    rely on exactly these keys."""
+
+    path: str
+    source: str
+    sha256: str
+    bytes: int
+    rows: int
+    row_groups: int
+    columns: list[str]
+    missing_columns: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_hf_source(source: str) -> tuple[str, str]:
+    """`hf://OWNER/NAME/PATH/IN/REPO` (optionally `hf://datasets/OWNER/NAME/...`) ->
+    (dataset repo id, path in repo)."""
+    if not source.startswith(HF_PREFIX):
+        raise ShardError(f"{source}: not an hf:// source")
+    parts = source[len(HF_PREFIX):].strip("/").split("/")
+    if parts and parts[0] == "datasets":
+        parts = parts[1:]
+    if len(parts) < 3 or not all(parts):
+        raise ShardError(f"{source}: expected hf://OWNER/NAME/PATH/IN/REPO")
+    return "/".join(parts[:2]), "/".join(parts[2:])
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def validate_parquet(pf: pq.ParquetFile, name: str) -> None:
+    """The checks `open_shard` makes, for a parquet file opened from any file object."""
+    schema = pf.schema_arrow
+    if "text" not in schema.names:
+        raise ShardError(f"{name}: no `text` column (columns: {', '.join(schema.names)})")
+    text_type = schema.field("text").type
+    if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)):
+        raise ShardError(f"{name}: `text` column is {text_type}, expected a string")
+
+
+def head_row_groups(pf: pq.ParquetFile, max_docs: int | None, max_row_groups: int | None) -> list[int]:
+    """The leading row groups that hold the first `max_docs` rows, at most `max_row_groups`."""
+    groups, rows = [], 0
+    for i in range(pf.metadata.num_row_groups):
+        if max_row_groups is not None and len(groups) >= max_row_groups:
+            break
+        if max_docs is not None and rows >= max_docs:
+            break
+        groups.append(i)
+        rows += pf.metadata.row_group(i).num_rows
+    return groups
+
+
+def write_head(pf: pq.ParquetFile, target: Path, max_docs: int | None,
+               max_row_groups: int | None, name: str) -> Path:
+    """Write the head of `pf` to `target` atomically, reading only the row groups it needs
+    (on a remote file object, only those byte ranges plus the footer are fetched)."""
+    validate_parquet(pf, name)
+    groups = head_row_groups(pf, max_docs, max_row_groups)
+    try:
+        table = pf.read_row_groups(groups) if groups else pf.schema_arrow.empty_table()
+    except (pa.ArrowException, OSError) as exc:
+        raise ShardError(f"{name}: cannot read row groups {groups} ({exc})") from None
+    if max_docs is not None:
+        table = table.slice(0, max_docs)
+    with atomic_path(target) as tmp:
+        # One output row group per source row group keeps downstream streaming granular.
+        pq.write_table(table, tmp, row_group_size=max(1, max(
+            (pf.metadata.row_group(i).num_rows for i in groups), default=1)))
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a shard is shared data
+    return target
+
+
+def _head_name(source: str, max_docs: int | None, max_row_groups: int | None) -> str:
+    stem = Path(source.rstrip("/")).stem
+    tag = hashlib.sha256(source.encode()).hexdigest()[:8]  # same file name, different repo/dump
+    limits = "".join([f"-head{max_docs}" if max_docs is not None else "",
+                      f"-rg{max_row_groups}" if max_row_groups is not None else ""])
+    return f"{stem}-{tag}{limits}.parquet"
+
+
+def _check_limit(name: str, value: int | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ShardError(f"{name} must be a positive integer or None (got {value!r})")
+
+
+def resolve_shard(source: str | Path, dest_dir: str | Path, max_docs: int | None = None,
+                  max_row_groups: int | None = None) -> ShardInfo:
+    """Turn a shard source into a validated local parquet file and describe it.
+
+    `source` is a local path or `hf://OWNER/NAME/PATH` (a dataset repo). A full hub file is
+    fetched with `hf_hub_download` (cached, resumable). With `max_docs` / `max_row_groups` only
+    the head is kept: written under `dest_dir`, reading just the footer and the needed row
+    groups (over HTTP range requests for hub files)."""
+    _check_limit("max_docs", max_docs)
+    _check_limit("max_row_groups", max_row_groups)
+    source = str(source)
+    head = max_docs is not None or max_row_groups is not None
+    if source.startswith(HF_PREFIX):
+        local = _resolve_hf(source, Path(dest_dir), max_docs, max_row_groups, head)
+    else:
+        local = Path(source).expanduser().resolve()
+        pf = open_shard(local)
+        rows_wanted = sum(pf.metadata.row_group(i).num_rows
+                          for i in head_row_groups(pf, max_docs, max_row_groups))
+        if max_docs is not None:
+            rows_wanted = min(rows_wanted, max_docs)
+        if head and rows_wanted < pf.metadata.num_rows:
+            target = Path(dest_dir) / _head_name(str(local), max_docs, max_row_groups)
+            local = write_head(pf, target, max_docs, max_row_groups, str(local))
+    return describe_shard(local, source)
+
+
+def _resolve_hf(source: str, dest_dir: Path, max_docs, max_row_groups, head: bool) -> Path:
+    repo_id, filename = parse_hf_source(source)
+    try:
+        if not head:
+            from huggingface_hub import hf_hub_download
+
+            return Path(hf_hub_download(repo_id, filename, repo_type="dataset"))
+        from huggingface_hub import HfFileSystem
+
+        target = dest_dir / _head_name(source, max_docs, max_row_groups)
+        with HfFileSystem().open(f"datasets/{repo_id}/{filename}", "rb") as fh:
+            try:
+                pf = pq.ParquetFile(fh)
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise ShardError(f"{source}: not a readable parquet file ({exc})") from None
+            return write_head(pf, target, max_docs, max_row_groups, source)
+    except ShardError:
+        raise
+    except Exception as exc:  # hub errors: offline, 404, gated repo, network
+        raise ShardError(f"{source}: cannot fetch from the Hugging Face hub "
+                         f"({type(exc).__name__}: {exc})") from None
+
+
+def describe_shard(path: str | Path, source: str | None = None) -> ShardInfo:
+    """Validate a local parquet shard and collect its metadata (sha256 streamed, not loaded)."""
+    path = Path(path)
+    pf = open_shard(path)
+    names = pf.schema_arrow.names
+    return ShardInfo(
+        path=str(path), source=str(source if source is not None else path),
+        sha256=sha256_file(path), bytes=path.stat().st_size, rows=pf.metadata.num_rows,
+        row_groups=pf.metadata.num_row_groups, columns=list(names),
+        missing_columns=missing_fineweb_columns(pf),
+    )

@@ -1,0 +1,127 @@
+"""Data stage assets: `raw_shard` (fetch + validate) and `token_stats` (DuckDB warehouse),
+with their asset checks. Thin wrappers: the logic is in `finegpt_pipeline.shard` / `.stats`."""
+
+import base64
+import json
+from typing import Optional
+
+import dagster as dg
+
+from assets.resources import FineGPTPaths
+from finegpt_pipeline import stats
+from finegpt_pipeline.atomic import write_bytes
+from finegpt_pipeline.shard import ShardError, resolve_shard
+
+
+class RawShardConfig(dg.Config):
+    """Quick runs: keep only the first N documents and/or row groups (reads only those bytes)."""
+
+    max_docs: Optional[int] = None
+    max_row_groups: Optional[int] = None
+
+
+@dg.asset(group_name="data", description="A validated local FineWeb parquet shard "
+          "(local file or Hugging Face hub file, optionally just its head).")
+def raw_shard(context: dg.AssetExecutionContext, config: RawShardConfig,
+              finegpt_paths: FineGPTPaths) -> dg.Output[dict]:
+    source = finegpt_paths.shard_source()
+    try:
+        info = resolve_shard(source, finegpt_paths.home_dir() / "shards",
+                             max_docs=config.max_docs, max_row_groups=config.max_row_groups)
+    except ShardError as exc:
+        raise dg.Failure(description=str(exc)) from None
+    if info.missing_columns:
+        context.log.warning(f"{info.path}: FineWeb columns missing: {', '.join(info.missing_columns)}")
+    return dg.Output(
+        info.to_dict(),
+        # The content hash: downstream assets show stale whenever the shard's bytes change.
+        data_version=dg.DataVersion(info.sha256),
+        metadata={
+            # not "path": the IO manager's own metadata key would overwrite it
+            "shard_path": dg.MetadataValue.path(info.path),
+            "source": info.source,
+            "bytes": info.bytes,
+            "rows": info.rows,
+            "row_groups": info.row_groups,
+            "columns": ", ".join(info.columns),
+            "missing_columns": ", ".join(info.missing_columns) or "none",
+            "sha256": info.sha256,
+        },
+    )
+
+
+def _md_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _counts_table(entries: list[dict], col: str) -> str:
+    if not entries:
+        return f"_no `{col}` values_"
+    return _md_table([col, "documents", "share"],
+                     [[e[col], e["documents"], f"{e['share']:.1%}"] for e in entries])
+
+
+@dg.asset(group_name="data", description="Per-document and per-shard token statistics in the "
+          "DuckDB warehouse; the summary is this asset's value.")
+def token_stats(context: dg.AssetExecutionContext, raw_shard: dict,
+                finegpt_paths: FineGPTPaths) -> dg.Output[dict]:
+    db = finegpt_paths.warehouse()
+    try:
+        summary = stats.compute_stats(raw_shard["path"], db, shard_key=raw_shard["sha256"],
+                                      expected_sha256=raw_shard["sha256"])
+    except ShardError as exc:
+        raise dg.Failure(description=str(exc)) from None
+    png = stats.token_histogram_png(stats.token_lengths(db, summary["shard"]))
+    q = summary["token_quantiles"]
+    quantile_md = _md_table(list(q), [[f"{v:,.0f}" if v is not None else "-" for v in q.values()]])
+    png_path = finegpt_paths.home_dir() / "reports" / f"token_histogram-{summary['shard'][:16]}.png"
+    write_bytes(png_path, png)
+    histogram_md = f"![tokens per document](data:image/png;base64,{base64.b64encode(png).decode()})"
+    metadata = {
+        "warehouse": dg.MetadataValue.path(str(db)),
+        "shard": summary["shard"],
+        "documents": summary["documents"],
+        "characters": summary["characters"],
+        "utf8_bytes": summary["utf8_bytes"],
+        "tokens_tiktoken": summary["tokens_tiktoken"],
+        "tokens_listed": summary["tokens_listed"] if summary["tokens_listed"] is not None else "n/a",
+        "docs_count_equal": summary["docs_count_equal"],
+        "docs_count_compared": summary["docs_count_compared"],
+        "total_relative_difference": summary["total_relative_difference"]
+        if summary["total_relative_difference"] is not None else "n/a",
+        "bytes_per_token": summary["bytes_per_token"] or 0.0,
+        "empty_docs": summary["empty_docs"],
+        "null_texts": summary["null_texts"],
+        f"short_docs (<{summary['short_doc_tokens']} tokens)": summary["short_docs"],
+        "duplicate_docs": summary["duplicate_docs"],
+        "token_quantiles": dg.MetadataValue.md(quantile_md),
+        "languages": dg.MetadataValue.md(_counts_table(summary["languages"][:20], "language")),
+        "language_score": dg.MetadataValue.json(summary["language_score"] or {}),
+        "dumps": dg.MetadataValue.md(_counts_table(summary["dumps"][:20], "dump")),
+        "top_domains": dg.MetadataValue.md(_counts_table(summary["top_domains"], "domain")),
+        "token_histogram": dg.MetadataValue.md(histogram_md),
+        "token_histogram_png": dg.MetadataValue.path(str(png_path)),
+    }
+    context.log.info(json.dumps({k: summary[k] for k in ("documents", "tokens_tiktoken", "tokens_listed")}))
+    return dg.Output(summary, metadata=metadata)
+
+
+@dg.asset_check(asset=token_stats, blocking=True,
+                description=f"Null or empty texts are at most {stats.MAX_EMPTY_FRACTION:.0%} of documents.")
+def token_stats_text_not_empty(token_stats: dict) -> dg.AssetCheckResult:
+    passed, meta = stats.check_text_not_empty(token_stats)
+    return dg.AssetCheckResult(passed=passed, metadata=meta)
+
+
+@dg.asset_check(asset=token_stats,
+                description=f"tiktoken recount vs FineWeb token_count: >= {stats.MIN_EQUAL_FRACTION:.0%} "
+                            f"of documents equal, totals within {stats.MAX_TOTAL_REL_DIFF:.1%}.")
+def token_stats_recount_agrees(token_stats: dict) -> dg.AssetCheckResult:
+    passed, meta = stats.check_recount_agrees(token_stats)
+    return dg.AssetCheckResult(passed=passed, metadata=meta)
+
+
+data_assets = [raw_shard, token_stats]
+data_asset_checks = [token_stats_text_not_empty, token_stats_recount_agrees]
