@@ -34,7 +34,7 @@ from finegpt_pipeline.atomic import write_json
 from finegpt_pipeline.config import EOT_TOKEN
 from finegpt_pipeline.shard import ShardError, open_shard
 
-VOCAB_SIZE = 50257
+VOCAB_SIZE = tokenizer.GPT2_VOCAB
 BIN_NAMES = ("train.bin", "val.bin")
 META_NAME = "meta.json"
 DEFAULT_VAL_FRACTION = 0.005
@@ -86,32 +86,17 @@ def _smallest_keys(path: str, rg: int, first_index: int, k: int) -> list[tuple[i
     return heapq.nsmallest(k, ((doc_hash(t), first_index + i) for i, t in enumerate(texts)))
 
 
-_EOT = np.array([EOT_TOKEN], dtype=np.uint32)
-
-
-def _to_uint16(parts: list[np.ndarray], path: str, rg: int) -> np.ndarray:
-    if not parts:
-        return np.empty(0, dtype=np.uint16)
-    ids = np.concatenate(parts)
-    if int(ids.max()) >= VOCAB_SIZE:  # cannot happen with GPT-2; guards the uint16 cast
-        raise ValueError(f"{path}: row group {rg} produced token id {int(ids.max())} >= {VOCAB_SIZE}")
-    return ids.astype(np.uint16)
-
-
 def _encode_row_group(path: str, rg: int, first_index: int, split: Split):
     """Row group -> (train uint16, val uint16, train docs, val docs)."""
     texts = _row_group_texts(path, rg, first_index)
-    enc = tokenizer.get_encoding()
     train, val = [], []
-    n_val = 0
     for i, text in enumerate(texts):
-        ids = enc.encode_to_numpy(text, disallowed_special=())  # == encode_ordinary, no list
-        if split.is_val(doc_hash(text), first_index + i):
-            val += (_EOT, ids)
-            n_val += 1
-        else:
-            train += (_EOT, ids)
-    return _to_uint16(train, path, rg), _to_uint16(val, path, rg), len(texts) - n_val, n_val
+        (val if split.is_val(doc_hash(text), first_index + i) else train).append(text)
+    try:
+        return (tokenizer.encode_docs_uint16(train), tokenizer.encode_docs_uint16(val),
+                len(train), len(val))
+    except ValueError as exc:
+        raise ValueError(f"{path}: row group {rg}: {exc}") from None
 
 
 # ---------------------------------------------------------------- driver
@@ -163,22 +148,35 @@ def tokenize_shard(shard_path: str | Path, out_dir: str | Path,
     workers = max(1, num_workers or tokenizer.default_threads())
     workers = min(workers, pf.num_row_groups)
     out_dir = Path(out_dir)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     # The old marker goes first: from here until the new one lands, the dir reads as incomplete.
     (out_dir / META_NAME).unlink(missing_ok=True)
     pool = (ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
             if workers > 1 else None)
     try:
-        split = Split(_threshold(val_fraction))
-        if n_docs * val_fraction < _PREPASS_MARGIN * max(min_val_docs, 1):
-            split = _with_min_key(split, path, starts, min_val_docs, pool, workers)
-        counts = _write_bins(path, starts, split, out_dir, pool, workers)
-        if counts["val_docs"] < min_val_docs:
-            split = _with_min_key(split, path, starts, min_val_docs, pool, workers)
-            counts = _write_bins(path, starts, split, out_dir, pool, workers)
+        meta = _tokenize(shard_path, path, starts, out_dir, val_fraction, min_val_docs,
+                         workers, pool, source_sha256)
+    except BaseException:
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # a failed run into a new dir leaves nothing behind
+        raise
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+    return meta
+
+
+def _tokenize(shard_path, path, starts, out_dir, val_fraction, min_val_docs, workers, pool,
+              source_sha256) -> dict:
+    n_docs = starts[-1]
+    split = Split(_threshold(val_fraction))
+    if n_docs * val_fraction < _PREPASS_MARGIN * max(min_val_docs, 1):
+        split = _with_min_key(split, path, starts, min_val_docs, pool, workers)
+    counts = _write_bins(path, starts, split, out_dir, pool, workers)
+    if counts["val_docs"] < min_val_docs:
+        split = _with_min_key(split, path, starts, min_val_docs, pool, workers)
+        counts = _write_bins(path, starts, split, out_dir, pool, workers)
     if counts["train_docs"] == 0:
         for name in BIN_NAMES:
             (out_dir / name).unlink(missing_ok=True)
@@ -193,7 +191,7 @@ def tokenize_shard(shard_path: str | Path, out_dir: str | Path,
                   "hash_threshold": str(split.hash_threshold),
                   "min_key": None if split.min_key is None else [str(split.min_key[0]),
                                                                  split.min_key[1]]},
-        "source": str(shard_path),
+        "source": path,
         "source_sha256": source_sha256 or file_sha256(shard_path),
         "source_rows": n_docs,
     }
@@ -249,6 +247,20 @@ def _split_from_meta(meta: dict) -> Split:
     s = meta["split"]
     min_key = None if s["min_key"] is None else (int(s["min_key"][0]), int(s["min_key"][1]))
     return Split(int(s["hash_threshold"]), min_key)
+
+
+def verify_ids_in_vocab(bins_dir: str | Path) -> dict:
+    top = max_token_id(bins_dir)
+    return {"max_id": top, "vocab_size": VOCAB_SIZE, "ok": top < VOCAB_SIZE}
+
+
+def verify_totals(meta: dict, tokens_tiktoken: int, documents: int) -> dict:
+    """Bins hold the stats' recount plus one EOT per document, and every document."""
+    bins_tokens = meta["train_tokens"] + meta["val_tokens"]
+    bins_docs = meta["train_docs"] + meta["val_docs"]
+    return {"bins_tokens": bins_tokens, "expected_tokens": tokens_tiktoken + documents,
+            "bins_docs": bins_docs, "stats_docs": documents,
+            "ok": bins_tokens == tokens_tiktoken + documents and bins_docs == documents}
 
 
 def max_token_id(bins_dir: str | Path, chunk: int = 1 << 24) -> int:
