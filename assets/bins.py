@@ -1,7 +1,6 @@
 """`tokenized_bins`: the raw shard as nanoGPT train.bin/val.bin, plus its checks.
 Thin wrapper: the work and the verification logic live in `finegpt_pipeline.bins`."""
 
-from __future__ import annotations
 
 from pathlib import Path
 

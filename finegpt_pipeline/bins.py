@@ -307,10 +307,14 @@ def verify_roundtrip(bins_dir: str | Path, shard_path: str | Path,
             position[name] += 1
             if index % step == 0 and j < len(spans[name]) - 1:
                 lo, hi = int(spans[name][j]), int(spans[name][j + 1])
-                decoded = enc.decode(bins[name][lo + 1:hi].tolist())
                 checked += 1
+                try:
+                    decoded = enc.decode(bins[name][lo + 1:hi].tolist())
+                except KeyError:  # an id outside the vocabulary
+                    decoded = None
                 if decoded != text and len(mismatches) < 5:
-                    mismatches.append(f"row {index} ({name} doc {j}) decodes to different text")
+                    what = "an id outside the vocabulary" if decoded is None else "different text"
+                    mismatches.append(f"row {index} ({name} doc {j}) decodes to {what}")
             index += 1
     for name in BIN_NAMES:
         if position[name] != len(spans[name]) - 1:
