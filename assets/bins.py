@@ -8,6 +8,7 @@ import dagster as dg
 
 from assets.resources import FineGPTPaths
 from finegpt_pipeline import bins
+from finegpt_pipeline.shard import ShardError
 
 ROUNDTRIP_SAMPLE_DOCS = 5000  # evenly spaced; shards with fewer documents are checked in full
 
@@ -47,14 +48,19 @@ def tokenized_bins(context: dg.AssetExecutionContext, config: TokenizeConfig,
     if reused:
         context.log.info(f"{out_dir}: finished bins for this shard and split exist; reusing them")
     else:
-        meta = bins.tokenize_shard(raw_shard["path"], out_dir, val_fraction=config.val_fraction,
-                                   min_val_docs=config.min_val_docs,
-                                   source_sha256=raw_shard["sha256"])
+        try:
+            meta = bins.tokenize_shard(raw_shard["path"], out_dir,
+                                       val_fraction=config.val_fraction,
+                                       min_val_docs=config.min_val_docs,
+                                       source_sha256=raw_shard["sha256"])
+        except ShardError as exc:  # bad input: one clear line in the UI, not a traceback
+            raise dg.Failure(description=str(exc)) from None
     value = {"dir": str(out_dir), **meta}
     return dg.MaterializeResult(
         value=value,
         metadata={
-            "path": dg.MetadataValue.path(str(out_dir)),
+            # not "path": the IO manager's own metadata key would overwrite it
+            "bins_dir": dg.MetadataValue.path(str(out_dir)),
             "train_tokens": meta["train_tokens"],
             "val_tokens": meta["val_tokens"],
             "train_docs": meta["train_docs"],

@@ -234,3 +234,21 @@ def test_dagster_asset_and_checks(sample_shard, finegpt_home):
     rerun = dg.AssetSelection.assets("raw_shard", "tokenized_bins").without_checks()
     again = dg.materialize(defs, resources=resources, selection=rerun)
     assert again.asset_materializations_for_node("tokenized_bins")[0].metadata["reused"].value
+
+
+def test_dagster_asset_fails_cleanly_on_bad_shard(tmp_path, finegpt_home):
+    from assets import bins as bins_assets
+    from assets.resources import FineGPTPaths
+
+    bad = _write(tmp_path / "bad.parquet", pa.table({"text": ["ok", None, "ok"]}))
+
+    @dg.asset(name="raw_shard")
+    def raw_shard_stub() -> dict:
+        return {"path": str(bad), "source": str(bad), "sha256": bins.file_sha256(bad)}
+
+    result = dg.materialize([raw_shard_stub, bins_assets.tokenized_bins], raise_on_error=False,
+                            resources={"finegpt_paths": FineGPTPaths(home=str(finegpt_home))})
+    assert not result.success
+    failure = [e for e in result.all_events if e.is_step_failure][0]
+    assert "`text` is null at row 1" in failure.step_failure_data.error.message
+    assert not (finegpt_home / "bins").exists() or not any((finegpt_home / "bins").rglob("*.bin"))
