@@ -1,0 +1,362 @@
+"""`tokenized_bins`: a FineWeb shard as nanoGPT's `train.bin` / `val.bin` (uint16 GPT-2 ids, every
+document preceded by EOT 50256) plus `meta.json`.
+
+Each worker process reads its own row groups straight from the parquet file and returns one
+contiguous token array per row group, so neither texts nor per-document token lists cross
+process boundaries (the cost of the usual multiprocessing-Pool-per-document pattern). The main
+process only appends arrays, in source order, to temp files beside the targets; peak memory is a
+few row groups, whatever the shard size. `meta.json` is renamed into place last: it is the
+marker of a complete output.
+
+Split rule (stable, streaming-decidable): a document is in val iff blake2b-64(utf-8 text) <
+val_fraction * 2**64, or its key (hash, row index) is among the `min_val_docs` smallest keys of
+the shard. The row index only breaks ties between exact duplicates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import heapq
+import json
+import os
+import sys
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+import multiprocessing as mp
+
+import numpy as np
+
+from finegpt_pipeline import tokenizer
+from finegpt_pipeline.atomic import write_json
+from finegpt_pipeline.config import EOT_TOKEN
+from finegpt_pipeline.shard import ShardError, open_shard
+
+VOCAB_SIZE = tokenizer.GPT2_VOCAB
+BIN_NAMES = ("train.bin", "val.bin")
+META_NAME = "meta.json"
+DEFAULT_VAL_FRACTION = 0.005
+DEFAULT_MIN_VAL_DOCS = 2
+# Beyond this many expected val docs, falling short of min_val_docs is practically impossible
+# (P < e^-100), so the extra hashing pass is skipped; the rare miss still gets a second pass.
+_PREPASS_MARGIN = 100
+SPLIT_RULE = ("val iff blake2b(utf-8 text, digest_size=8) as big-endian uint64 < hash_threshold, "
+              "or (hash, row index) <= min_key (the min_val_docs-th smallest key); "
+              "documents keep source order within each split")
+
+
+def doc_hash(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+@dataclass(frozen=True)
+class Split:
+    hash_threshold: int          # hash < threshold -> val
+    min_key: tuple[int, int] | None = None   # (hash, index) <= min_key -> val
+
+    def is_val(self, h: int, index: int) -> bool:
+        return h < self.hash_threshold or (self.min_key is not None and (h, index) <= self.min_key)
+
+
+def _threshold(val_fraction: float) -> int:
+    return min(int(val_fraction * 2**64), 2**64)
+
+
+# ---------------------------------------------------------------- worker side (one row group)
+
+_OPEN_FILES: dict[str, object] = {}
+
+
+def _row_group_texts(path: str, rg: int, first_index: int) -> list[str]:
+    pf = _OPEN_FILES.get(path)
+    if pf is None:
+        pf = _OPEN_FILES[path] = open_shard(path)
+    col = pf.read_row_group(rg, columns=["text"]).column("text")
+    if col.null_count:
+        first_null = next(i for i, v in enumerate(col.is_null().to_pylist()) if v)
+        raise ShardError(f"{path}: `text` is null at row {first_index + first_null} "
+                         f"({col.null_count} null rows in row group {rg})")
+    return col.to_pylist()
+
+
+def _smallest_keys(path: str, rg: int, first_index: int, k: int) -> list[tuple[int, int]]:
+    texts = _row_group_texts(path, rg, first_index)
+    return heapq.nsmallest(k, ((doc_hash(t), first_index + i) for i, t in enumerate(texts)))
+
+
+def _encode_row_group(path: str, rg: int, first_index: int, split: Split):
+    """Row group -> (train uint16, val uint16, train docs, val docs)."""
+    texts = _row_group_texts(path, rg, first_index)
+    train, val = [], []
+    for i, text in enumerate(texts):
+        (val if split.is_val(doc_hash(text), first_index + i) else train).append(text)
+    try:
+        return (tokenizer.encode_docs_uint16(train), tokenizer.encode_docs_uint16(val),
+                len(train), len(val))
+    except ValueError as exc:
+        raise ValueError(f"{path}: row group {rg}: {exc}") from None
+
+
+# ---------------------------------------------------------------- driver
+
+def _map_ordered(fn, arg_lists, pool, window: int):
+    """`map` over the pool with at most `window` tasks in flight (bounds memory), in order."""
+    if pool is None:
+        for args in arg_lists:
+            yield fn(*args)
+        return
+    pending = []
+    for args in arg_lists:
+        pending.append(pool.submit(fn, *args))
+        if len(pending) >= window:
+            yield pending.pop(0).result()
+    for fut in pending:
+        yield fut.result()
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tokenize_shard(shard_path: str | Path, out_dir: str | Path,
+                   val_fraction: float = DEFAULT_VAL_FRACTION,
+                   min_val_docs: int = DEFAULT_MIN_VAL_DOCS,
+                   num_workers: int | None = None,
+                   source_sha256: str | None = None) -> dict:
+    """Write `train.bin`, `val.bin`, `meta.json` for a shard into `out_dir`; return the meta."""
+    shard_path = Path(shard_path)
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val fraction must be in [0, 1), got {val_fraction}")
+    if min_val_docs < 0:
+        raise ValueError(f"min val docs must be >= 0, got {min_val_docs}")
+    pf = open_shard(shard_path)
+    n_docs = pf.metadata.num_rows
+    if n_docs == 0:
+        raise ShardError(f"{shard_path}: shard has no documents")
+    if min_val_docs >= n_docs:
+        raise ShardError(f"{shard_path}: {n_docs} documents cannot hold {min_val_docs} val "
+                         f"documents and a train split")
+    starts = np.cumsum([0] + [pf.metadata.row_group(i).num_rows
+                              for i in range(pf.num_row_groups)]).tolist()
+    path = str(shard_path.resolve())
+    workers = max(1, num_workers or tokenizer.default_threads())
+    workers = min(workers, pf.num_row_groups)
+    out_dir = Path(out_dir)
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # The old marker goes first: from here until the new one lands, the dir reads as incomplete.
+    (out_dir / META_NAME).unlink(missing_ok=True)
+    pool = (ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
+            if workers > 1 else None)
+    try:
+        meta = _tokenize(shard_path, path, starts, out_dir, val_fraction, min_val_docs,
+                         workers, pool, source_sha256)
+    except BaseException:
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # a failed run into a new dir leaves nothing behind
+        raise
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return meta
+
+
+def _tokenize(shard_path, path, starts, out_dir, val_fraction, min_val_docs, workers, pool,
+              source_sha256) -> dict:
+    n_docs = starts[-1]
+    split = Split(_threshold(val_fraction))
+    if n_docs * val_fraction < _PREPASS_MARGIN * max(min_val_docs, 1):
+        split = _with_min_key(split, path, starts, min_val_docs, pool, workers)
+    counts = _write_bins(path, starts, split, out_dir, pool, workers)
+    if counts["val_docs"] < min_val_docs:
+        split = _with_min_key(split, path, starts, min_val_docs, pool, workers)
+        counts = _write_bins(path, starts, split, out_dir, pool, workers)
+    if counts["train_docs"] == 0:
+        for name in BIN_NAMES:
+            (out_dir / name).unlink(missing_ok=True)
+        raise ShardError(f"{shard_path}: val fraction {val_fraction} leaves no train documents")
+    meta = {
+        "vocab_size": VOCAB_SIZE,
+        "eot_token": EOT_TOKEN,
+        "dtype": "uint16",
+        "tokenizer": f"tiktoken {tokenizer.ENCODING_NAME} encode_ordinary",
+        **counts,
+        "split": {"rule": SPLIT_RULE, "val_fraction": val_fraction, "min_val_docs": min_val_docs,
+                  "hash_threshold": str(split.hash_threshold),
+                  "min_key": None if split.min_key is None else [str(split.min_key[0]),
+                                                                 split.min_key[1]]},
+        "source": path,
+        "source_sha256": source_sha256 or file_sha256(shard_path),
+        "source_rows": n_docs,
+    }
+    write_json(out_dir / META_NAME, meta)
+    return meta
+
+
+def _with_min_key(split: Split, path, starts, k, pool, workers) -> Split:
+    if k == 0:
+        return split
+    args = [(path, rg, starts[rg], k) for rg in range(len(starts) - 1)]
+    smallest = heapq.nsmallest(k, (key for keys in _map_ordered(_smallest_keys, args, pool,
+                                                                2 * workers) for key in keys))
+    return Split(split.hash_threshold, smallest[-1])
+
+
+def _write_bins(path, starts, split: Split, out_dir: Path, pool, workers) -> dict:
+    temps = {name: Path(tempfile.mkstemp(prefix=f".{name}.tmp-", dir=out_dir)[1])
+             for name in BIN_NAMES}
+    counts = dict(train_tokens=0, val_tokens=0, train_docs=0, val_docs=0)
+    try:
+        with open(temps["train.bin"], "wb") as ftrain, open(temps["val.bin"], "wb") as fval:
+            args = [(path, rg, starts[rg], split) for rg in range(len(starts) - 1)]
+            for train, val, n_train, n_val in _map_ordered(_encode_row_group, args, pool,
+                                                           2 * workers):
+                ftrain.write(memoryview(train))
+                fval.write(memoryview(val))
+                counts["train_tokens"] += len(train)
+                counts["val_tokens"] += len(val)
+                counts["train_docs"] += n_train
+                counts["val_docs"] += n_val
+            for fh in (ftrain, fval):
+                fh.flush()
+                os.fsync(fh.fileno())
+        for name, tmp in temps.items():
+            os.replace(tmp, out_dir / name)
+    finally:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
+    return counts
+
+
+# ---------------------------------------------------------------- verification (asset checks)
+
+def read_meta(bins_dir: str | Path) -> dict:
+    meta_path = Path(bins_dir) / META_NAME
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{meta_path}: no meta.json (bins missing or incomplete)")
+    return json.loads(meta_path.read_text())
+
+
+def _split_from_meta(meta: dict) -> Split:
+    s = meta["split"]
+    min_key = None if s["min_key"] is None else (int(s["min_key"][0]), int(s["min_key"][1]))
+    return Split(int(s["hash_threshold"]), min_key)
+
+
+def verify_ids_in_vocab(bins_dir: str | Path) -> dict:
+    top = max_token_id(bins_dir)
+    return {"max_id": top, "vocab_size": VOCAB_SIZE, "ok": top < VOCAB_SIZE}
+
+
+def verify_totals(meta: dict, tokens_tiktoken: int, documents: int) -> dict:
+    """Bins hold the stats' recount plus one EOT per document, and every document."""
+    bins_tokens = meta["train_tokens"] + meta["val_tokens"]
+    bins_docs = meta["train_docs"] + meta["val_docs"]
+    return {"bins_tokens": bins_tokens, "expected_tokens": tokens_tiktoken + documents,
+            "bins_docs": bins_docs, "stats_docs": documents,
+            "ok": bins_tokens == tokens_tiktoken + documents and bins_docs == documents}
+
+
+def max_token_id(bins_dir: str | Path, chunk: int = 1 << 24) -> int:
+    """Largest id in train.bin and val.bin (-1 if both are empty), read in chunks."""
+    best = -1
+    for name in BIN_NAMES:
+        data = np.memmap(Path(bins_dir) / name, dtype=np.uint16, mode="r")
+        for lo in range(0, len(data), chunk):
+            best = max(best, int(data[lo:lo + chunk].max()))
+    return best
+
+
+def _doc_spans(data: np.ndarray, chunk: int = 1 << 24) -> np.ndarray:
+    """Start offsets of documents (positions of their leading EOT), plus the end."""
+    starts = [np.flatnonzero(data[lo:lo + chunk] == EOT_TOKEN) + lo
+              for lo in range(0, len(data), chunk)]
+    return np.concatenate(starts + [np.array([len(data)])])
+
+
+def verify_roundtrip(bins_dir: str | Path, shard_path: str | Path,
+                     max_docs: int | None = None) -> dict:
+    """Decode the bins, split at EOT, and compare with the shard's texts in split order.
+
+    With `max_docs`, only every k-th document (k = ceil(docs / max_docs)) is decoded, so the check
+    stays cheap on a full shard. Returns counts and the first mismatches (empty when all agree).
+    """
+    bins_dir = Path(bins_dir)
+    meta = read_meta(bins_dir)
+    split = _split_from_meta(meta)
+    pf = open_shard(shard_path)
+    bins = {name: np.memmap(bins_dir / name, dtype=np.uint16, mode="r") for name in BIN_NAMES}
+    spans = {name: _doc_spans(data) for name, data in bins.items()}
+    n_docs = sum(len(s) - 1 for s in spans.values())
+    step = 1 if not max_docs or n_docs <= max_docs else -(-n_docs // max_docs)
+    position = {name: 0 for name in BIN_NAMES}
+    mismatches, checked, index = [], 0, 0
+    if n_docs != pf.metadata.num_rows:
+        mismatches.append(f"bins hold {n_docs} documents, shard has {pf.metadata.num_rows}")
+    enc = tokenizer.get_encoding()
+    for batch in pf.iter_batches(batch_size=1024, columns=["text"]):
+        for text in batch.column(0).to_pylist():
+            name = "val.bin" if split.is_val(doc_hash(text or ""), index) else "train.bin"
+            j = position[name]
+            position[name] += 1
+            if index % step == 0 and j < len(spans[name]) - 1:
+                lo, hi = int(spans[name][j]), int(spans[name][j + 1])
+                checked += 1
+                try:
+                    decoded = enc.decode(bins[name][lo + 1:hi].tolist())
+                except KeyError:  # an id outside the vocabulary
+                    decoded = None
+                if decoded != text and len(mismatches) < 5:
+                    what = "an id outside the vocabulary" if decoded is None else "different text"
+                    mismatches.append(f"row {index} ({name} doc {j}) decodes to {what}")
+            index += 1
+    for name in BIN_NAMES:
+        if position[name] != len(spans[name]) - 1:
+            mismatches.append(f"{name} holds {len(spans[name]) - 1} documents, the split rule "
+                              f"assigns it {position[name]}")
+    return {"documents": n_docs, "checked": checked, "mismatches": mismatches,
+            "ok": not mismatches}
+
+
+# ---------------------------------------------------------------- CLI
+
+def _cmd_tokenize(args: argparse.Namespace) -> int:
+    meta = tokenize_shard(args.shard, args.out, val_fraction=args.val_fraction,
+                          min_val_docs=args.min_val_docs, num_workers=args.workers)
+    print(json.dumps({k: meta[k] for k in ("train_tokens", "val_tokens", "train_docs",
+                                           "val_docs")} | {"out": str(Path(args.out))}))
+    return 0
+
+
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser("tokenize", help="shard -> nanoGPT train.bin/val.bin + meta.json")
+    p.add_argument("shard", help="FineWeb-schema parquet file")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
+                   help=f"share of documents in val (default {DEFAULT_VAL_FRACTION})")
+    p.add_argument("--min-val-docs", type=int, default=DEFAULT_MIN_VAL_DOCS,
+                   help=f"never fewer val documents than this (default {DEFAULT_MIN_VAL_DOCS})")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.set_defaults(func=_cmd_tokenize)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m finegpt_pipeline.bins tokenize ...`: this stage's CLI on its own."""
+    parser = argparse.ArgumentParser(prog="finegpt")
+    add_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"finegpt {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
