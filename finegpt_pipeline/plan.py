@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from finegpt_pipeline.arithmetic import flops_per_token, param_count
 from finegpt_pipeline.config import TrainConfig, padded_vocab_size
@@ -236,7 +236,7 @@ def make_plan(hw: Hardware | str | None = None, tokens_available: int | None = N
     cfg = _size_batch(cfg, hw, fixed, soft, budget, hours, tokens_per_param, tokens_available, warnings)
     iters_fixed = "max_iters" in fixed or "max_iters" in soft
     if goal == "hours" and not iters_fixed:
-        cfg = _fit_hours(cfg, hw, hours)
+        cfg = fit_time_to_budget(cfg, hours, lambda c: step_seconds(c, hw))
     cfg = TrainConfig.from_dict({**cfg.to_dict(), **fixed}, source="plan overrides")
     if iters_fixed:
         goal = "max_iters"
@@ -329,11 +329,10 @@ def with_schedule(cfg: TrainConfig, max_iters: int) -> TrainConfig:
                     checkpoint_interval=eval_interval, log_interval=max(1, max_iters // 50))
 
 
-def _fit_hours(cfg: TrainConfig, hw: Hardware, hours: float) -> TrainConfig:
+def fit_time_to_budget(cfg: TrainConfig, hours: float, step_s: Callable[[TrainConfig], float]) -> TrainConfig:
     """Shrink max_iters until steps + evals fit the time budget (evals are ~10-25 % on CPU)."""
     for _ in range(5):
-        micro_s = step_seconds(cfg, hw) / cfg.grad_accum
-        total = cfg.max_iters * step_seconds(cfg, hw) + eval_seconds(cfg, micro_s)
+        total = cfg.max_iters * step_s(cfg) + eval_seconds(cfg, step_s(cfg) / cfg.grad_accum)
         if total <= hours * 3600 or cfg.max_iters <= 10:
             break
         cfg = with_schedule(cfg, max(10, int(cfg.max_iters * hours * 3600 / total * 0.98)))
