@@ -1,7 +1,5 @@
 """`training_config`: the hardware-sized training plan, from the tokenized bins' metadata."""
 
-from __future__ import annotations
-
 import hashlib
 import json
 
@@ -71,7 +69,7 @@ def training_config(context: dg.AssetExecutionContext, config: PlanConfig,
 
     tracking.configure()
     with mlflow.start_run(run_name="training_config",
-                          tags=tracking.run_tags("training_config", context.run_id, "training_config")) as run:
+                          tags=tracking.run_tags("training_config", context.run.run_id, "training_config")) as run:
         mlflow.log_params(flat_params(plan))
         mlflow.log_text(report, "requirements.md")
         mlflow.log_dict(plan, "plan.json")
