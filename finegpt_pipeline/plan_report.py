@@ -40,7 +40,7 @@ def requirements_report(plan: dict[str, Any]) -> str:
                   f"{plan['tokens_per_step']:,} tokens/step", "plan"),
         ("Schedule", f"{plan['max_iters']:,} iters, lr {plan['learning_rate']:g} -> {plan['min_lr']:g}, "
                      f"warmup {plan['warmup_iters']}", "plan"),
-        ("Tokens", f"{plan['tokens_total']:,} seen = {plan['tokens_per_param']:.1f} tokens/param "
+        ("Tokens", f"{plan['tokens_total']:,} seen = {plan['tokens_per_param']:.3g} tokens/param "
                    f"(Chinchilla ~20)", "exact"),
         ("Epochs", f"{plan['epochs']:.2f} over {plan['tokens_available']:,} tokens", "exact"),
         ("FLOPs/token", f"{plan['flops_per_token'] / 1e6:,.1f} M (6N + 12·L·d·T attention)", "exact"),

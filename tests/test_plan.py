@@ -167,3 +167,10 @@ def test_cli_json_and_bins(tmp_path, capsys):
     assert _cli(["--gpu", "rtx4090", "--tokens", "1e9", "--hours", "24"]) == 0
     report = capsys.readouterr().out
     assert "| Parameters |" in report and "RTX 4090" in report
+
+
+def test_tokens_per_param_goal_without_hours():
+    plan = planner.make_plan("h100-sxm", 10**9, tokens_per_param=20)
+    assert plan["goal"] == "tokens_per_param" and plan["hours_budget"] is None
+    assert plan["tokens_per_param"] == pytest.approx(20, rel=0.1)
+    assert plan["epochs"] <= 4.0 + 1e-9
