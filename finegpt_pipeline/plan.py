@@ -255,13 +255,18 @@ def make_plan(hw: Hardware | str | None = None, tokens_available: int | None = N
         plan["warnings"].append("OVER BUDGET: " + message)
     if goal == "hours" and plan["est_hours"] > hours * 1.05:
         plan["warnings"].append(f"estimated {plan['est_hours']:.2f} h exceeds the {hours:g} h budget")
+    elif goal == "hours" and plan["est_hours"] < 0.5 * hours and plan["epochs"] >= 0.95 * MAX_USEFUL_EPOCHS:
+        plan["warnings"].append(f"data-limited: {MAX_USEFUL_EPOCHS:g} epochs take {plan['est_hours']:.2f} h "
+                                f"of the {hours:g} h budget; more data would allow a larger model")
     return plan
 
 
 def _tokens_in_budget(cfg: TrainConfig, hw: Hardware, hours: float | None) -> float:
     if hours is None:
         return math.inf
-    per_token = step_seconds(cfg, hw, tokens_per_step=cfg.block_size) / cfg.block_size
+    n = param_count(cfg.n_layer, cfg.n_embd, cfg.vocab_size, cfg.block_size, cfg.bias)
+    tps = max(cfg.block_size, tokens_per_step_for(n))  # amortises the optimizer update
+    per_token = step_seconds(cfg, hw, tokens_per_step=tps) / tps
     return 0.9 * hours * 3600 / per_token  # 10 % of the budget kept for evals and checkpoints
 
 

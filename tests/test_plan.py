@@ -174,3 +174,16 @@ def test_tokens_per_param_goal_without_hours():
     assert plan["goal"] == "tokens_per_param" and plan["hours_budget"] is None
     assert plan["tokens_per_param"] == pytest.approx(20, rel=0.1)
     assert plan["epochs"] <= 4.0 + 1e-9
+
+
+def test_finegpt_cli_entry_point_and_clean_errors(monkeypatch, tmp_path, capsys):
+    from finegpt_pipeline import cli
+
+    # only this stage: the other stage modules are developed elsewhere
+    monkeypatch.setattr(cli, "STAGE_MODULES", ["finegpt_pipeline.plan"])
+    assert cli.main(["plan", "--gpu", "cpu", "--tokens", "2e5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["hardware"]["key"] == "cpu"
+    assert cli.main(["plan", "--gpu", "cpu", "--bins", str(tmp_path)]) == 2
+    assert f"{tmp_path / 'meta.json'}: bins metadata not found" in capsys.readouterr().err
+    assert cli.main(["plan", "--gpu", "gtx480"]) == 2
+    assert "unknown GPU 'gtx480'" in capsys.readouterr().err
