@@ -16,7 +16,7 @@ from typing import Any
 from finegpt_pipeline.config import TrainConfig
 from finegpt_pipeline.hardware import Hardware
 from finegpt_pipeline.plan import (
-    CUDA_CONTEXT_BYTES, DEFAULT_PRICE_PER_KWH, estimate, eval_seconds, fit_time_to_budget,
+    ALLOCATOR_SLACK, CUDA_CONTEXT_BYTES, DEFAULT_PRICE_PER_KWH, estimate, eval_seconds, fit_time_to_budget,
     memory_estimate,
 )
 
@@ -98,7 +98,17 @@ def calibrate_plan(plan: dict[str, Any], device: str | None = None, steps: int =
     is_cuda = device.startswith("cuda")
     hw = Hardware(**plan["hardware"])
     cfg = TrainConfig.from_dict(plan, source="plan")
-    probes = [probe(cfg, device, cfg.micro_batch, steps)]
+    probes: list[dict[str, Any]] = []
+    while True:  # a planned micro-batch that does not fit in practice is halved, and recorded
+        try:
+            probes.append(probe(cfg, device, cfg.micro_batch, steps))
+            break
+        except torch.cuda.OutOfMemoryError:
+            probes.append({"micro_batch": cfg.micro_batch, "oom": True})
+            if cfg.micro_batch == 1:
+                raise ValueError(f"calibration: {cfg.n_layer}L/{cfg.n_embd}d at block_size "
+                                 f"{cfg.block_size} runs out of memory on {device} even at micro_batch 1") from None
+            cfg = TrainConfig(**{**cfg.to_dict(), "micro_batch": cfg.micro_batch // 2})
     try:
         probes.append(probe(cfg, device, cfg.micro_batch * 2, steps))
     except torch.cuda.OutOfMemoryError:
@@ -110,7 +120,8 @@ def calibrate_plan(plan: dict[str, Any], device: str | None = None, steps: int =
         (m1, b1), (m2, b2) = [(p["max_memory_allocated"], p["micro_batch"]) for p in fitted]
         per_sample = max(1.0, (m2 - m1) / (b2 - b1))
         fixed = m1 - per_sample * b1
-        room = SAFETY * plan["memory_budget_bytes"] - CUDA_CONTEXT_BYTES
+        # what may be allocated: the budget less the context and the allocator's slack
+        room = (SAFETY * plan["memory_budget_bytes"] - CUDA_CONTEXT_BYTES) / (1 + ALLOCATOR_SLACK)
         chosen = cfg.micro_batch
         while fixed + per_sample * chosen * 2 <= room and chosen * 2 <= plan["tokens_per_step"] // cfg.block_size:
             chosen *= 2
