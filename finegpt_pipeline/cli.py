@@ -11,6 +11,7 @@ import sys
 STAGE_MODULES = [
     "finegpt_pipeline.stats",
     "finegpt_pipeline.bins",
+    "finegpt_pipeline.plan",
 ]
 
 

@@ -160,4 +160,6 @@ PLAN_REPORT_KEYS = frozenset({
     "tokens_per_param", "epochs", "energy_kwh", "energy_cost", "price_per_kwh", "board_watts",
     "hardware", "gpu_name", "goal", "hours_budget", "preset", "provenance", "warnings",
     "measured", "calibration", "plan_version",
+    # added by the planner: a preset's seed claims, `--check` verdicts, the bins it was sized for
+    "claims", "claim_verdicts", "bins_dir",
 })

@@ -1,0 +1,166 @@
+"""Measured calibration: run a few real training steps of the planned model and replace the
+plan's estimated step time (and, on CUDA, peak memory) with measurements.
+
+Probes the planned micro-batch and one twice as large. On CUDA, peak memory is
+`torch.cuda.max_memory_allocated` per probe; a line through the two points picks the largest
+power-of-two micro-batch that fits the budget with a safety margin, and grad accumulation is
+re-derived to keep tokens/step. On CPU only time is measured (memory stays estimated).
+The probe runs eagerly (no torch.compile), so a compiled run can only be faster.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from finegpt_pipeline.config import TrainConfig
+from finegpt_pipeline.hardware import Hardware
+from finegpt_pipeline.plan import (
+    ALLOCATOR_SLACK, CUDA_CONTEXT_BYTES, DEFAULT_PRICE_PER_KWH, estimate, eval_seconds, fit_time_to_budget,
+    memory_estimate,
+)
+
+SAFETY = 0.95  # of the memory budget, on top of the budget's own fraction of device memory
+
+
+def _autocast(device_type: str, dtype: str):
+    import contextlib
+
+    import torch
+
+    if dtype in ("bfloat16", "float16"):
+        return torch.autocast(device_type=device_type, dtype=getattr(torch, dtype))
+    return contextlib.nullcontext()
+
+
+def probe(cfg: TrainConfig, device: str, micro_batch: int, steps: int = 3) -> dict[str, Any]:
+    """Time `steps` forward+backward passes and optimizer updates (after one warm-up) at
+    `micro_batch`; on CUDA also the peak allocated memory. Raises torch's OOM error as is."""
+    import torch
+
+    from finegpt_pipeline.model import GPT, GPTConfig
+
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
+    dtype = cfg.dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+    sync = torch.cuda.synchronize if device_type == "cuda" else (lambda: None)
+    if device_type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    torch.manual_seed(cfg.seed)
+    model = GPT(GPTConfig(**cfg.model_args())).to(device)
+    optimizer = model.configure_optimizer(cfg.weight_decay, cfg.learning_rate,
+                                          (cfg.beta1, cfg.beta2), device_type)
+    scaler = torch.amp.GradScaler(device_type, enabled=dtype == "float16")
+    x = torch.randint(0, 50257, (micro_batch, cfg.block_size), device=device)
+    y = torch.randint(0, 50257, (micro_batch, cfg.block_size), device=device)
+    fwd_bwd, opt = [], []
+    try:
+        for step in range(steps + 1):
+            sync()
+            t0 = time.perf_counter()
+            with _autocast(device_type, dtype):
+                _, loss = model(x, y)
+            scaler.scale(loss).backward()
+            sync()
+            t1 = time.perf_counter()
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            sync()
+            if step:  # the first step pays for allocation and kernel selection
+                fwd_bwd.append(t1 - t0)
+                opt.append(time.perf_counter() - t1)
+        peak = torch.cuda.max_memory_allocated() if device_type == "cuda" else None
+    finally:
+        del model, optimizer, x, y
+        if device_type == "cuda":
+            torch.cuda.empty_cache()
+    return {"micro_batch": micro_batch, "dtype": dtype, "fwd_bwd_seconds": min(fwd_bwd),
+            "optimizer_seconds": min(opt), "max_memory_allocated": peak,
+            "predicted_allocated": memory_estimate(TrainConfig(**{**cfg.to_dict(), "micro_batch": micro_batch}),
+                                                   _hw_stub(device_type))["allocated_estimate"]}
+
+
+def _hw_stub(device_type: str) -> Hardware:
+    return Hardware(key="probe", name="probe", kind="gpu" if device_type == "cuda" else "cpu",
+                    peak_flops=1.0, memory_bytes=0, bandwidth_bytes_per_s=1.0, board_watts=0.0,
+                    dtype="bfloat16" if device_type == "cuda" else "float32", bf16=False, tf32=False,
+                    expected_mfu=1.0)
+
+
+def calibrate_plan(plan: dict[str, Any], device: str | None = None, steps: int = 3) -> dict[str, Any]:
+    """The plan with measured step time (and CUDA memory); records what was measured."""
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    is_cuda = device.startswith("cuda")
+    hw = Hardware(**plan["hardware"])
+    cfg = TrainConfig.from_dict(plan, source="plan")
+    probes: list[dict[str, Any]] = []
+    while True:  # a planned micro-batch that does not fit in practice is halved, and recorded
+        try:
+            probes.append(probe(cfg, device, cfg.micro_batch, steps))
+            break
+        except torch.cuda.OutOfMemoryError:
+            probes.append({"micro_batch": cfg.micro_batch, "oom": True})
+            if cfg.micro_batch == 1:
+                raise ValueError(f"calibration: {cfg.n_layer}L/{cfg.n_embd}d at block_size "
+                                 f"{cfg.block_size} runs out of memory on {device} even at micro_batch 1") from None
+            cfg = TrainConfig(**{**cfg.to_dict(), "micro_batch": cfg.micro_batch // 2})
+    try:
+        probes.append(probe(cfg, device, cfg.micro_batch * 2, steps))
+    except torch.cuda.OutOfMemoryError:
+        probes.append({"micro_batch": cfg.micro_batch * 2, "oom": True})
+    fitted = [p for p in probes if not p.get("oom")]
+    chosen, measured_alloc = cfg.micro_batch, None
+    if is_cuda and len(fitted) == 2:
+        # memory(mb) = fixed + per_sample * mb, from the two probes
+        (m1, b1), (m2, b2) = [(p["max_memory_allocated"], p["micro_batch"]) for p in fitted]
+        per_sample = max(1.0, (m2 - m1) / (b2 - b1))
+        fixed = m1 - per_sample * b1
+        # what may be allocated: the budget less the context and the allocator's slack
+        room = (SAFETY * plan["memory_budget_bytes"] - CUDA_CONTEXT_BYTES) / (1 + ALLOCATOR_SLACK)
+        chosen = cfg.micro_batch
+        while fixed + per_sample * chosen * 2 <= room and chosen * 2 <= plan["tokens_per_step"] // cfg.block_size:
+            chosen *= 2
+        while chosen > 1 and fixed + per_sample * chosen > room:
+            chosen //= 2
+        measured_alloc = int(fixed + per_sample * chosen)
+    elif is_cuda:
+        measured_alloc = fitted[0]["max_memory_allocated"]
+    ref = min(fitted, key=lambda p: abs(p["micro_batch"] - chosen))
+    per_sample_s = ref["fwd_bwd_seconds"] / ref["micro_batch"]
+    grad_accum = max(1, round(plan["tokens_per_step"] / (chosen * cfg.block_size)))
+    cfg = TrainConfig(**{**cfg.to_dict(), "micro_batch": chosen, "grad_accum": grad_accum})
+    step_s = per_sample_s * chosen * grad_accum + ref["optimizer_seconds"]
+    if plan.get("goal") == "hours" and plan.get("hours_budget"):
+        cfg = fit_time_to_budget(cfg, plan["hours_budget"], lambda c: step_s)
+    new = estimate(cfg, hw, plan["tokens_available"], price_per_kwh=plan.get("price_per_kwh", DEFAULT_PRICE_PER_KWH),
+                   budget=plan["memory_budget_bytes"])
+    predicted = {"est_step_seconds": new["est_step_seconds"], "peak_memory_bytes": new["peak_memory_bytes"]}
+    micro_s = per_sample_s * chosen
+    total_s = cfg.max_iters * step_s + eval_seconds(cfg, micro_s)
+    new.update(est_step_seconds=step_s, est_hours=total_s / 3600,
+               est_tokens_per_second=new["tokens_per_step"] / step_s,
+               energy_kwh=hw.board_watts * total_s / 3.6e6)
+    new["energy_cost"] = new["energy_kwh"] * new["price_per_kwh"]
+    provenance = dict(new["provenance"], est_step_seconds="measured", est_hours="measured step x iters")
+    if measured_alloc is not None:
+        breakdown = dict(new["memory_breakdown"], measured_allocated=measured_alloc)
+        new.update(peak_memory_bytes=measured_alloc + breakdown["allocator_slack"] + breakdown["context"],
+                   memory_breakdown=breakdown)
+        provenance["peak_memory_bytes"] = "measured (max_memory_allocated) + estimated context"
+    for key in ("goal", "hours_budget", "preset", "claims"):
+        if key in plan:
+            new[key] = plan[key]
+    new["warnings"] = list(dict.fromkeys(plan.get("warnings", []) + new["warnings"]))
+    if plan.get("goal") == "hours" and new["est_hours"] > 1.05 * plan["hours_budget"]:
+        new["warnings"].append(f"measured: {new['est_hours']:.3g} h exceeds the {plan['hours_budget']:g} h "
+                               "budget even at the minimum step count")
+    new["provenance"] = provenance
+    new["measured"] = {"est_step_seconds": step_s, "device": device}
+    new["calibration"] = {"device": device, "steps": steps, "probes": probes, "predicted": predicted,
+                          "chosen_micro_batch": chosen}
+    return new

@@ -1,0 +1,112 @@
+"""Seed presets and the claims check: the corrected arithmetic for what users read."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from finegpt_pipeline import plan as planner
+from finegpt_pipeline.arithmetic import flops_per_token, param_count
+from finegpt_pipeline.claims import PRESETS, check_claims, parse_claims, parse_range
+
+
+def _verdicts(plan, claims):
+    return {v["claim"]: v for v in check_claims(plan, claims)}
+
+
+def test_seed_plan_for_the_rtx4070_corrected():
+    plan = planner.make_plan(None, 850_000_000, preset="rtx4070-one-shard", strict=False)
+    assert plan["gpu_name"] == "NVIDIA GeForce RTX 4070"
+    assert (plan["micro_batch"], plan["grad_accum"], plan["block_size"]) == (12, 40, 1024)
+    assert plan["tokens_per_step"] == 491_520
+    assert plan["params"] == 64_041_472  # padded vocab; 64,017,408 with GPT-2's 50257
+    assert param_count(12, 512, 50257, 1024, False) == 64_017_408
+    assert plan["tokens_total"] == 250_000 * 491_520 == 122_880_000_000
+
+    v = _verdicts(plan, PRESETS["rtx4070-one-shard"]["claims"])
+    assert v["params"]["verdict"] == "wrong"
+    assert v["params"]["ratio"][0] == pytest.approx(110e6 / 64_041_472)  # 1.72x
+    # 22-26 it/s x 491,520 tokens x 456.6 MFLOP/token = 4.9-5.8 PFLOP/s vs 58.3 TFLOP/s
+    fpt = flops_per_token(12, 512, 50304, 1024, False)
+    assert v["it_per_s"]["verdict"] == "impossible"
+    assert 22 * 491_520 * fpt / 58.3e12 == pytest.approx(84.7, abs=0.1)
+    assert 26 * 491_520 * fpt / 58.3e12 == pytest.approx(100.1, abs=0.1)
+    assert "84.7-100x" in v["it_per_s"]["detail"]
+    # 2.5 s/iteration would need 1.54x the peak
+    assert v["s_per_it"]["verdict"] == "impossible"
+    assert "1.54x" in v["s_per_it"]["detail"]
+    # 250,000 iterations at 22-26 it/s is 2.7-3.2 hours, not 110-130
+    assert v["hours"]["verdict"] == "inconsistent"
+    assert "2.67-3.16 h" in v["hours"]["detail"]
+    assert plan["est_hours"] > 250_000 * 491_520 * fpt / 58.3e12 / 3600  # never faster than peak
+    # 122.9 B tokens is 18.9 epochs even of the claimed 6.5 B, ~145 of a real shard
+    assert v["epochs"]["verdict"] == "inconsistent"
+    assert "18.9 epochs" in v["epochs"]["detail"]
+    assert plan["epochs"] == pytest.approx(144.6, abs=0.1)
+    assert v["tokens_available"]["verdict"] == "wrong"
+    assert any("epochs" in w for w in plan["warnings"])
+
+
+@pytest.mark.parametrize("preset, params, verdict", [
+    ("80gb-350m", 124_373_760, "wrong"),  # GPT-2 small shape (no bias), not 350 M
+    ("24gb-160m", 82_015_360, "wrong"),
+    ("12gb-40m", 30_331_776, "wrong"),
+])
+def test_vram_table_rows_parameter_counts(preset, params, verdict):
+    plan = planner.make_plan(None, 10**9, preset=preset)
+    assert plan["params"] == params
+    assert plan["peak_memory_bytes"] <= plan["memory_budget_bytes"]
+    assert _verdicts(plan, PRESETS[preset]["claims"])["params"]["verdict"] == verdict
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_plans_within_budget_or_says_so(preset):
+    plan = planner.make_plan(None, 10**9, preset=preset, strict=False)
+    over = plan["peak_memory_bytes"] > plan["memory_budget_bytes"]
+    assert over == any(w.startswith("OVER BUDGET") for w in plan["warnings"])
+    spec = PRESETS[preset]
+    assert all(plan[k] == v for k, v in spec["model"].items())
+
+
+def test_plausible_claims_pass():
+    plan = planner.make_plan("h100-sxm", 10**9, hours=10, overrides=["n_layer=12", "n_head=12", "n_embd=768"])
+    its = 1 / plan["est_step_seconds"]
+    v = _verdicts(plan, {"params": str(plan["params"]), "it_per_s": f"{its * 0.9}-{its * 1.1}",
+                         "vram_gb": str(plan["peak_memory_bytes"] / 1e9), "watts": "650-700"})
+    assert {k: x["verdict"] for k, x in v.items()} == {"params": "ok", "it_per_s": "ok",
+                                                       "vram_gb": "ok", "watts": "ok"}
+
+
+def test_vram_over_the_device_is_impossible():
+    plan = planner.make_plan("rtx4070", 10**9, hours=5)
+    assert _verdicts(plan, {"vram_gb": "20"})["vram_gb"]["verdict"] == "impossible"
+
+
+def test_parse_range_and_claims():
+    assert parse_range("24") == (24.0, 24.0)
+    assert parse_range("22-26") == (22.0, 26.0)
+    assert parse_range("110e6-200e6") == (110e6, 200e6)
+    assert parse_range("1e-3") == (1e-3, 1e-3)
+    assert parse_range("2.5–4.5") == (2.5, 4.5)
+    with pytest.raises(ValueError, match="it_per_s"):
+        parse_range("fast", "it_per_s")
+    with pytest.raises(ValueError, match="lo <= hi"):
+        parse_range("26-22")
+    with pytest.raises(ValueError, match="--claim expects"):
+        parse_claims(["speed=3"])
+    assert parse_claims(["it_per_s=24", "params=110e6"]) == {"it_per_s": "24", "params": "110e6"}
+    with pytest.raises(ValueError, match="unknown preset"):
+        planner.make_plan(None, 10**9, preset="nope")
+
+
+def test_cli_check_prints_verdicts(capsys):
+    parser = argparse.ArgumentParser()
+    planner.add_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["plan", "--preset", "rtx4070-one-shard", "--gpu", "rtx4070", "--check",
+                              "--claim", "it_per_s=24", "--claim", "params=110e6",
+                              "--claim", "hours=120", "--claim", "vram_gb=10.5"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "**impossible**" in out and "**wrong**" in out and "**inconsistent**" in out
+    assert "92.4x" in out  # 24 it/s needs 92.4x the 4070's dense bf16 peak

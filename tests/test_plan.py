@@ -1,0 +1,189 @@
+"""The planner: exact counts, memory and time estimates, sizing within budgets, the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from finegpt_pipeline import plan as planner
+from finegpt_pipeline.arithmetic import param_count
+from finegpt_pipeline.config import TrainConfig
+from finegpt_pipeline.hardware import CATALOG, GIB
+from finegpt_pipeline.model import GPT, GPTConfig
+
+REQUIRED_KEYS = ["n_layer", "n_head", "n_embd", "block_size", "vocab_size", "micro_batch", "grad_accum",
+                 "tokens_per_step", "max_iters", "params", "flops_per_token", "peak_memory_bytes",
+                 "memory_budget_bytes", "est_step_seconds", "est_hours", "epochs", "energy_kwh",
+                 "peak_flops", "provenance", "warnings", "learning_rate", "min_lr", "warmup_iters",
+                 "lr_decay_iters", "weight_decay", "beta1", "beta2", "dropout", "bias"]
+
+
+@pytest.mark.parametrize("n_layer, n_head, n_embd, block, vocab, bias", [
+    (1, 1, 64, 32, 50257, False), (2, 2, 128, 64, 50304, True), (4, 4, 256, 128, 50304, False),
+    (6, 6, 384, 1024, 50304, False), (12, 8, 512, 1024, 50257, False), (3, 5, 320, 256, 50304, True),
+    (12, 12, 768, 1024, 50257, True), (12, 12, 768, 1024, 50304, True), (10, 10, 640, 1024, 50304, False),
+])
+def test_param_count_equals_the_trainers_model(n_layer, n_head, n_embd, block, vocab, bias):
+    with torch.device("meta"):  # shapes only: no memory, no init cost
+        model = GPT(GPTConfig(block_size=block, vocab_size=vocab, n_layer=n_layer, n_head=n_head,
+                              n_embd=n_embd, bias=bias))
+    assert param_count(n_layer, n_embd, vocab, block, bias) == model.get_num_params()
+
+
+def test_gpt2_small_counts():
+    assert param_count(12, 768, 50257, 1024, True) == 124_439_808
+    assert param_count(12, 768, 50304, 1024, True) == 124_475_904
+    plan = planner.make_plan("a100-80gb", 10**9, overrides=["n_layer=12", "n_head=12", "n_embd=768",
+                                                             "bias=true", "vocab_size=50257"])
+    assert plan["params"] == 124_439_808
+
+
+def test_memory_grows_with_batch_and_width():
+    hw = CATALOG["rtx4090"]
+    base = TrainConfig(n_layer=6, n_head=6, n_embd=384, block_size=1024, micro_batch=4)
+    by_batch = [planner.memory_estimate(TrainConfig(**{**base.to_dict(), "micro_batch": b}), hw)["total"]
+                for b in (1, 2, 4, 8)]
+    by_width = [planner.memory_estimate(TrainConfig(**{**base.to_dict(), "n_embd": d, "n_head": d // 64}),
+                                        hw)["total"] for d in (256, 384, 512, 768)]
+    assert by_batch == sorted(by_batch) and len(set(by_batch)) == 4
+    assert by_width == sorted(by_width) and len(set(by_width)) == 4
+    # fp32 on CPU stores twice the activation bytes of bf16 autocast on GPU
+    cpu = planner.memory_estimate(base, CATALOG["cpu"])
+    gpu = planner.memory_estimate(base, hw)
+    assert cpu["activations"] == 2 * gpu["activations"]
+
+
+@pytest.mark.parametrize("key", sorted(CATALOG))
+def test_no_plan_exceeds_its_budget_and_plans_round_trip(key):
+    for hours in (0.5, 12.0, 200.0):
+        for tokens in (216_000, 10**9):
+            plan = planner.make_plan(key, tokens, hours=hours)
+            assert plan["peak_memory_bytes"] <= plan["memory_budget_bytes"] <= CATALOG[key].memory_bytes
+            assert plan["tokens_per_step"] == plan["micro_batch"] * plan["grad_accum"] * plan["block_size"]
+            assert plan["est_hours"] <= hours * 1.05
+            assert plan["n_embd"] % 64 == 0 and plan["n_embd"] // plan["n_head"] == 64
+            cfg = TrainConfig.from_dict(json.loads(json.dumps(plan)))
+            assert cfg.max_iters == plan["max_iters"] and cfg.peak_flops == CATALOG[key].peak_flops
+            assert all(k in plan for k in REQUIRED_KEYS)
+
+
+def test_more_time_or_memory_never_plans_a_smaller_model():
+    small = planner.make_plan("rtx4070", 10**9, hours=2)
+    long = planner.make_plan("rtx4070", 10**9, hours=48)
+    big = planner.make_plan("h100-sxm", 10**9, hours=48)
+    assert small["params"] <= long["params"] <= big["params"]
+    assert small["params"] < big["params"]
+    # a long budget reaches Chinchilla's ~20 tokens/param
+    assert long["tokens_per_param"] >= 19
+
+
+def test_gpt2_small_scale_uses_about_half_a_million_tokens_per_step():
+    plan = planner.make_plan("h100-sxm", 10**10, hours=100,
+                             overrides=["n_layer=12", "n_head=12", "n_embd=768"])
+    assert 2**18 <= plan["tokens_per_step"] <= 2**20
+    assert plan["learning_rate"] == pytest.approx(6e-4, rel=0.05)
+    assert plan["min_lr"] == pytest.approx(plan["learning_rate"] / 10)
+    assert plan["lr_decay_iters"] == plan["max_iters"]
+
+
+def test_cpu_plan_is_a_tiny_model_that_trains_in_minutes():
+    plan = planner.make_plan("cpu", 194_000)  # the 300-doc sample's train split, roughly
+    assert plan["n_layer"] <= 4 and plan["n_embd"] <= 128 and plan["block_size"] <= 128
+    assert plan["dtype"] == "float32" and plan["est_hours"] <= 3 / 60
+    assert 10 <= plan["max_iters"] <= 500
+    # a real step of exactly this model: the whole run stays within minutes
+    from finegpt_pipeline.calibrate import probe
+
+    measured = probe(TrainConfig.from_dict(plan), "cpu", plan["micro_batch"], steps=1)
+    run_seconds = plan["max_iters"] * (plan["grad_accum"] * measured["fwd_bwd_seconds"]
+                                       + measured["optimizer_seconds"])
+    assert run_seconds < 10 * 60
+
+
+def test_overrides_are_honoured_and_over_budget_is_refused():
+    plan = planner.make_plan("rtx4090", 10**9, overrides=["block_size=256", "n_layer=4", "max_iters=123"])
+    assert (plan["block_size"], plan["n_layer"], plan["max_iters"]) == (256, 4, 123)
+    with pytest.raises(ValueError, match="exceeds the budget"):
+        planner.make_plan("rtx4070", 10**9, overrides=["n_layer=24", "n_embd=1024", "n_head=16",
+                                                       "micro_batch=64"])
+    with pytest.raises(ValueError, match="unknown config key"):
+        planner.make_plan("cpu", 10**6, overrides=["n_layers=4"])
+
+
+def test_epochs_beyond_four_warn():
+    plan = planner.make_plan("cpu", 50_000, overrides=["max_iters=200"])
+    assert plan["epochs"] > 4
+    assert any("epochs" in w for w in plan["warnings"])
+
+
+def test_tokens_from_bins_reads_meta_and_names_bad_files(tmp_path):
+    (tmp_path / "meta.json").write_text(json.dumps({"train_tokens": 1234, "val_tokens": 56}))
+    assert planner.tokens_from_bins(tmp_path) == 1234
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "missing" / "meta.json")):
+        planner.tokens_from_bins(tmp_path / "missing")
+    (tmp_path / "meta.json").write_text("{not json")
+    with pytest.raises(ValueError, match="meta.json: not valid JSON"):
+        planner.tokens_from_bins(tmp_path)
+    with pytest.raises(ValueError, match="train_tokens"):
+        planner.tokens_from_meta({"val_tokens": 3})
+
+
+def test_calibration_on_cpu_measures_step_time_only():
+    from finegpt_pipeline.calibrate import calibrate_plan
+
+    plan = planner.make_plan("cpu", 100_000, overrides=["n_layer=2", "n_head=1", "n_embd=64",
+                                                        "block_size=32", "micro_batch=2", "grad_accum=2",
+                                                        "max_iters=20"])
+    calibrated = calibrate_plan(plan, device="cpu", steps=1)
+    probes = calibrated["calibration"]["probes"]
+    assert [p["micro_batch"] for p in probes] == [2, 4]
+    assert all(p["fwd_bwd_seconds"] > 0 and p["max_memory_allocated"] is None for p in probes)
+    assert calibrated["provenance"]["est_step_seconds"] == "measured"
+    assert calibrated["provenance"]["peak_memory_bytes"] == "estimated"
+    expected = 2 * probes[0]["fwd_bwd_seconds"] + probes[0]["optimizer_seconds"]
+    assert calibrated["est_step_seconds"] == pytest.approx(expected)
+    assert calibrated["calibration"]["predicted"]["est_step_seconds"] == pytest.approx(plan["est_step_seconds"])
+    TrainConfig.from_dict(calibrated)
+
+
+def _cli(argv):
+    parser = argparse.ArgumentParser()
+    planner.add_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["plan", *argv])
+    return args.func(args)
+
+
+def test_cli_json_and_bins(tmp_path, capsys):
+    (tmp_path / "meta.json").write_text(json.dumps({"train_tokens": 194_000, "val_tokens": 20_000}))
+    out = tmp_path / "plan.json"
+    assert _cli(["--gpu", "cpu", "--bins", str(tmp_path), "--json", "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["tokens_available"] == 194_000
+    assert json.loads(out.read_text()) == printed
+    assert all(k in printed for k in REQUIRED_KEYS)
+    assert _cli(["--gpu", "rtx4090", "--tokens", "1e9", "--hours", "24"]) == 0
+    report = capsys.readouterr().out
+    assert "| Parameters |" in report and "RTX 4090" in report
+
+
+def test_tokens_per_param_goal_without_hours():
+    plan = planner.make_plan("h100-sxm", 10**9, tokens_per_param=20)
+    assert plan["goal"] == "tokens_per_param" and plan["hours_budget"] is None
+    assert plan["tokens_per_param"] == pytest.approx(20, rel=0.1)
+    assert plan["epochs"] <= 4.0 + 1e-9
+
+
+def test_finegpt_cli_entry_point_and_clean_errors(monkeypatch, tmp_path, capsys):
+    from finegpt_pipeline import cli
+
+    # only this stage: the other stage modules are developed elsewhere
+    monkeypatch.setattr(cli, "STAGE_MODULES", ["finegpt_pipeline.plan"])
+    assert cli.main(["plan", "--gpu", "cpu", "--tokens", "2e5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["hardware"]["key"] == "cpu"
+    assert cli.main(["plan", "--gpu", "cpu", "--bins", str(tmp_path)]) == 2
+    assert f"{tmp_path / 'meta.json'}: bins metadata not found" in capsys.readouterr().err
+    assert cli.main(["plan", "--gpu", "gtx480"]) == 2
+    assert "unknown GPU 'gtx480'" in capsys.readouterr().err

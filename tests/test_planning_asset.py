@@ -1,0 +1,77 @@
+"""The `training_config` asset: plan file, Dagster metadata, MLflow run, asset check."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import pytest
+
+from assets.planning import training_config, training_config_fits_budget
+from assets.resources import FineGPTPaths
+from finegpt_pipeline.config import TrainConfig
+
+META = {"train_tokens": 194_000, "val_tokens": 21_790, "dtype": "uint16", "vocab_size": 50257}
+
+
+def _upstream(meta):
+    @dg.asset(name="tokenized_bins")
+    def tokenized_bins() -> dict:  # test-only stand-in for the data stage's output
+        return {"dir": "/bins/sample", **meta}
+
+    return tokenized_bins
+
+
+def _materialize(meta, plan_config, **kwargs):
+    return dg.materialize(
+        [_upstream(meta), training_config, training_config_fits_budget],
+        resources={"finegpt_paths": FineGPTPaths()},
+        run_config={"ops": {"training_config": {"config": plan_config}}}, **kwargs)
+
+
+def test_training_config_writes_plan_metadata_and_mlflow(finegpt_home):
+    import mlflow
+
+    result = _materialize(META, {"gpu": "cpu", "overrides": ["seed=7"]})
+    assert result.success
+    plan = result.output_for_node("training_config")
+    assert plan["tokens_available"] == 194_000 and plan["seed"] == 7
+    assert plan["bins_dir"] == "/bins/sample"
+    TrainConfig.from_dict(plan)
+
+    files = list((finegpt_home / "plans").glob("plan-*.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text()) == plan
+
+    mat = result.asset_materializations_for_node("training_config")[0]
+    meta = mat.metadata
+    assert meta["params"].value == plan["params"]
+    assert "| Parameters |" in meta["requirements"].value
+    assert meta["plan_path"].value == str(files[0])
+
+    checks = result.get_asset_check_evaluations()
+    assert [c.check_name for c in checks] == ["training_config_fits_budget"] and checks[0].passed
+
+    run_id = meta["mlflow_run_id"].value
+    run = mlflow.get_run(run_id)
+    assert run.info.run_name == "training_config"
+    assert run.data.tags["finegpt.stage"] == "training_config"
+    assert run.data.tags["dagster.run_id"] == result.run_id
+    assert run.data.params["n_layer"] == str(plan["n_layer"])
+    assert run.data.params["hardware.key"] == "cpu"
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
+    assert {"requirements.md", "plan.json"} <= artifacts
+
+
+def test_preset_claims_reach_the_report(finegpt_home):
+    result = _materialize({**META, "train_tokens": 850_000_000},
+                          {"gpu": "rtx4070", "preset": "12gb-40m", "hours": 6})
+    plan = result.output_for_node("training_config")
+    assert plan["n_layer"] == 6 and plan["n_embd"] == 384
+    assert plan["claim_verdicts"][0]["verdict"] == "wrong"
+    report = result.asset_materializations_for_node("training_config")[0].metadata["requirements"].value
+    assert "Seed claims" in report and "30.3 M" in report
+
+
+def test_bad_upstream_metadata_fails_with_a_clear_error(finegpt_home):
+    with pytest.raises(ValueError, match="tokenized_bins.*train_tokens"):
+        _materialize({"val_tokens": 5}, {"gpu": "cpu"})
