@@ -30,7 +30,7 @@ def test_tiny_model_beats_unigram_entropy(sample_bins, tmp_path):
     entropy = unigram_entropy_nats(sample_bins / "train.bin")
     plan = write_plan(tmp_path / "plan.json", n_embd=64, block_size=64, micro_batch=16,
                       max_iters=150, lr_decay_iters=150, warmup_iters=10, eval_interval=150,
-                      eval_iters=8, log_interval=50, checkpoint_interval=0)
+                      eval_iters=8, log_interval=50, checkpoint_interval=150)
     torch.manual_seed(0)
     summary = train.train(train.load_plan(plan), sample_bins, tmp_path / "run", mlflow=False)
     assert summary["steps"] == 150
