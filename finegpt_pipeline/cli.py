@@ -11,6 +11,8 @@ import sys
 STAGE_MODULES = [
     "finegpt_pipeline.stats",
     "finegpt_pipeline.bins",
+    "finegpt_pipeline.train",
+    "finegpt_pipeline.sample",
 ]
 
 
