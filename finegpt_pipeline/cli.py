@@ -12,6 +12,8 @@ STAGE_MODULES = [
     "finegpt_pipeline.stats",
     "finegpt_pipeline.bins",
     "finegpt_pipeline.plan",
+    "finegpt_pipeline.train",
+    "finegpt_pipeline.sample",
 ]
 
 

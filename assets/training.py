@@ -1,0 +1,109 @@
+"""`trained_checkpoint`: launches the trainer as its own process through Dagster Pipes.
+
+The process runs exactly the command a user or a cluster would run (`python -m
+finegpt_pipeline.train ...`, under torchrun when several GPUs are visible); its log lines and
+final materialization stream back into the Dagster run, its metrics go live to MLflow.
+"""
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from assets.resources import FineGPTPaths
+from finegpt_pipeline.atomic import write_json
+from finegpt_pipeline.train_tracking import ASSET_KEY_ENV, DAGSTER_RUN_ID_ENV
+
+TRAIN_MODULE = "finegpt_pipeline.train"
+
+
+class TrainingLaunchConfig(dg.Config):
+    max_iters: int = 0  # 0: the plan's max_iters
+    overrides: list[str] = []  # `key=value` strings, as `finegpt train --set`
+    fresh: bool = False  # True: new run directory instead of resuming one with the same inputs
+    gpus: int = -1  # -1: every visible GPU (torchrun when more than one)
+
+
+def visible_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def train_command(bins_dir: Path, plan_path: Path, out_dir: Path, resume: bool,
+                  processes: int, extra: list[str] | None = None) -> list[str]:
+    """The trainer's command line: one process, or one per GPU under torchrun."""
+    args = ["-m", TRAIN_MODULE, "--bins", str(bins_dir), "--plan", str(plan_path),
+            "--out", str(out_dir), *(["--resume"] if resume else []), *(extra or [])]
+    if processes > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                f"--nproc-per-node={processes}", *args]
+    return [sys.executable, *args]
+
+
+def run_key(plan: dict, bins_dir: Path) -> str:
+    """Same plan on the same bins -> same run directory, so a retried run resumes."""
+    meta = bins_dir / "meta.json"
+    blob = json.dumps({"plan": plan, "bins": str(bins_dir.resolve()),
+                       "meta": meta.read_text() if meta.exists() else ""}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+@dg.asset(
+    group_name="training",
+    pool="gpu",
+    kinds={"pytorch", "mlflow"},
+    description="A GPT trained on the tokenized bins under the plan; nanoGPT-format ckpt.pt.",
+)
+def trained_checkpoint(
+    context: dg.AssetExecutionContext,
+    config: TrainingLaunchConfig,
+    finegpt_paths: FineGPTPaths,
+    training_config: dict,
+    tokenized_bins: dict,
+) -> dg.Output[dict]:
+    if "dir" not in tokenized_bins:
+        raise ValueError(f"tokenized_bins: expected a dict with 'dir', got keys {sorted(tokenized_bins)}")
+    bins_dir = Path(tokenized_bins["dir"])
+    key = run_key(training_config, bins_dir)
+    if config.fresh:
+        key = f"{key}-{context.run_id[:8]}"
+    out_dir = finegpt_paths.runs_dir() / "trained_checkpoint" / key
+    plan_path = out_dir / "launch_plan.json"
+    write_json(plan_path, training_config)
+    resume = (out_dir / "ckpt.pt").exists()
+
+    gpus = visible_gpus() if config.gpus < 0 else config.gpus
+    extra = [f"--max-iters={config.max_iters}"] if config.max_iters > 0 else []
+    for item in config.overrides:
+        extra += ["--set", item]
+    command = train_command(bins_dir, plan_path, out_dir, resume, gpus, extra)
+    home = finegpt_paths.home_dir()
+    env = {
+        "FINEGPT_HOME": str(home),
+        "MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{home / 'mlflow.db'}",
+        DAGSTER_RUN_ID_ENV: context.run_id,
+        ASSET_KEY_ENV: context.asset_key.to_user_string(),
+        "MLFLOW_DISABLE_TELEMETRY": os.environ.get("MLFLOW_DISABLE_TELEMETRY", "true"),
+    }
+    context.log.info(("resuming: " if resume else "launching: ") + " ".join(command))
+    result = dg.PipesSubprocessClient().run(command=command, context=context, env=env,
+                                            cwd=str(Path(__file__).resolve().parents[1]))
+    materialization = result.get_materialize_result()
+
+    summary_path = out_dir / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    value = {k: summary.get(k) for k in (
+        "steps", "tokens_seen", "best_val_loss", "final_val_loss", "checkpoint",
+        "mlflow_run_id", "mlflow_run_url", "params")}
+    value["run_dir"] = str(out_dir)
+    metadata = dict(materialization.metadata or {})
+    metadata["run_dir"] = dg.MetadataValue.path(str(out_dir))
+    metadata["command"] = dg.MetadataValue.text(" ".join(command))
+    if summary.get("mlflow_run_url"):
+        metadata["mlflow_run_url"] = dg.MetadataValue.url(summary["mlflow_run_url"])
+    return dg.Output(value, metadata=metadata, data_version=materialization.data_version)

@@ -1,0 +1,137 @@
+"""Where and how training runs: device, precision, compilation, distributed setup.
+
+Every GPU path has a CPU fallback, so the same entry point runs on a laptop, one GPU, or under
+`torchrun --nproc-per-node N` (NCCL on GPUs, gloo on CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+
+from finegpt_pipeline.config import TrainConfig
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    dtype: torch.dtype  # autocast dtype; float32 means no autocast
+    compile: bool
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def device_type(self) -> str:
+        return self.device.type
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def autocast(self):
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+
+    def grad_scaler(self):
+        """A loss scaler only for fp16: bf16 has fp32's exponent range and needs none."""
+        enabled = self.dtype == torch.float16 and self.device_type == "cuda"
+        return torch.amp.GradScaler(self.device_type, enabled=enabled)
+
+
+def _distributed_env() -> tuple[int, int, int]:
+    """(rank, local_rank, world_size) as torchrun sets them; (0, 0, 1) when run plainly."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 0, 1
+    return int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), world
+
+
+def resolve_device(spec: str, local_rank: int, distributed: bool) -> torch.device:
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {spec!r} requested but CUDA is not available")
+        # under torchrun each process owns the GPU matching its local rank
+        return torch.device(f"cuda:{local_rank}" if distributed or spec == "cuda" else spec)
+    if spec != "cpu":
+        raise ValueError(f"device must be auto|cpu|cuda|cuda:N (got {spec!r})")
+    return torch.device("cpu")
+
+
+def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
+    if device.type != "cuda":
+        if spec in ("auto", "float32"):
+            return torch.float32
+        if spec == "bfloat16":
+            return torch.bfloat16  # CPU autocast supports bf16; explicit request honoured
+        raise ValueError("dtype float16 needs a CUDA device (fp16 autocast on CPU is unsupported)")
+    if spec == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if spec == "bfloat16" and not torch.cuda.is_bf16_supported():
+        raise ValueError("dtype bfloat16 requested but this GPU does not support it; use float16")
+    return DTYPES[spec]
+
+
+def setup(cfg: TrainConfig) -> Runtime:
+    """Initialise the process group (under torchrun), pick device/dtype, set matmul precision."""
+    rank, local_rank, world = _distributed_env()
+    device = resolve_device(cfg.device, local_rank, world > 1)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        # TF32 for the fp32 matmuls that remain under autocast (and for dtype=float32 runs)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    compile_flag = str(cfg.compile).lower()
+    use_compile = device.type == "cuda" if compile_flag == "auto" else compile_flag == "true"
+    return Runtime(device=device, dtype=resolve_dtype(cfg.dtype, device), compile=use_compile,
+                   rank=rank, local_rank=local_rank, world_size=world)
+
+
+def teardown(rt: Runtime) -> None:
+    if rt.distributed:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def all_reduce_mean(value: torch.Tensor, rt: Runtime) -> torch.Tensor:
+    if rt.distributed:
+        import torch.distributed as dist
+
+        value = value.clone()
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        value /= rt.world_size
+    return value
+
+
+def wrap_model(model: torch.nn.Module, rt: Runtime) -> torch.nn.Module:
+    """Compile, then wrap in DDP: the returned module trains, `model` itself is what we save."""
+    if rt.compile:
+        model = torch.compile(model)
+    if rt.distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        model = DDP(model, device_ids=[rt.local_rank] if rt.device_type == "cuda" else None)
+    return model
+
+
+def peak_memory_bytes(rt: Runtime) -> int:
+    return int(torch.cuda.max_memory_allocated(rt.device)) if rt.device_type == "cuda" else 0

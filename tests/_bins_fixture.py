@@ -1,0 +1,64 @@
+"""Build nanoGPT bins from the real FineWeb sample for trainer tests (the tokenizer stage is
+another module's job; this is the format it writes: EOT before each document, uint16)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from finegpt_pipeline.config import EOT_TOKEN, GPT2_VOCAB_SIZE
+from finegpt_pipeline.tokenizer import encode_batch
+
+
+def make_bins(shard: Path, out: Path, val_docs: int = 30) -> Path:
+    """Last `val_docs` documents go to val.bin, the rest to train.bin."""
+    texts = pq.read_table(shard, columns=["text"]).column("text").to_pylist()
+    docs = encode_batch(texts)
+    out.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for split, part in (("train", docs[:-val_docs]), ("val", docs[-val_docs:])):
+        ids = np.array([t for doc in part for t in (EOT_TOKEN, *doc)], dtype=np.uint16)
+        ids.tofile(out / f"{split}.bin")
+        counts[split] = int(ids.size)
+    (out / "meta.json").write_text(json.dumps({
+        "vocab_size": GPT2_VOCAB_SIZE, "eot_token": EOT_TOKEN,
+        "train_tokens": counts["train"], "val_tokens": counts["val"]}))
+    return out
+
+
+def unigram_entropy_nats(bin_path: Path) -> float:
+    ids = np.fromfile(bin_path, dtype=np.uint16)
+    p = np.bincount(ids).astype(np.float64)
+    p = p[p > 0] / ids.size
+    return float(-(p * np.log(p)).sum())
+
+
+@pytest.fixture(scope="session")
+def sample_bins(tmp_path_factory, sample_shard) -> Path:
+    """nanoGPT bins of the real 300-document sample (≈200 K train, ≈16 K val tokens)."""
+    return make_bins(sample_shard, tmp_path_factory.mktemp("bins"))
+
+
+def write_plan(path: Path, **fields) -> Path:
+    """A tiny CPU plan; keyword arguments override. Plan report keys are allowed, as in a real plan."""
+    plan = dict(n_layer=2, n_head=2, n_embd=32, block_size=32, micro_batch=4, grad_accum=1,
+                learning_rate=3e-3, min_lr=3e-4, warmup_iters=5, lr_decay_iters=40, max_iters=40,
+                eval_interval=20, eval_iters=2, log_interval=1, checkpoint_interval=8,
+                device="cpu", dtype="auto", compile="auto", est_hours=0.001)
+    plan.update(fields)
+    path.write_text(json.dumps(plan))
+    return path
+
+
+def child_env(threads: int = 1) -> dict[str, str]:
+    """Environment for trainer subprocesses: this tree's code, fixed threads, no tracking."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI",)}
+    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+               PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    return env

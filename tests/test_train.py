@@ -1,0 +1,81 @@
+"""The trainer learns, and rejects bad configs before any training starts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from _bins_fixture import child_env, sample_bins, unigram_entropy_nats, write_plan  # noqa: F401
+from finegpt_pipeline import train
+from finegpt_pipeline.config import TrainConfig
+
+
+def test_lr_schedule_warms_up_then_decays_to_min():
+    cfg = TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_iters=10, lr_decay_iters=100)
+    lrs = [train.lr_at(i, cfg) for i in range(120)]
+    assert all(a < b for a, b in zip(lrs[:10], lrs[1:11]))  # warmup rises
+    assert lrs[10] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[10:100], lrs[11:101]))  # cosine falls
+    assert lrs[100] == lrs[119] == pytest.approx(1e-4)
+
+
+def test_tiny_model_beats_unigram_entropy(sample_bins, tmp_path):
+    """A 2-layer model must learn more than token frequencies: val loss below the unigram
+    entropy of the training tokens (what a model predicting only frequencies would reach)."""
+    entropy = unigram_entropy_nats(sample_bins / "train.bin")
+    plan = write_plan(tmp_path / "plan.json", n_embd=64, block_size=64, micro_batch=16,
+                      max_iters=150, lr_decay_iters=150, warmup_iters=10, eval_interval=150,
+                      eval_iters=8, log_interval=50, checkpoint_interval=150)
+    torch.manual_seed(0)
+    summary = train.train(train.load_plan(plan), sample_bins, tmp_path / "run", mlflow=False)
+    assert summary["steps"] == 150
+    assert summary["tokens_seen"] == 150 * 16 * 64
+    assert summary["final_val_loss"] < entropy - 0.3, (summary["final_val_loss"], entropy)
+    assert (tmp_path / "run" / "ckpt.pt").exists()
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"n_embd": 30, "n_head": 4}, "divisible by n_head"),
+    ({"n_layers": 2}, "unknown config keys ['n_layers']"),
+    ({"block_size": 20_000}, "fewer than block_size + 1"),
+    ({"dtype": "float8"}, "dtype must be"),
+])
+def test_bad_config_fails_before_training(sample_bins, tmp_path, fields, message):
+    plan = write_plan(tmp_path / "plan.json", **fields)
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        train.train(train.load_plan(plan), sample_bins, tmp_path / "run", mlflow=False)
+    assert time.perf_counter() - start < 5  # rejected up front, not after a training step
+    assert not (tmp_path / "run" / "ckpt.pt").exists()
+
+
+def test_cli_reports_bad_plan_in_one_line(sample_bins, tmp_path):
+    plan = write_plan(tmp_path / "plan.json", n_embd=30, n_head=4)
+    proc = subprocess.run(
+        [sys.executable, "-m", "finegpt_pipeline.train", "--bins", str(sample_bins),
+         "--plan", str(plan), "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, env=child_env(), timeout=60)
+    assert proc.returncode == 2
+    assert "n_embd (30) must be divisible by n_head (4)" in proc.stderr
+    assert str(plan) in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_bins_named_in_error(tmp_path):
+    plan = write_plan(tmp_path / "plan.json")
+    with pytest.raises(FileNotFoundError, match="bins directory not found"):
+        train.train(train.load_plan(plan), tmp_path / "nope", tmp_path / "run", mlflow=False)
+
+
+def test_set_overrides_and_report_keys(tmp_path):
+    plan = write_plan(tmp_path / "plan.json", tokens_per_step=128, warnings=["x"])
+    cfg = train.load_plan(plan, ["n_layer=3", "learning_rate=5e-4"])
+    assert (cfg.n_layer, cfg.learning_rate) == (3, 5e-4)
+    with pytest.raises(ValueError, match="unknown config key 'nlayer'"):
+        train.load_plan(plan, ["nlayer=3"])
+    assert json.loads(plan.read_text())["warnings"] == ["x"]

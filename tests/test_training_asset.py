@@ -1,0 +1,64 @@
+"""`trained_checkpoint` through Dagster: Pipes launch, streamed materialization, live MLflow run."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import mlflow
+import pytest
+
+from _bins_fixture import make_bins, write_plan
+from assets.resources import FineGPTPaths
+from assets.training import train_command, trained_checkpoint
+
+
+def test_train_command_is_the_user_command(tmp_path):
+    single = train_command(tmp_path / "bins", tmp_path / "p.json", tmp_path / "out", False, 1)
+    assert single[1:4] == ["-m", "finegpt_pipeline.train", "--bins"]
+    multi = train_command(tmp_path / "bins", tmp_path / "p.json", tmp_path / "out", True, 4)
+    assert multi[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4"]
+    assert multi[5:] == single[1:] + ["--resume"]
+
+
+def test_trained_checkpoint_materializes_with_mlflow_run(finegpt_home, sample_shard, tmp_path):
+    bins_dir = make_bins(sample_shard, finegpt_home / "bins")
+    plan = json.loads(write_plan(tmp_path / "plan.json", max_iters=6, lr_decay_iters=6,
+                                 eval_interval=3, log_interval=2, checkpoint_interval=3).read_text())
+
+    @dg.asset(name="training_config")
+    def training_config_input() -> dict:
+        return plan
+
+    @dg.asset(name="tokenized_bins")
+    def tokenized_bins_input() -> dict:
+        return {"dir": str(bins_dir)}
+
+    result = dg.materialize(
+        [training_config_input, tokenized_bins_input, trained_checkpoint],
+        resources={"finegpt_paths": FineGPTPaths(home=str(finegpt_home))},
+        selection=["trained_checkpoint", "training_config", "tokenized_bins"],
+    )
+    assert result.success
+    [mat] = [m for m in result.asset_materializations_for_node("trained_checkpoint")]
+    md = mat.metadata
+    assert md["steps"].value == 6
+    assert md["tokens_seen"].value == 6 * 4 * 32
+    for key in ("best_val_loss", "final_val_loss", "checkpoint", "mlflow_run_url", "run_dir"):
+        assert key in md, key
+    value = result.output_for_node("trained_checkpoint")
+    assert value["steps"] == 6
+
+    mlflow.set_tracking_uri(f"sqlite:///{finegpt_home / 'mlflow.db'}")
+    run = mlflow.get_run(value["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["dagster.run_id"] == result.run_id
+    assert run.data.tags["dagster.asset_key"] == "trained_checkpoint"
+    assert "mlflow.source.git.commit" in run.data.tags
+    assert {"train_loss", "val_loss", "lr"} <= set(run.data.metrics)
+    assert run.data.params["n_layer"] == "2"
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "train_loss")
+    assert sorted(m.step for m in history) == [2, 4, 6]
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert "ckpt.pt" in artifacts
+    assert mlflow.get_run(value["mlflow_run_id"]).info.run_id in md["mlflow_run_url"].value
