@@ -131,12 +131,21 @@ def _tree_rss(pid: int) -> int:
     return total
 
 
+_RUSAGE_WRAPPER = """
+import resource, subprocess, sys
+code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+sys.exit(code)
+"""
+
+
 def peak_rss(path: Path, out: Path) -> dict:
     shutil.rmtree(out, ignore_errors=True)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     cmd = [sys.executable, "-m", "finegpt_pipeline.bins", "tokenize", str(path), "--out", str(out)]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL)
+    # A fresh parent, so RUSAGE_CHILDREN's ru_maxrss is this run's (not an earlier child's).
+    proc = subprocess.Popen([sys.executable, "-c", _RUSAGE_WRAPPER, *cmd], cwd=REPO,
+                            stdout=subprocess.PIPE, text=True)
     peak = [0]
 
     def sample():
@@ -146,15 +155,14 @@ def peak_rss(path: Path, out: Path) -> dict:
 
     sampler = threading.Thread(target=sample)
     sampler.start()
-    proc.wait()
+    maxrss_kib = int(proc.communicate()[0].split()[-1])
     sampler.join()
     if proc.returncode:
         raise SystemExit(f"finegpt tokenize failed with exit code {proc.returncode}")
-    maxrss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     meta = json.loads((out / "meta.json").read_text())
     return {"shard_bytes": path.stat().st_size, "seconds": time.perf_counter() - t0,
             "tokens": meta["train_tokens"] + meta["val_tokens"],
-            "ru_maxrss_mib": maxrss / 1024 if maxrss > before else None,
+            "ru_maxrss_mib": maxrss_kib / 1024,
             "tree_peak_rss_mib": peak[0] / 2**20}
 
 
@@ -182,9 +190,12 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="finegpt-bench-", dir=args.workdir))
     try:
         shard = work / "shard.parquet"
-        gen = synthetic.generate_shard(args.sample, shard, synthetic.parse_size(args.size))
+        if not synthetic.parse_size(args.size):
+            args.rounds = 0
+        gen = synthetic.generate_shard(args.sample, shard, synthetic.parse_size(args.size) or 1)
         print(f"machine: {machine()}\nshard: {gen}", flush=True)
         r1, r1_cpu = single_thread_rate(shard)
+        n = 0
         ours, pool, ours_cpu, pool_cpu = [], [], [], []
         for i in range(args.rounds):
             dt, cpu, n = run_finegpt(shard, work / "bins")
@@ -198,17 +209,18 @@ def main() -> int:
             pool_cpu.append(n / cpu)
             print(f"round {i}: pool    {n / dt / 1e6:.3f} Mtok/s ({dt:.1f} s wall, {cpu:.1f} s CPU)",
                   flush=True)
-        result = {
-            "cores": cores, "tokens": n, "load_average_1m": os.getloadavg()[0],
-            "single_thread_mtok_s": r1 / 1e6, "ceiling_mtok_s": r1 * cores / 1e6,
-            "finegpt_mtok_s": max(ours) / 1e6, "pool_mtok_s": max(pool) / 1e6,
-            "speedup_vs_pool": max(ours) / max(pool), "share_of_ceiling": max(ours) / (r1 * cores),
-            # Per CPU-second: what each approach costs, robust to other load on the machine.
-            "single_thread_mtok_per_cpu_s": r1_cpu / 1e6,
-            "finegpt_mtok_per_cpu_s": max(ours_cpu) / 1e6, "pool_mtok_per_cpu_s": max(pool_cpu) / 1e6,
-            "cpu_efficiency_vs_pool": max(ours_cpu) / max(pool_cpu),
-        }
-        print(json.dumps(result, indent=2), flush=True)
+        if args.rounds:
+            result = {
+                "cores": cores, "tokens": n, "load_average_1m": os.getloadavg()[0],
+                "single_thread_mtok_s": r1 / 1e6, "ceiling_mtok_s": r1 * cores / 1e6,
+                "finegpt_mtok_s": max(ours) / 1e6, "pool_mtok_s": max(pool) / 1e6,
+                "speedup_vs_pool": max(ours) / max(pool), "share_of_ceiling": max(ours) / (r1 * cores),
+                # Per CPU-second: what each approach costs, robust to other load on the machine.
+                "single_thread_mtok_per_cpu_s": r1_cpu / 1e6,
+                "finegpt_mtok_per_cpu_s": max(ours_cpu) / 1e6, "pool_mtok_per_cpu_s": max(pool_cpu) / 1e6,
+                "cpu_efficiency_vs_pool": max(ours_cpu) / max(pool_cpu),
+            }
+            print(json.dumps(result, indent=2), flush=True)
         shutil.rmtree(work / "bins", ignore_errors=True)
         if synthetic.parse_size(args.rss_size):
             shard.unlink()
