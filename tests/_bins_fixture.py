@@ -14,13 +14,15 @@ from finegpt_pipeline.config import EOT_TOKEN, GPT2_VOCAB_SIZE
 from finegpt_pipeline.tokenizer import encode_batch
 
 
-def make_bins(shard: Path, out: Path, val_docs: int = 30) -> Path:
-    """Last `val_docs` documents go to val.bin, the rest to train.bin."""
+def make_bins(shard: Path, out: Path, val_every: int = 10) -> Path:
+    """Every `val_every`-th document goes to val.bin (spread over the shard), the rest to train.bin."""
     texts = pq.read_table(shard, columns=["text"]).column("text").to_pylist()
     docs = encode_batch(texts)
     out.mkdir(parents=True, exist_ok=True)
     counts = {}
-    for split, part in (("train", docs[:-val_docs]), ("val", docs[-val_docs:])):
+    val = [d for i, d in enumerate(docs) if i % val_every == val_every - 1]
+    train = [d for i, d in enumerate(docs) if i % val_every != val_every - 1]
+    for split, part in (("train", train), ("val", val)):
         ids = np.array([t for doc in part for t in (EOT_TOKEN, *doc)], dtype=np.uint16)
         ids.tofile(out / f"{split}.bin")
         counts[split] = int(ids.size)
