@@ -168,7 +168,8 @@ class Trainer:
         max_iters = cfg.max_iters if max_iters is None else max_iters
         self._build()
         self.report = Reporter(self.out_dir, enabled=rt.is_main, use_mlflow=mlflow_wanted(self.mlflow))
-        self.report.start(cfg.to_dict(), resuming=self.resumed_from is not None)
+        self.report.start(cfg.to_dict(), resuming=self.resumed_from is not None,
+                          bins_dir=self.bins.dir)
         try:
             return self._loop(max_iters)
         except BaseException as exc:

@@ -42,7 +42,7 @@ class Reporter:
         self.pipes = None
 
     # -- lifecycle -------------------------------------------------------------------------
-    def start(self, params: dict[str, Any], resuming: bool) -> None:
+    def start(self, params: dict[str, Any], resuming: bool, bins_dir: Path | None = None) -> None:
         if not self.enabled:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -53,6 +53,8 @@ class Reporter:
             self.pipes = self._pipes_cm.__enter__()
         if self.use_mlflow:
             self._start_mlflow(params, resuming)
+            if bins_dir is not None and not resuming:
+                self._log_bins_input(Path(bins_dir))
 
     def _start_mlflow(self, params: dict[str, Any], resuming: bool) -> None:
         import mlflow
@@ -77,6 +79,29 @@ class Reporter:
         self.mlflow_run_id = run.info.run_id
         self.mlflow_run_url = tracking.run_url(self.mlflow_run_id)
         self.info(f"MLflow run {self.mlflow_run_id}: {self.mlflow_run_url}")
+
+    def _log_bins_input(self, bins_dir: Path) -> None:
+        """The bins as the run's MLflow dataset input (lineage); never fatal to training."""
+        try:
+            import hashlib
+            import warnings
+
+            from mlflow.data.dataset_source_registry import resolve_dataset_source
+            from mlflow.data.meta_dataset import MetaDataset
+
+            meta = bins_dir / "meta.json"
+            fingerprint = meta.read_text() if meta.exists() else ""
+            for split in ("train", "val"):
+                fingerprint += f"|{split}:{(bins_dir / (split + '.bin')).stat().st_size}"
+            digest = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
+            with warnings.catch_warnings():
+                # a local path matches two registered local sources; both are the same class
+                warnings.simplefilter("ignore", UserWarning)
+                source = resolve_dataset_source(str(bins_dir.resolve()))
+            dataset = MetaDataset(source, name="tokenized_bins", digest=digest)
+            self.mlflow.log_input(dataset, context="training")
+        except Exception as exc:  # lineage is a nicety: report it, keep training
+            self.info(f"MLflow dataset input not logged ({type(exc).__name__}: {exc})")
 
     def finish(self, summary: dict[str, Any], artifacts: list[Path], data_version: str,
                status: str = "FINISHED") -> None:

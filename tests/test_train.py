@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -24,6 +25,8 @@ def test_lr_schedule_warms_up_then_decays_to_min():
     assert lrs[100] == lrs[119] == pytest.approx(1e-4)
 
 
+# Minutes of CPU on a shared 2-core box (150 steps measured at ~520 s there), so opt-in.
+@pytest.mark.skipif(not os.environ.get("FINEGPT_SLOW_TESTS"), reason="set FINEGPT_SLOW_TESTS=1")
 def test_tiny_model_beats_unigram_entropy(sample_bins, tmp_path):
     """A 2-layer model must learn more than token frequencies: val loss below the unigram
     entropy of the training tokens (what a model predicting only frequencies would reach)."""
