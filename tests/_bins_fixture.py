@@ -14,9 +14,9 @@ from finegpt_pipeline.config import EOT_TOKEN, GPT2_VOCAB_SIZE
 from finegpt_pipeline.tokenizer import encode_batch
 
 
-def make_bins(shard: Path, out: Path, val_every: int = 10) -> Path:
+def make_bins(shard: Path, out: Path, val_every: int = 10, max_docs: int | None = None) -> Path:
     """Every `val_every`-th document goes to val.bin (spread over the shard), the rest to train.bin."""
-    texts = pq.read_table(shard, columns=["text"]).column("text").to_pylist()
+    texts = pq.read_table(shard, columns=["text"]).column("text").to_pylist()[:max_docs]
     docs = encode_batch(texts)
     out.mkdir(parents=True, exist_ok=True)
     counts = {}
