@@ -64,7 +64,7 @@ def test_tiny_model_learns_context_on_one_document(sample_shard, tmp_path):
 @pytest.mark.parametrize("fields, message", [
     ({"n_embd": 30, "n_head": 4}, "divisible by n_head"),
     ({"n_layers": 2}, "unknown config keys ['n_layers']"),
-    ({"block_size": 20_000}, "fewer than block_size + 1"),
+    ({"block_size": 1_000_000}, "fewer than block_size + 1"),
     ({"dtype": "float8"}, "dtype must be"),
 ])
 def test_bad_config_fails_before_training(sample_bins, tmp_path, fields, message):
