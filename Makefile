@@ -1,6 +1,7 @@
 # Two entry points that do all set-up on a fresh machine:
 #   make run    build the venv, then materialize the whole pipeline (Dagster job, embedded defaults)
-#   make test   build the venv, then unit tests, code-location validation and the data job
+#   make test   build the venv, then unit tests, code-location validation, then data_job and
+#               train_job on the shared 300-document sample (the CPU plan trains in ~2 minutes)
 PYTHON ?= python3
 VENV ?= .venv
 # On a CPU-only machine pin a CPU wheel first; a GPU user sets TORCH_SPEC to their CUDA build.
@@ -14,7 +15,7 @@ export DO_NOT_TRACK ?= 1
 export DAGSTER_HOME ?= $(CURDIR)/.finegpt/dagster
 export FINEGPT_HOME ?= $(CURDIR)/.finegpt
 
-.PHONY: venv dagster-home run test unit validate data-job
+.PHONY: venv dagster-home run test unit validate data-job train-job
 
 $(BIN)/finegpt: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,4 +42,7 @@ validate: venv dagster-home
 data-job: venv dagster-home
 	FINEGPT_SHARD=$${FINEGPT_SHARD:-$(SAMPLE)} $(BIN)/dagster job execute -m assets.definitions -j data_job
 
-test: unit validate data-job
+train-job: venv dagster-home
+	FINEGPT_SHARD=$${FINEGPT_SHARD:-$(SAMPLE)} $(BIN)/dagster job execute -m assets.definitions -j train_job
+
+test: unit validate data-job train-job
