@@ -20,10 +20,9 @@ import hashlib
 import heapq
 import json
 import os
-import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 import multiprocessing as mp
 
@@ -348,14 +347,9 @@ def add_cli(subparsers) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m finegpt_pipeline.bins tokenize ...`: this stage's CLI on its own."""
-    parser = argparse.ArgumentParser(prog="finegpt")
-    add_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"finegpt {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    from finegpt_pipeline.cli import run_stage
+
+    return run_stage(add_cli, None, argv)
 
 
 if __name__ == "__main__":

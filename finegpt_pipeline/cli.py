@@ -26,7 +26,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return _run(build_parser(), argv)
+
+
+def run_stage(add_cli, command: str | None = None, argv: list[str] | None = None) -> int:
+    """One stage's CLI on its own (`python -m finegpt_pipeline.train ...`), same flags and
+    errors, without importing the other stages (a GPU box may lack duckdb or dagster).
+    `command` is prepended to the arguments when the module has a single subcommand."""
+    parser = argparse.ArgumentParser(prog="finegpt")
+    add_cli(parser.add_subparsers(dest="command", required=True))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return _run(parser, [command, *argv] if command else argv)
+
+
+def _run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except (FileNotFoundError, ValueError) as exc:

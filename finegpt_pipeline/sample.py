@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-import sys
 
 import torch
 
@@ -61,14 +59,9 @@ def _cli_sample(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m finegpt_pipeline.sample ...`: this subcommand alone."""
-    parser = argparse.ArgumentParser(prog="finegpt")
-    add_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["sample", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"finegpt sample: error: {exc}", file=sys.stderr)
-        return 2
+    from finegpt_pipeline.cli import run_stage
+
+    return run_stage(add_cli, "sample", argv)
 
 
 if __name__ == "__main__":

@@ -286,14 +286,9 @@ def run_cli(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m finegpt_pipeline.stats ...` without the other stages' subcommands."""
-    parser = argparse.ArgumentParser(prog="finegpt")
-    add_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["stats", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return args.func(args)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"finegpt stats: error: {exc}", file=sys.stderr)
-        return 2
+    from finegpt_pipeline.cli import run_stage
+
+    return run_stage(add_cli, "stats", argv)
 
 
 if __name__ == "__main__":

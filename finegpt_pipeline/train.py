@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -304,16 +303,9 @@ def add_cli(subparsers) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m finegpt_pipeline.train ...`: this subcommand alone, same flags and errors."""
-    import sys
+    from finegpt_pipeline.cli import run_stage
 
-    parser = argparse.ArgumentParser(prog="finegpt")
-    add_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["train", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"finegpt train: error: {exc}", file=sys.stderr)
-        return 2
+    return run_stage(add_cli, "train", argv)
 
 
 if __name__ == "__main__":
