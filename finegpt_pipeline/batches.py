@@ -8,11 +8,12 @@ see the same data as one process with grad_accum N*G.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .bins import META_NAME, read_meta
 
 VAL_STREAM = 2**31 - 1  # seed component that keeps validation batches apart from training ones
 
@@ -24,13 +25,8 @@ class Bins:
         self.dir = Path(directory)
         if not self.dir.is_dir():
             raise FileNotFoundError(f"{self.dir}: bins directory not found")
-        self.meta = {}
-        meta_path = self.dir / "meta.json"
-        if meta_path.exists():
-            try:
-                self.meta = json.loads(meta_path.read_text())
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{meta_path}: not valid JSON ({exc})") from None
+        # plain nanoGPT bins have no meta.json; ours do, and it must then be readable
+        self.meta = read_meta(self.dir) if (self.dir / META_NAME).exists() else {}
         self.tokens = {}
         for split in ("train", "val"):
             path = self.dir / f"{split}.bin"
@@ -48,7 +44,7 @@ class Bins:
                                  f"block_size + 1 = {block_size + 1}; lower block_size")
         meta_vocab = self.meta.get("vocab_size")
         if meta_vocab is not None and int(meta_vocab) > vocab_size:
-            raise ValueError(f"{self.dir / 'meta.json'}: vocab_size {meta_vocab} exceeds the "
+            raise ValueError(f"{self.dir / META_NAME}: vocab_size {meta_vocab} exceeds the "
                              f"model's vocab_size {vocab_size}")
 
     def memmap(self, split: str) -> np.memmap:

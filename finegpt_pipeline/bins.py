@@ -236,10 +236,15 @@ def _write_bins(path, starts, split: Split, out_dir: Path, pool, workers) -> dic
 # ---------------------------------------------------------------- verification (asset checks)
 
 def read_meta(bins_dir: str | Path) -> dict:
+    """The bins' meta.json; its absence means the bins are missing or were never finished."""
     meta_path = Path(bins_dir) / META_NAME
-    if not meta_path.exists():
-        raise FileNotFoundError(f"{meta_path}: no meta.json (bins missing or incomplete)")
-    return json.loads(meta_path.read_text())
+    try:
+        return json.loads(meta_path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{meta_path}: no meta.json (bins missing or incomplete; "
+                                "run tokenized_bins first)") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{meta_path}: not valid JSON ({exc})") from None
 
 
 def _split_from_meta(meta: dict) -> Split:

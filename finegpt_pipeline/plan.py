@@ -13,7 +13,6 @@ A measured probe (`finegpt_pipeline.calibrate`) replaces the estimated figures o
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -58,14 +57,9 @@ ADAMW_BYTES_PER_PARAM = 28  # update reads param, grad, m, v (16 B) and writes p
 
 def tokens_from_bins(bins_dir: str | Path) -> int:
     """Training tokens available, from `tokenized_bins`' meta.json (`train_tokens`)."""
-    meta_path = Path(bins_dir) / "meta.json"
-    try:
-        meta = json.loads(meta_path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{meta_path}: bins metadata not found (run tokenized_bins first)") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{meta_path}: not valid JSON ({exc})") from None
-    return tokens_from_meta(meta, source=str(meta_path))
+    from .bins import META_NAME, read_meta  # pyarrow/tiktoken only when bins are read
+
+    return tokens_from_meta(read_meta(bins_dir), source=str(Path(bins_dir) / META_NAME))
 
 
 def tokens_from_meta(meta: dict[str, Any], source: str = "meta.json") -> int:

@@ -95,6 +95,21 @@ def test_missing_bins_named_in_error(tmp_path):
         train.train(train.load_plan(plan), tmp_path / "nope", tmp_path / "run", mlflow=False)
 
 
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: (d / "meta.json").write_text("{half written"), "meta.json: not valid JSON"),
+    (lambda d: (d / "val.bin").write_bytes(b"\x01\x02\x03"), "val.bin: odd byte size"),
+    (lambda d: (d / "train.bin").unlink(), "train.bin: missing"),
+])
+def test_damaged_bins_named_in_error(sample_bins, tmp_path, damage, message):
+    import shutil
+
+    bins = shutil.copytree(sample_bins, tmp_path / "bins")
+    damage(bins)
+    plan = write_plan(tmp_path / "plan.json")
+    with pytest.raises((ValueError, FileNotFoundError), match=re.escape(str(bins / message))):
+        train.train(train.load_plan(plan), bins, tmp_path / "run", mlflow=False)
+
+
 def test_set_overrides_and_report_keys(tmp_path):
     plan = write_plan(tmp_path / "plan.json", tokens_per_step=128, warnings=["x"])
     cfg = train.load_plan(plan, ["n_layer=3", "learning_rate=5e-4"])
