@@ -30,16 +30,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from finegpt_pipeline.arithmetic import flops_per_token  # noqa: E402
+from finegpt_pipeline.hardware import detect  # noqa: E402
 
 GPT2 = dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304, bias=False,
             dropout=0.0)
-# dense bf16 peak FLOP/s by device name (vendor datasheets; SXM parts)
-PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "4090": 165e12}
 EOT = 50256
-
-
-def peak_flops_for(name: str) -> float:
-    return next((v for k, v in PEAK_FLOPS.items() if k in name), 0.0)
 
 
 def synthetic_bins(out: Path, tokens: int, seed: int = 0) -> str:
@@ -109,7 +104,7 @@ def run_nanogpt(bins: Path, work: Path, args) -> dict:
     for split in ("train", "val"):
         (data / f"{split}.bin").unlink(missing_ok=True)
         (data / f"{split}.bin").symlink_to((bins / f"{split}.bin").resolve())
-    flags = [f"--dataset=finegpt_bench", f"--out_dir={work / 'nanogpt'}", f"--batch_size={args.micro_batch}",
+    flags = ["--dataset=finegpt_bench", f"--out_dir={work / 'nanogpt'}", f"--batch_size={args.micro_batch}",
              f"--gradient_accumulation_steps={args.grad_accum}", "--block_size=1024",
              "--n_layer=12", "--n_head=12", "--n_embd=768", "--bias=False", "--dropout=0.0",
              f"--max_iters={args.steps}", f"--lr_decay_iters={args.steps}", "--warmup_iters=10",
@@ -137,7 +132,8 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=10, help="steps left out of the median")
     ap.add_argument("--micro-batch", type=int, default=12)
     ap.add_argument("--grad-accum", type=int, default=4)
-    ap.add_argument("--peak-flops", type=float, default=0.0, help="default: by GPU name")
+    ap.add_argument("--peak-flops", type=float, default=0.0,
+                    help="default: the hardware catalog's dense bf16 peak for this GPU")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
 
@@ -147,7 +143,7 @@ def main() -> int:
         print("no CUDA device: this benchmark needs a GPU", file=sys.stderr)
         return 1
     device = torch.cuda.get_device_name(0)
-    peak = args.peak_flops or peak_flops_for(device)
+    peak = args.peak_flops or detect().peak_flops  # the planner's catalog (dense bf16)
     work = Path(tempfile.mkdtemp(prefix="finegpt-bench-"))
     if args.bins:
         bins, how = Path(args.bins), f"given bins {args.bins}"
