@@ -1,6 +1,7 @@
 """GPT-2 124M training throughput: our trainer, and nanoGPT's train.py beside it, same bins.
 
     python bench/train_gpt2.py [--nanogpt PATH/TO/nanoGPT] [--bins DIR] [--steps 60]
+    python bench/train_gpt2.py --smoke --nanogpt PATH --steps 12 --warmup 2 --micro-batch 4 --grad-accum 1
 
 Without --bins it writes a synthetic FineWeb-schema shard and tokenizes it (tiktoken's GPT-2
 BPE; if pyarrow/tiktoken are missing it writes Zipf-distributed GPT-2 ids instead: throughput
@@ -34,6 +35,10 @@ from finegpt_pipeline.hardware import detect  # noqa: E402
 
 GPT2 = dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304, bias=False,
             dropout=0.0)
+GPU_RUN = dict(device="cuda", dtype="bfloat16", compile=True)
+# --smoke: the whole harness (bins, both trainers, log parsing) on a CPU; its figures mean nothing
+SMOKE = dict(n_layer=2, n_head=2, n_embd=64, block_size=64, vocab_size=50304, bias=False, dropout=0.0)
+SMOKE_RUN = dict(device="cpu", dtype="float32", compile=False)
 EOT = 50256
 
 
@@ -79,11 +84,11 @@ def synthetic_bins(out: Path, tokens: int, seed: int = 0) -> str:
 
 
 def run_ours(bins: Path, work: Path, args, peak: float) -> dict:
-    plan = {**GPT2, "micro_batch": args.micro_batch, "grad_accum": args.grad_accum,
+    plan = {**args.model, "micro_batch": args.micro_batch, "grad_accum": args.grad_accum,
             "max_iters": args.steps, "lr_decay_iters": args.steps, "warmup_iters": 10,
             "learning_rate": 6e-4, "min_lr": 6e-5, "eval_interval": args.steps, "eval_iters": 1,
-            "log_interval": 1, "checkpoint_interval": args.steps, "device": "cuda", "dtype": "bfloat16",
-            "compile": "true", "peak_flops": peak}
+            "log_interval": 1, "checkpoint_interval": args.steps, "device": args.run["device"],
+            "dtype": args.run["dtype"], "compile": str(args.run["compile"]).lower(), "peak_flops": peak}
     (work / "plan.json").write_text(json.dumps(plan))
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["PYTHONPATH"] = str(REPO)
@@ -105,21 +110,21 @@ def run_nanogpt(bins: Path, work: Path, args) -> dict:
         (data / f"{split}.bin").unlink(missing_ok=True)
         (data / f"{split}.bin").symlink_to((bins / f"{split}.bin").resolve())
     flags = ["--dataset=finegpt_bench", f"--out_dir={work / 'nanogpt'}", f"--batch_size={args.micro_batch}",
-             f"--gradient_accumulation_steps={args.grad_accum}", "--block_size=1024",
-             "--n_layer=12", "--n_head=12", "--n_embd=768", "--bias=False", "--dropout=0.0",
+             f"--gradient_accumulation_steps={args.grad_accum}", f"--device={args.run['device']}",
+             *(f"--{k}={v}" for k, v in args.model.items() if k != "vocab_size"),
              f"--max_iters={args.steps}", f"--lr_decay_iters={args.steps}", "--warmup_iters=10",
-             "--eval_interval=100000", "--eval_iters=1", "--log_interval=1", "--dtype=bfloat16",
-             "--compile=True", "--always_save_checkpoint=False", "--wandb_log=False"]
+             "--eval_interval=100000", "--eval_iters=1", "--log_interval=1", f"--dtype={args.run['dtype']}",
+             f"--compile={args.run['compile']}", "--always_save_checkpoint=False", "--wandb_log=False"]
     runner = ("import runpy, sys, torch; sys.argv = ['train.py'] + sys.argv[1:]; "
               "runpy.run_path('train.py', run_name='__main__'); "
-              "print('PEAK_MEMORY_BYTES', torch.cuda.max_memory_allocated())")
+              "print('PEAK_MEMORY_BYTES', torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0)")
     proc = subprocess.run([sys.executable, "-c", runner, *flags], cwd=nano, capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"nanoGPT failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     times = [float(ms) for it, ms in re.findall(r"iter (\d+): loss [\d.]+, time ([\d.]+)ms", proc.stdout)
              if int(it) > args.warmup]
     peak = int(re.search(r"PEAK_MEMORY_BYTES (\d+)", proc.stdout).group(1))
-    tokens_per_iter = args.micro_batch * args.grad_accum * 1024
+    tokens_per_iter = args.micro_batch * args.grad_accum * args.model["block_size"]
     return {"tokens_per_s": tokens_per_iter / (statistics.median(times) / 1000),
             "peak_memory_gib": peak / 2**30}
 
@@ -135,22 +140,31 @@ def main() -> int:
     ap.add_argument("--peak-flops", type=float, default=0.0,
                     help="default: the hardware catalog's dense bf16 peak for this GPU")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--smoke", action="store_true",
+                    help="check the harness on a CPU: tiny model, fp32, no compile (figures meaningless)")
     args = ap.parse_args()
 
     import torch
 
-    if not torch.cuda.is_available():
-        print("no CUDA device: this benchmark needs a GPU", file=sys.stderr)
+    args.model, args.run = (SMOKE, SMOKE_RUN) if args.smoke else (GPT2, GPU_RUN)
+    if args.smoke:
+        device = "cpu (smoke run)"
+    elif torch.cuda.is_available():
+        device = torch.cuda.get_device_name(0)
+    else:
+        print("no CUDA device: this benchmark needs a GPU (--smoke checks the harness on CPU)",
+              file=sys.stderr)
         return 1
-    device = torch.cuda.get_device_name(0)
-    peak = args.peak_flops or detect().peak_flops  # the planner's catalog (dense bf16)
+    peak = args.peak_flops or detect().peak_flops  # the planner's catalog (dense bf16 on GPUs)
     work = Path(tempfile.mkdtemp(prefix="finegpt-bench-"))
     if args.bins:
         bins, how = Path(args.bins), f"given bins {args.bins}"
     else:
         bins = work / "bins"
-        how = synthetic_bins(bins, tokens=max(2_000_000, args.micro_batch * 1025 * 64))
-    fpt = flops_per_token(GPT2["n_layer"], GPT2["n_embd"], GPT2["vocab_size"], GPT2["block_size"], False)
+        floor = 50_000 if args.smoke else 2_000_000
+        how = synthetic_bins(bins, tokens=max(floor, args.micro_batch * (args.model["block_size"] + 1) * 64))
+    m = args.model
+    fpt = flops_per_token(m["n_layer"], m["n_embd"], m["vocab_size"], m["block_size"], m["bias"])
     results = {"device": device, "torch": torch.__version__, "bins": how, "peak_flops": peak,
                "micro_batch": args.micro_batch, "grad_accum": args.grad_accum, "steps": args.steps}
     runs = {"finegpt": run_ours(bins, work, args, peak)}
@@ -161,8 +175,9 @@ def main() -> int:
         results[name] = r
     if "nanogpt" in runs:
         results["tokens_per_s_ratio"] = runs["finegpt"]["tokens_per_s"] / runs["nanogpt"]["tokens_per_s"]
-    print(f"\n{device}, torch {torch.__version__}; GPT-2 124M, block 1024, micro-batch "
-          f"{args.micro_batch} x accum {args.grad_accum}, bf16, compiled; {how}")
+    print(f"\n{device}, torch {torch.__version__}; {m['n_layer']}L/{m['n_embd']}d, block "
+          f"{m['block_size']}, micro-batch {args.micro_batch} x accum {args.grad_accum}, "
+          f"{args.run['dtype']}, compile={args.run['compile']}; {how}")
     print(f"{'trainer':10} {'tokens/s':>12} {'MFU':>7} {'peak GiB':>9}")
     for name, r in runs.items():
         mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"

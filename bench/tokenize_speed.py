@@ -10,7 +10,7 @@ hurts both alike):
 Then peak RSS of `finegpt tokenize` on a >= 1 GB shard: ru_maxrss of the child (its largest
 process) and the peak summed RSS of its whole process tree, sampled every 50 ms.
 
-    python bench/tokenize.py [--size 300MB] [--rss-size 1.1GB] [--rounds 2] [--workdir DIR]
+    python bench/tokenize_speed.py [--size 300MB] [--rss-size 1.1GB] [--rounds 2] [--workdir DIR]
 
 Generated files live in a temp dir (or --workdir) and are deleted at the end.
 """
