@@ -1,7 +1,8 @@
 # Two entry points that do all set-up on a fresh machine:
 #   make run    build the venv, then materialize the whole pipeline (Dagster job, embedded defaults)
 #   make test   build the venv, then unit tests, code-location validation, then data_job and
-#               train_job on the shared 300-document sample (the CPU plan trains in ~2 minutes)
+#               train_job on the shared 300-document sample (~30 minutes on 2 cores, half of
+#               it the held-out learning test; the train_job's CPU plan trains in ~2 minutes)
 PYTHON ?= python3
 VENV ?= .venv
 # On a CPU-only machine pin a CPU wheel first; a GPU user sets TORCH_SPEC to their CUDA build.
