@@ -11,7 +11,7 @@ import torch
 from finegpt_pipeline import plan as planner
 from finegpt_pipeline.arithmetic import param_count
 from finegpt_pipeline.config import TrainConfig
-from finegpt_pipeline.hardware import CATALOG, GIB
+from finegpt_pipeline.hardware import CATALOG
 from finegpt_pipeline.model import GPT, GPTConfig
 
 REQUIRED_KEYS = ["n_layer", "n_head", "n_embd", "block_size", "vocab_size", "micro_batch", "grad_accum",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -12,7 +11,8 @@ import time
 import pytest
 import torch
 
-from _bins_fixture import child_env, make_bins, sample_bins, unigram_entropy_nats, write_plan  # noqa: F401
+from _bins_fixture import (child_env, heldout_unigram_nats, make_bins, sample_bins,  # noqa: F401
+                           unigram_entropy_nats, write_plan)
 from finegpt_pipeline import train
 from finegpt_pipeline.config import TrainConfig
 
@@ -26,20 +26,25 @@ def test_lr_schedule_warms_up_then_decays_to_min():
     assert lrs[100] == lrs[119] == pytest.approx(1e-4)
 
 
-# Minutes of CPU on a shared 2-core box (150 steps measured at ~520 s there), so opt-in.
-@pytest.mark.skipif(not os.environ.get("FINEGPT_SLOW_TESTS"), reason="set FINEGPT_SLOW_TESTS=1")
-def test_tiny_model_beats_unigram_entropy(sample_bins, tmp_path):
-    """A 2-layer model must learn more than token frequencies: val loss below the unigram
-    entropy of the training tokens (what a model predicting only frequencies would reach)."""
+def test_tiny_model_beats_unigram_entropy_on_held_out_documents(sample_bins, tmp_path):
+    """The issue's learning criterion on 30 held-out documents: val loss below the unigram
+    entropy of the training tokens (7.37 nats), and well below the best frequency-only predictor
+    on the same val tokens (7.79; 8% of them never occur in the 270 training documents and cost
+    ~13 nats each, so even a count-based bigram model reaches only 7.14). 2 M tokens, ~15
+    minutes on 2 CPU cores: docs/training.md has the runs that show fewer steps do not clear
+    the bar reliably."""
     entropy = unigram_entropy_nats(sample_bins / "train.bin")
+    unigram = heldout_unigram_nats(sample_bins / "train.bin", sample_bins / "val.bin")
+    steps = 2000
     plan = write_plan(tmp_path / "plan.json", n_embd=64, block_size=64, micro_batch=16,
-                      max_iters=150, lr_decay_iters=150, warmup_iters=10, eval_interval=150,
-                      eval_iters=8, log_interval=50, checkpoint_interval=150)
-    torch.manual_seed(0)
+                      dropout=0.1, learning_rate=1e-2, min_lr=1e-3, warmup_iters=20,
+                      max_iters=steps, lr_decay_iters=steps, eval_interval=steps, eval_iters=28,
+                      log_interval=100, checkpoint_interval=steps)
     summary = train.train(train.load_plan(plan), sample_bins, tmp_path / "run", mlflow=False)
-    assert summary["steps"] == 150
-    assert summary["tokens_seen"] == 150 * 16 * 64
-    assert summary["final_val_loss"] < entropy - 0.3, (summary["final_val_loss"], entropy)
+    assert summary["steps"] == steps and summary["tokens_seen"] == steps * 16 * 64
+    val = summary["final_val_loss"]
+    assert val < unigram - 0.3, (val, unigram)
+    assert val < entropy - 0.05, (val, entropy)  # seeds measured: 0.10-0.14 below
     assert (tmp_path / "run" / "ckpt.pt").exists()
 
 
@@ -48,7 +53,7 @@ def test_tiny_model_learns_context_on_one_document(sample_shard, tmp_path):
     is out of reach of any predictor that ignores context, so getting there on one real document
     (many epochs) shows that model, loss, data windows and optimizer learn together. Small models
     sit on a plateau at the unigram entropy before they escape it, so the learning rate stays
-    high (min_lr = learning_rate). The held-out version above needs minutes of CPU."""
+    high (min_lr = learning_rate). The held-out version above takes ~15 minutes."""
     bins = make_bins(sample_shard, tmp_path / "bins", max_docs=2, val_every=2)
     entropy = unigram_entropy_nats(bins / "train.bin")
     plan = write_plan(tmp_path / "plan.json", n_embd=64, block_size=32, micro_batch=8,

@@ -6,7 +6,6 @@ import json
 
 import dagster as dg
 import mlflow
-import pytest
 
 from _bins_fixture import make_bins, write_plan
 from assets.resources import FineGPTPaths
