@@ -184,6 +184,6 @@ def test_finegpt_cli_entry_point_and_clean_errors(monkeypatch, tmp_path, capsys)
     assert cli.main(["plan", "--gpu", "cpu", "--tokens", "2e5", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["hardware"]["key"] == "cpu"
     assert cli.main(["plan", "--gpu", "cpu", "--bins", str(tmp_path)]) == 2
-    assert f"{tmp_path / 'meta.json'}: bins metadata not found" in capsys.readouterr().err
+    assert f"{tmp_path / 'meta.json'}: no meta.json (bins missing or incomplete" in capsys.readouterr().err
     assert cli.main(["plan", "--gpu", "gtx480"]) == 2
     assert "unknown GPU 'gtx480'" in capsys.readouterr().err
