@@ -20,7 +20,10 @@ def test_train_command_is_the_user_command(tmp_path):
     assert multi[5:] == single[1:] + ["--resume"]
 
 
-def test_trained_checkpoint_materializes_with_mlflow_run(finegpt_home, sample_shard, tmp_path):
+def test_trained_checkpoint_materializes_with_mlflow_run(finegpt_home, sample_shard, tmp_path,
+                                                         monkeypatch):
+    # sample system metrics every second so a run of a few seconds logs some
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
     bins_dir = make_bins(sample_shard, finegpt_home / "bins")
     plan = json.loads(write_plan(tmp_path / "plan.json", max_iters=6, lr_decay_iters=6,
                                  eval_interval=3, log_interval=2, checkpoint_interval=3).read_text())
@@ -56,6 +59,7 @@ def test_trained_checkpoint_materializes_with_mlflow_run(finegpt_home, sample_sh
     assert "mlflow.source.git.commit" in run.data.tags
     assert {"train_loss", "val_loss", "lr"} <= set(run.data.metrics)
     assert run.data.params["n_layer"] == "2"
+    assert "system/cpu_utilization_percentage" in run.data.metrics
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "train_loss")
     assert sorted(m.step for m in history) == [2, 4, 6]
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
