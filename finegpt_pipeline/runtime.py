@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -43,10 +44,13 @@ class Runtime:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device_type, dtype=self.dtype)
 
+    @property
+    def needs_grad_scaler(self) -> bool:
+        """fp16 gradients underflow without loss scaling; bf16 has fp32's exponent range."""
+        return self.dtype == torch.float16 and self.device_type == "cuda"
+
     def grad_scaler(self):
-        """A loss scaler only for fp16: bf16 has fp32's exponent range and needs none."""
-        enabled = self.dtype == torch.float16 and self.device_type == "cuda"
-        return torch.amp.GradScaler(self.device_type, enabled=enabled)
+        return torch.amp.GradScaler(self.device_type, enabled=self.needs_grad_scaler)
 
 
 def _distributed_env() -> tuple[int, int, int]:
@@ -77,11 +81,14 @@ def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
         if spec == "bfloat16":
             return torch.bfloat16  # CPU autocast supports bf16; explicit request honoured
         raise ValueError("dtype float16 needs a CUDA device (fp16 autocast on CPU is unsupported)")
-    if spec == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if spec == "bfloat16" and not torch.cuda.is_bf16_supported():
-        raise ValueError("dtype bfloat16 requested but this GPU does not support it; use float16")
-    return DTYPES[spec]
+    if spec in ("auto", "bfloat16") and not torch.cuda.is_bf16_supported():
+        # plans name bf16 for the GPU they were sized on; on an older GPU (V100, T4) fp16 with
+        # loss scaling is the same memory and the fast path there
+        if spec == "bfloat16":
+            warnings.warn(f"{torch.cuda.get_device_name(device)} has no bf16: training in float16 "
+                          "with loss scaling instead", stacklevel=2)
+        return torch.float16
+    return torch.bfloat16 if spec == "auto" else DTYPES[spec]
 
 
 def setup(cfg: TrainConfig) -> Runtime:
@@ -129,7 +136,10 @@ def wrap_model(model: torch.nn.Module, rt: Runtime) -> torch.nn.Module:
     if rt.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        model = DDP(model, device_ids=[rt.local_rank] if rt.device_type == "cuda" else None)
+        # gradients as views into DDP's all-reduce buckets: no second copy of the gradients,
+        # so a process holds what the planner's memory estimate counts
+        model = DDP(model, device_ids=[rt.local_rank] if rt.device_type == "cuda" else None,
+                    gradient_as_bucket_view=True)
     return model
 
 
