@@ -2,8 +2,8 @@
 
 Each micro-batch's window offsets come from a generator seeded by (seed, step, micro-batch
 index across all ranks), never from running generator state, so a run resumed at step k draws
-exactly the batches the uninterrupted run drew from step k on, and N ranks with grad_accum G
-see the same data as one process with grad_accum N*G.
+exactly the batches the uninterrupted run drew from step k on, and a plan run on N ranks
+(each taking G/N of its grad_accum G) sees the same data as on one process.
 """
 
 from __future__ import annotations

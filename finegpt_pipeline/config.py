@@ -33,7 +33,8 @@ class TrainConfig:
     vocab_size: int = padded_vocab_size()
     dropout: float = 0.0
     bias: bool = False
-    # batch: tokens per optimizer step = micro_batch * grad_accum * block_size * world size
+    # batch: tokens per optimizer step = micro_batch * grad_accum * block_size; under torchrun
+    # the grad_accum micro-steps are shared among the processes (as in nanoGPT)
     micro_batch: int = 16
     grad_accum: int = 1
     # schedule: linear warmup then cosine decay to min_lr at lr_decay_iters

@@ -25,12 +25,13 @@ from finegpt_pipeline import checkpoint, runtime
 from finegpt_pipeline.arithmetic import flops_per_token
 from finegpt_pipeline.atomic import write_json
 from finegpt_pipeline.batches import BatchSource, Bins
-from finegpt_pipeline.config import TrainConfig
+from finegpt_pipeline.config import PLAN_REPORT_KEYS, TrainConfig
 from finegpt_pipeline.model import GPT, GPTConfig
 from finegpt_pipeline.train_tracking import Reporter, mlflow_wanted
 
 SUMMARY_NAME = "summary.json"
-PLAN_NAME = "plan.json"
+PLAN_NAME = "plan.json"  # the config the run used, overrides applied
+PLAN_ESTIMATES_NAME = "plan_estimates.json"  # the --plan file's estimates, hardware, warnings
 
 
 def lr_at(it: int, cfg: TrainConfig) -> float:
@@ -67,8 +68,10 @@ def estimate_val_loss(model: torch.nn.Module, batches: BatchSource, cfg: TrainCo
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, bins_dir: str | Path, out_dir: str | Path,
-                 resume: bool = False, mlflow: bool | None = None):
+                 resume: bool = False, mlflow: bool | None = None,
+                 planner_report: dict[str, Any] | None = None):
         self.cfg = cfg
+        self.planner_report = planner_report or {}
         self.out_dir = Path(out_dir)
         self.ckpt_path = self.out_dir / checkpoint.CKPT_NAME
         # input checks first: nothing is allocated or written for a run that cannot start
@@ -79,6 +82,9 @@ class Trainer:
         self.resume_requested = resume
         self.rt = runtime.setup(cfg)
         self.mlflow = mlflow
+        # grad_accum is the plan's, for the whole step: under torchrun each process takes its
+        # share (as nanoGPT does), so N GPUs keep the planned tokens/step and finish sooner
+        self.accum = -(-cfg.grad_accum // self.rt.world_size)
 
     # --- state -------------------------------------------------------------------------
     def _build(self) -> None:
@@ -141,15 +147,17 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss_sum = torch.zeros((), device=rt.device)
-        for micro in range(cfg.grad_accum):
-            x, y = self.batches.train_batch(self.iter_num, rt.rank * cfg.grad_accum + micro)
-            last = micro == cfg.grad_accum - 1
+        for micro in range(self.accum):
+            # the step's micro-batches are numbered across ranks, so the data a step sees does
+            # not depend on how many processes share it
+            x, y = self.batches.train_batch(self.iter_num, rt.rank * self.accum + micro)
+            last = micro == self.accum - 1
             # DDP all-reduces gradients only on the last micro-step of the accumulation
             sync = nullcontext() if (last or not rt.distributed) else self.train_model.no_sync()
             with sync:
                 with rt.autocast():
                     _, loss = self.train_model(x, y)
-                    loss = loss / cfg.grad_accum
+                    loss = loss / self.accum
                 self.scaler.scale(loss).backward()
             loss_sum += loss.detach().float()
         if cfg.grad_clip > 0:
@@ -167,7 +175,10 @@ class Trainer:
         max_iters = cfg.max_iters if max_iters is None else max_iters
         self._build()
         self.report = Reporter(self.out_dir, enabled=rt.is_main, use_mlflow=mlflow_wanted(self.mlflow))
-        self.report.start(cfg.to_dict(), resuming=self.resumed_from is not None,
+        # the planner's scalar estimates ride along, so MLflow compares planned with measured
+        estimates = {f"plan.{k}": v for k, v in self.planner_report.items()
+                     if isinstance(v, (int, float, str, bool))}
+        self.report.start({**cfg.to_dict(), **estimates}, resuming=self.resumed_from is not None,
                           bins_dir=self.bins.dir)
         try:
             return self._loop(max_iters)
@@ -177,7 +188,10 @@ class Trainer:
 
     def _loop(self, max_iters: int) -> dict[str, Any]:
         cfg, rt = self.cfg, self.rt
-        tokens_per_step = cfg.micro_batch * cfg.block_size * cfg.grad_accum * rt.world_size
+        tokens_per_step = cfg.micro_batch * cfg.block_size * self.accum * rt.world_size
+        if self.accum * rt.world_size != cfg.grad_accum:
+            self.report.info(f"grad_accum {cfg.grad_accum} does not split over {rt.world_size} "
+                             f"processes: {self.accum} each, {tokens_per_step:,} tokens/step")
         fpt = flops_per_token(cfg.n_layer, cfg.n_embd, cfg.vocab_size, cfg.block_size, cfg.bias)
         if self.resumed_from is not None:
             self.report.info(f"resuming from {self.ckpt_path} at iter {self.iter_num}")
@@ -242,8 +256,16 @@ class Trainer:
         if rt.is_main:
             write_json(self.out_dir / SUMMARY_NAME, {**summary, "history": self.history})
         artifacts = [self.ckpt_path, self.out_dir / PLAN_NAME, self.out_dir / SUMMARY_NAME]
+        if (self.out_dir / PLAN_ESTIMATES_NAME).exists():
+            artifacts.append(self.out_dir / PLAN_ESTIMATES_NAME)
         self.report.finish(summary, artifacts, data_version=f"{self.out_dir.name}@{self.iter_num}")
         return summary
+
+
+def planner_report(plan_path: str | Path) -> dict[str, Any]:
+    """What a plan carries besides the config (estimates, hardware, warnings); {} for a bare one."""
+    data = json.loads(Path(plan_path).read_text())
+    return {k: v for k, v in data.items() if k in PLAN_REPORT_KEYS}
 
 
 def load_plan(plan_path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
@@ -258,12 +280,16 @@ def load_plan(plan_path: str | Path, overrides: list[str] | None = None) -> Trai
 
 
 def train(cfg: TrainConfig, bins_dir: str | Path, out_dir: str | Path, resume: bool = False,
-          max_iters: int | None = None, mlflow: bool | None = None) -> dict[str, Any]:
-    """Train to `max_iters` (default cfg.max_iters); returns the run summary."""
-    trainer = Trainer(cfg, bins_dir, out_dir, resume=resume, mlflow=mlflow)
+          max_iters: int | None = None, mlflow: bool | None = None,
+          planner: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train to `max_iters` (default cfg.max_iters); returns the run summary. `planner` is the
+    plan's report (`planner_report`), kept beside the run and logged with it."""
+    trainer = Trainer(cfg, bins_dir, out_dir, resume=resume, mlflow=mlflow, planner_report=planner)
     try:
         if trainer.rt.is_main:
             write_json(Path(out_dir) / PLAN_NAME, cfg.to_dict())
+            if planner:
+                write_json(Path(out_dir) / PLAN_ESTIMATES_NAME, planner)
         return trainer.run(max_iters)
     finally:
         runtime.teardown(trainer.rt)
@@ -277,7 +303,7 @@ def _handle(args: argparse.Namespace) -> int:
             overrides.append(f"{key}={getattr(args, flag)}")
     cfg = load_plan(args.plan, overrides)
     summary = train(cfg, args.bins, args.out, resume=args.resume,
-                    mlflow=True if args.mlflow else None)
+                    mlflow=True if args.mlflow else None, planner=planner_report(args.plan))
     if args.json:
         print(json.dumps(summary, indent=2))
     return 0

@@ -1,5 +1,6 @@
-"""Two-process DDP on gloo: same entry point under torchrun, rank 0 alone logs and checkpoints,
-and the first step's loss equals a single process accumulating the same two micro-batches."""
+"""Two-process DDP on gloo: same entry point and plan under torchrun, rank 0 alone logs and
+checkpoints, and the two ranks share the plan's grad_accum, so each step sees the same data and
+gives the same loss as one process."""
 
 from __future__ import annotations
 
@@ -20,16 +21,15 @@ def _history(out):
 def test_two_process_ddp_matches_single_process(sample_bins, tmp_path):
     common = dict(max_iters=3, lr_decay_iters=3, warmup_iters=1, eval_interval=3,
                   checkpoint_interval=3, log_interval=1, device="cpu")
-    ddp_plan = write_plan(tmp_path / "ddp.json", grad_accum=1, **common)
-    # one process, two micro-batches per step == two ranks, one micro-batch each
-    single_plan = write_plan(tmp_path / "single.json", grad_accum=2, **common)
+    # one plan: one process runs both micro-batches of a step, two ranks one each
+    plan = write_plan(tmp_path / "plan.json", grad_accum=2, **common)
     module = ["-m", "finegpt_pipeline.train", "--bins", str(sample_bins)]
     env = child_env(threads=1)
     ddp = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-         *module, "--plan", str(ddp_plan), "--out", str(tmp_path / "ddp")],
+         *module, "--plan", str(plan), "--out", str(tmp_path / "ddp")],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    single = subprocess.run([sys.executable, *module, "--plan", str(single_plan), "--out",
+    single = subprocess.run([sys.executable, *module, "--plan", str(plan), "--out",
                              str(tmp_path / "single")],
                             env=env, capture_output=True, text=True, timeout=180)
     ddp_out, _ = ddp.communicate(timeout=180)
