@@ -44,11 +44,14 @@ def train_command(bins_dir: Path, plan_path: Path, out_dir: Path, resume: bool,
     return [sys.executable, *args]
 
 
-def run_key(plan: dict, bins_dir: Path) -> str:
-    """Same plan on the same bins -> same run directory, so a retried run resumes."""
+def run_key(plan: dict, bins_dir: Path, launch: TrainingLaunchConfig) -> str:
+    """Same plan, bins and launch settings -> same run directory, so a retried run resumes;
+    changing any of them (an override, max_iters) starts a run of its own."""
     meta = bins_dir / "meta.json"
     blob = json.dumps({"plan": plan, "bins": str(bins_dir.resolve()),
-                       "meta": meta.read_text() if meta.exists() else ""}, sort_keys=True)
+                       "meta": meta.read_text() if meta.exists() else "",
+                       "overrides": list(launch.overrides), "max_iters": launch.max_iters},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -68,7 +71,7 @@ def trained_checkpoint(
     if "dir" not in tokenized_bins:
         raise ValueError(f"tokenized_bins: expected a dict with 'dir', got keys {sorted(tokenized_bins)}")
     bins_dir = Path(tokenized_bins["dir"])
-    key = run_key(training_config, bins_dir)
+    key = run_key(training_config, bins_dir, config)
     if config.fresh:
         key = f"{key}-{context.run_id[:8]}"
     out_dir = finegpt_paths.runs_dir() / "trained_checkpoint" / key

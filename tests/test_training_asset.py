@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import dagster as dg
 import mlflow
 
 from _bins_fixture import make_bins, write_plan
 from assets.resources import FineGPTPaths
-from assets.training import train_command, trained_checkpoint
+from assets.training import TrainingLaunchConfig, run_key, train_command, trained_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_train_command_is_the_user_command(tmp_path):
@@ -20,13 +24,37 @@ def test_train_command_is_the_user_command(tmp_path):
     assert multi[5:] == single[1:] + ["--resume"]
 
 
+def test_one_training_run_at_a_time_under_the_shipped_instance_config(tmp_path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "docker" / "dagster.yaml", home / "dagster.yaml")
+    instance = dg.DagsterInstance.from_config(str(home))
+    assert trained_checkpoint.op.pool == "gpu"
+    assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+    assert not instance.telemetry_enabled
+
+
+def test_run_directory_follows_plan_bins_and_launch_settings(tmp_path):
+    bins = tmp_path / "bins"
+    bins.mkdir()
+    plan = {"n_layer": 2, "max_iters": 10}
+    base = run_key(plan, bins, TrainingLaunchConfig())
+    assert run_key(dict(plan), bins, TrainingLaunchConfig()) == base  # a retry resumes
+    changed = [run_key({**plan, "n_layer": 3}, bins, TrainingLaunchConfig()),
+               run_key(plan, bins, TrainingLaunchConfig(overrides=["learning_rate=1e-3"])),
+               run_key(plan, bins, TrainingLaunchConfig(max_iters=5))]
+    assert len({base, *changed}) == 4
+
+
 def test_trained_checkpoint_materializes_with_mlflow_run(finegpt_home, sample_shard, tmp_path,
                                                          monkeypatch):
-    # sample system metrics every second so a run of a few seconds logs some
-    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
+    # MLflow logs a system-metrics sample only after a full interval (10 s by default) of a
+    # running run; this run lasts a second or two, so sample every 0.1 s
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.1")
     bins_dir = make_bins(sample_shard, finegpt_home / "bins")
     plan = json.loads(write_plan(tmp_path / "plan.json", max_iters=6, lr_decay_iters=6,
-                                 eval_interval=3, log_interval=2, checkpoint_interval=3).read_text())
+                                 eval_interval=3, log_interval=2, checkpoint_interval=3,
+                                 peak_flops=1e12).read_text())
 
     @dg.asset(name="training_config")
     def training_config_input() -> dict:
@@ -46,8 +74,10 @@ def test_trained_checkpoint_materializes_with_mlflow_run(finegpt_home, sample_sh
     md = mat.metadata
     assert md["steps"].value == 6
     assert md["tokens_seen"].value == 6 * 4 * 32
-    for key in ("best_val_loss", "final_val_loss", "checkpoint", "mlflow_run_url", "run_dir"):
+    for key in ("best_val_loss", "final_val_loss", "checkpoint", "mlflow_run_url", "run_dir",
+                "wall_time_s", "tokens_per_s", "mfu", "command"):
         assert key in md, key
+    assert md["tokens_per_s"].value > 0 and 0 < md["mfu"].value < 1
     value = result.output_for_node("trained_checkpoint")
     assert value["steps"] == 6
 
@@ -59,9 +89,10 @@ def test_trained_checkpoint_materializes_with_mlflow_run(finegpt_home, sample_sh
     assert "mlflow.source.git.commit" in run.data.tags
     assert {"train_loss", "val_loss", "lr"} <= set(run.data.metrics)
     assert run.data.params["n_layer"] == "2"
+    assert run.data.params["plan.est_hours"] == "0.001"  # the planner's estimates ride along
     assert "system/cpu_utilization_percentage" in run.data.metrics
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "train_loss")
     assert sorted(m.step for m in history) == [2, 4, 6]
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
-    assert "ckpt.pt" in artifacts
+    assert {"ckpt.pt", "plan.json", "plan_estimates.json", "summary.json"} <= artifacts
     assert mlflow.get_run(value["mlflow_run_id"]).info.run_id in md["mlflow_run_url"].value
