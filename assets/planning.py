@@ -8,6 +8,7 @@ import dagster as dg
 from assets.resources import FineGPTPaths
 from finegpt_pipeline import tracking
 from finegpt_pipeline.atomic import write_json
+from finegpt_pipeline.calibrate import calibrate_plan, wants_calibration
 from finegpt_pipeline.claims import check_claims, format_verdicts
 from finegpt_pipeline.plan import DEFAULT_PRICE_PER_KWH, make_plan, tokens_from_meta
 from finegpt_pipeline.plan_report import requirements_report
@@ -22,7 +23,8 @@ class PlanConfig(dg.Config):
     preset: str = ""
     overrides: list[str] = []  # "key=value" TrainConfig fields, honoured exactly
     price_per_kwh: float = DEFAULT_PRICE_PER_KWH
-    calibrate: bool = False  # measure a few steps on this machine before finalising
+    # measure a few steps on this machine before finalising; unset: yes for a detected GPU
+    calibrate: bool | None = None
 
 
 def flat_params(plan: dict, prefix: str = "") -> dict[str, str]:
@@ -52,9 +54,7 @@ def training_config(context: dg.AssetExecutionContext, config: PlanConfig,
     plan = make_plan(config.gpu, tokens, hours=config.hours or None,
                      tokens_per_param=config.tokens_per_param or None, overrides=config.overrides,
                      preset=config.preset or None, price_per_kwh=config.price_per_kwh)
-    if config.calibrate:
-        from finegpt_pipeline.calibrate import calibrate_plan
-
+    if wants_calibration(config.calibrate, plan):
         plan = calibrate_plan(plan)
     if plan.get("claims"):
         plan["claim_verdicts"] = check_claims(plan, plan["claims"])

@@ -90,6 +90,15 @@ def _hw_stub(device_type: str) -> Hardware:
                     expected_mfu=1.0)
 
 
+def wants_calibration(requested: bool | None, plan: dict[str, Any]) -> bool:
+    """An explicit yes/no wins; by default a plan for a GPU detected on this machine is probed
+    (a catalog GPU may not be the one here, and a CPU probe only costs time)."""
+    if requested is not None:
+        return requested
+    hw = plan.get("hardware") or {}
+    return bool(hw.get("detected")) and hw.get("kind") == "gpu"
+
+
 def calibrate_plan(plan: dict[str, Any], device: str | None = None, steps: int = 3) -> dict[str, Any]:
     """The plan with measured step time (and CUDA memory); records what was measured."""
     import torch
@@ -152,6 +161,11 @@ def calibrate_plan(plan: dict[str, Any], device: str | None = None, steps: int =
         new.update(peak_memory_bytes=measured_alloc + breakdown["allocator_slack"] + breakdown["context"],
                    memory_breakdown=breakdown)
         provenance["peak_memory_bytes"] = "measured (max_memory_allocated) + estimated context"
+        if new["peak_memory_bytes"] > plan["memory_budget_bytes"]:
+            raise ValueError(
+                f"calibration: {cfg.n_layer}L/{cfg.n_embd}d at block_size {cfg.block_size} needs "
+                f"{new['peak_memory_bytes'] / 2**30:.2f} GiB measured even at micro_batch {chosen}, "
+                f"over the {plan['memory_budget_bytes'] / 2**30:.2f} GiB budget: plan a smaller model")
     for key in ("goal", "hours_budget", "preset", "claims"):
         if key in plan:
             new[key] = plan[key]

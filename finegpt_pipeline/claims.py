@@ -183,7 +183,11 @@ def check_claims(plan: dict[str, Any], claims: dict[str, Any]) -> list[dict[str,
         lo, hi = ranges["watts"]
         board = hw["board_watts"]
         verdict = "impossible" if lo > board * 1.05 else "wrong" if hi > board * 1.05 else "ok"
-        add("watts", board, verdict, f"board power is {board:g} W; sustained training draws about that")
+        detail = {"impossible": f"the whole range is above the {board:g} W board power limit",
+                  "wrong": f"the top of the range is above the {board:g} W board power limit; "
+                           f"sustained training draws up to that limit, not past it",
+                  "ok": f"within the {board:g} W board power; sustained training draws about that"}
+        add("watts", board, verdict, detail[verdict])
     claimed_data = ranges.get("tokens_available")
     if claimed_data:
         lo, hi = claimed_data

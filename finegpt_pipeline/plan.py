@@ -26,6 +26,7 @@ CHINCHILLA_TOKENS_PER_PARAM = 20.0  # Hoffmann et al. 2022
 MAX_USEFUL_EPOCHS = 4.0  # Muennighoff et al. 2023: repeated data ~as good as new up to ~4 epochs
 DEFAULT_PRICE_PER_KWH = 0.30
 DEFAULT_HOURS = {"gpu": 12.0, "cpu": 2.0 / 60}  # CPU default: the CI demo trains in ~2 minutes
+CHECKPOINT_EVERY_S = 30 * 60  # a crash loses at most ~30 minutes of training
 MEMORY_FRACTION = {"gpu": 0.90, "cpu": 0.50}  # of device memory (CPU: of RAM, shared with the OS)
 # A FineWeb 2.15 GB parquet shard holds ~0.7-1 B GPT-2 tokens (~720 tokens/doc on our sample).
 SHARD_TOKENS_ESTIMATE = 850_000_000
@@ -233,6 +234,7 @@ def make_plan(hw: Hardware | str | None = None, tokens_available: int | None = N
     iters_fixed = "max_iters" in fixed or "max_iters" in soft
     if goal == "hours" and not iters_fixed:
         cfg = fit_time_to_budget(cfg, hours, lambda c: step_seconds(c, hw))
+    cfg = with_checkpoint_cadence(cfg, step_seconds(cfg, hw))
     cfg = TrainConfig.from_dict({**cfg.to_dict(), **fixed}, source="plan overrides")
     if iters_fixed:
         goal = "max_iters"
@@ -328,6 +330,13 @@ def with_schedule(cfg: TrainConfig, max_iters: int) -> TrainConfig:
     return _replace(cfg, max_iters=max_iters, lr_decay_iters=max_iters,
                     warmup_iters=min(2000, max(5, max_iters // 50)), eval_interval=eval_interval,
                     checkpoint_interval=eval_interval, log_interval=max(1, max_iters // 50))
+
+
+def with_checkpoint_cadence(cfg: TrainConfig, step_s: float) -> TrainConfig:
+    """Checkpoint at least every CHECKPOINT_EVERY_S of estimated training, so a crash of a long
+    run loses minutes, not a fifth of it."""
+    every = max(1, int(CHECKPOINT_EVERY_S / max(step_s, 1e-9)))
+    return _replace(cfg, checkpoint_interval=min(cfg.checkpoint_interval, every))
 
 
 def fit_time_to_budget(cfg: TrainConfig, hours: float, step_s: Callable[[TrainConfig], float]) -> TrainConfig:

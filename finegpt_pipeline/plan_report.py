@@ -79,8 +79,9 @@ def add_plan_cli(subparsers) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="fix any TrainConfig field (repeatable)")
     p.add_argument("--price-per-kwh", type=float, default=None, help="electricity price (default 0.30)")
-    p.add_argument("--calibrate", action="store_true",
-                   help="measure a few steps on this machine and re-derive time (and memory on CUDA)")
+    p.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=None,
+                   help="measure a few steps on this machine and re-derive time (and memory on "
+                        "CUDA); default: on for a detected GPU, off otherwise")
     p.add_argument("--check", action="store_true", help="check --claim figures against the plan")
     p.add_argument("--claim", action="append", default=[], metavar="KEY=VALUE",
                    help="claimed figure: params, it_per_s, s_per_it, hours, vram_gb, watts, "
@@ -92,6 +93,7 @@ def add_plan_cli(subparsers) -> None:
 
 
 def run_plan(args: argparse.Namespace) -> int:
+    from finegpt_pipeline import calibrate
     from finegpt_pipeline import claims as claims_mod
     from finegpt_pipeline import plan as plan_mod
     from finegpt_pipeline.atomic import write_json
@@ -120,10 +122,8 @@ def run_plan(args: argparse.Namespace) -> int:
         overrides=args.overrides, preset=args.preset,
         price_per_kwh=args.price_per_kwh if args.price_per_kwh is not None else plan_mod.DEFAULT_PRICE_PER_KWH,
         strict=not args.check)
-    if args.calibrate:
-        from finegpt_pipeline.calibrate import calibrate_plan
-
-        plan = calibrate_plan(plan)
+    if calibrate.wants_calibration(args.calibrate, plan):
+        plan = calibrate.calibrate_plan(plan)
     verdicts = claims_mod.check_claims(plan, claimed) if args.check else []
     if args.check:
         plan["claim_verdicts"] = verdicts

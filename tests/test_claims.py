@@ -46,6 +46,11 @@ def test_seed_plan_for_the_rtx4070_corrected():
     assert plan["epochs"] == pytest.approx(144.6, abs=0.1)
     assert v["tokens_available"]["verdict"] == "wrong"
     assert any("epochs" in w for w in plan["warnings"])
+    # 180-220 W: a 200 W board cannot sustain 220
+    assert v["watts"]["verdict"] == "wrong"
+    assert "top of the range is above the 200 W" in v["watts"]["detail"]
+    assert _verdicts(plan, {"watts": "250-300"})["watts"]["verdict"] == "impossible"
+    assert _verdicts(plan, {"watts": "170-200"})["watts"]["verdict"] == "ok"
 
 
 @pytest.mark.parametrize("preset, params, verdict", [

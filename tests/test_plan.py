@@ -119,6 +119,29 @@ def test_epochs_beyond_four_warn():
     assert any("epochs" in w for w in plan["warnings"])
 
 
+def test_long_runs_checkpoint_every_half_hour_unless_told():
+    plan = planner.make_plan(preset="rtx4070-one-shard", strict=False)
+    assert plan["max_iters"] == 250_000
+    interval_s = plan["checkpoint_interval"] * plan["est_step_seconds"]
+    assert 0.9 * planner.CHECKPOINT_EVERY_S <= interval_s <= planner.CHECKPOINT_EVERY_S
+    told = planner.make_plan(preset="rtx4070-one-shard", overrides=["checkpoint_interval=5000"],
+                             strict=False)
+    assert told["checkpoint_interval"] == 5000
+    short = planner.make_plan("cpu", 10**6)  # minutes long: five checkpoints, as before
+    assert short["checkpoint_interval"] == -(-short["max_iters"] // 5)
+
+
+def test_calibration_by_default_only_for_a_detected_gpu():
+    from finegpt_pipeline.calibrate import wants_calibration
+
+    detected = {"hardware": {"kind": "gpu", "detected": True}}
+    assert wants_calibration(None, detected)
+    assert not wants_calibration(None, {"hardware": {"kind": "gpu", "detected": False}})
+    assert not wants_calibration(None, {"hardware": {"kind": "cpu", "detected": True}})
+    assert not wants_calibration(False, detected)
+    assert wants_calibration(True, planner.make_plan("cpu", 10**6))
+
+
 def test_tokens_from_bins_reads_meta_and_names_bad_files(tmp_path):
     (tmp_path / "meta.json").write_text(json.dumps({"train_tokens": 1234, "val_tokens": 56}))
     assert planner.tokens_from_bins(tmp_path) == 1234
