@@ -64,12 +64,18 @@ def test_trained_checkpoint_materializes_with_mlflow_run(finegpt_home, sample_sh
     def tokenized_bins_input() -> dict:
         return {"dir": str(bins_dir)}
 
+    instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
         [training_config_input, tokenized_bins_input, trained_checkpoint],
         resources={"finegpt_paths": FineGPTPaths(home=str(finegpt_home))},
         selection=["trained_checkpoint", "training_config", "tokenized_bins"],
+        instance=instance,
     )
     assert result.success
+    # the trainer's log lines stream into the Dagster run through Pipes
+    messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert any(m.startswith("training ") and "tokens/step" in m for m in messages)
+    assert any(m.startswith("iter 6: loss") for m in messages)
     [mat] = [m for m in result.asset_materializations_for_node("trained_checkpoint")]
     md = mat.metadata
     assert md["steps"].value == 6
