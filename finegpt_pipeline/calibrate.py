@@ -1,10 +1,11 @@
 """Measured calibration: run a few real training steps of the planned model and replace the
 plan's estimated step time (and, on CUDA, peak memory) with measurements.
 
-Probes the planned micro-batch and one twice as large. On CUDA, peak memory is
-`torch.cuda.max_memory_allocated` per probe; a line through the two points picks the largest
-power-of-two micro-batch that fits the budget with a safety margin, and grad accumulation is
-re-derived to keep tokens/step. On CPU only time is measured (memory stays estimated).
+Probes the planned micro-batch (halved until it runs within the memory budget) and one twice
+as large. On CUDA, peak memory is `torch.cuda.max_memory_allocated` per probe; a line through
+the two points picks the largest power-of-two micro-batch that fits the budget with a safety
+margin, and grad accumulation is re-derived to keep tokens/step. On CPU only time is measured
+(memory stays estimated). Fields the user fixed when planning stay as they were.
 The probe runs eagerly (no torch.compile), so a compiled run can only be faster.
 """
 
@@ -17,7 +18,7 @@ from finegpt_pipeline.config import TrainConfig
 from finegpt_pipeline.hardware import Hardware
 from finegpt_pipeline.plan import (
     ALLOCATOR_SLACK, CUDA_CONTEXT_BYTES, DEFAULT_PRICE_PER_KWH, estimate, eval_seconds, fit_time_to_budget,
-    memory_estimate,
+    memory_estimate, with_checkpoint_cadence,
 )
 
 SAFETY = 0.95  # of the memory budget, on top of the budget's own fraction of device memory
@@ -40,10 +41,11 @@ def probe(cfg: TrainConfig, device: str, micro_batch: int, steps: int = 3) -> di
 
     from finegpt_pipeline.model import GPT, GPTConfig
 
+    from finegpt_pipeline.runtime import resolve_dtype
+
     device_type = "cuda" if device.startswith("cuda") else "cpu"
-    dtype = cfg.dtype
-    if dtype == "auto":
-        dtype = "bfloat16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+    # the precision the trainer would pick on this device
+    dtype = str(resolve_dtype(cfg.dtype, torch.device(device))).removeprefix("torch.")
     sync = torch.cuda.synchronize if device_type == "cuda" else (lambda: None)
     if device_type == "cuda":
         torch.cuda.empty_cache()
@@ -99,53 +101,74 @@ def wants_calibration(requested: bool | None, plan: dict[str, Any]) -> bool:
     return bool(hw.get("detected")) and hw.get("kind") == "gpu"
 
 
+def measured_peak(allocated: int) -> int:
+    """Device memory a run needs for `allocated` bytes of tensors: allocator slack and context."""
+    return int(allocated * (1 + ALLOCATOR_SLACK) + CUDA_CONTEXT_BYTES)
+
+
+def _probe_or_oom(cfg: TrainConfig, device: str, micro_batch: int, steps: int) -> dict[str, Any]:
+    import torch
+
+    try:
+        return probe(cfg, device, micro_batch, steps)
+    except torch.cuda.OutOfMemoryError:
+        return {"micro_batch": micro_batch, "oom": True}
+
+
 def calibrate_plan(plan: dict[str, Any], device: str | None = None, steps: int = 3) -> dict[str, Any]:
-    """The plan with measured step time (and CUDA memory); records what was measured."""
+    """The plan with measured step time (and CUDA memory); records what was measured. Fields
+    the user fixed when planning (`fixed_fields`) are kept, as the planner keeps them."""
     import torch
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     is_cuda = device.startswith("cuda")
     hw = Hardware(**plan["hardware"])
+    fixed = dict(plan.get("fixed_fields") or {})
     cfg = TrainConfig.from_dict(plan, source="plan")
+    limit = SAFETY * plan["memory_budget_bytes"]
+
+    def fits(p: dict[str, Any]) -> bool:
+        return not p.get("oom") and (not is_cuda or measured_peak(p["max_memory_allocated"]) <= limit)
+
+    # the planned micro-batch, halved until it runs within the budget (each try recorded)
     probes: list[dict[str, Any]] = []
-    while True:  # a planned micro-batch that does not fit in practice is halved, and recorded
-        try:
-            probes.append(probe(cfg, device, cfg.micro_batch, steps))
+    mb = cfg.micro_batch
+    while True:
+        probes.append(_probe_or_oom(cfg, device, mb, steps))
+        if fits(probes[-1]):
             break
-        except torch.cuda.OutOfMemoryError:
-            probes.append({"micro_batch": cfg.micro_batch, "oom": True})
-            if cfg.micro_batch == 1:
-                raise ValueError(f"calibration: {cfg.n_layer}L/{cfg.n_embd}d at block_size "
-                                 f"{cfg.block_size} runs out of memory on {device} even at micro_batch 1") from None
-            cfg = TrainConfig(**{**cfg.to_dict(), "micro_batch": cfg.micro_batch // 2})
-    try:
-        probes.append(probe(cfg, device, cfg.micro_batch * 2, steps))
-    except torch.cuda.OutOfMemoryError:
-        probes.append({"micro_batch": cfg.micro_batch * 2, "oom": True})
+        if mb == 1 or "micro_batch" in fixed:
+            need = ("runs out of memory" if probes[-1].get("oom") else
+                    f"needs {measured_peak(probes[-1]['max_memory_allocated']) / 2**30:.2f} GiB")
+            raise ValueError(f"calibration: {cfg.n_layer}L/{cfg.n_embd}d at block_size {cfg.block_size} "
+                             f"{need} on {device} at micro_batch {mb}, over the "
+                             f"{plan['memory_budget_bytes'] / 2**30:.2f} GiB budget; plan a smaller "
+                             f"{'micro_batch' if mb > 1 else 'model'}")
+        mb //= 2
+    base = probes[-1]
+    chosen, measured_alloc = mb, base["max_memory_allocated"]
+    if "micro_batch" not in fixed:
+        # one twice as large: the time per sample there, and on CUDA a line for memory
+        bigger = _probe_or_oom(cfg, device, mb * 2, steps)
+        probes.append(bigger)
+        if is_cuda and not bigger.get("oom"):
+            per_sample = max(1.0, (bigger["max_memory_allocated"] - measured_alloc) / mb)
+            fixed_bytes = measured_alloc - per_sample * mb
+            max_mb = max(mb, plan["tokens_per_step"] // cfg.block_size)
+            while (chosen * 2 <= max_mb
+                   and measured_peak(int(fixed_bytes + per_sample * chosen * 2)) <= limit):
+                chosen *= 2
+            measured_alloc = int(fixed_bytes + per_sample * chosen)
     fitted = [p for p in probes if not p.get("oom")]
-    chosen, measured_alloc = cfg.micro_batch, None
-    if is_cuda and len(fitted) == 2:
-        # memory(mb) = fixed + per_sample * mb, from the two probes
-        (m1, b1), (m2, b2) = [(p["max_memory_allocated"], p["micro_batch"]) for p in fitted]
-        per_sample = max(1.0, (m2 - m1) / (b2 - b1))
-        fixed = m1 - per_sample * b1
-        # what may be allocated: the budget less the context and the allocator's slack
-        room = (SAFETY * plan["memory_budget_bytes"] - CUDA_CONTEXT_BYTES) / (1 + ALLOCATOR_SLACK)
-        chosen = cfg.micro_batch
-        while fixed + per_sample * chosen * 2 <= room and chosen * 2 <= plan["tokens_per_step"] // cfg.block_size:
-            chosen *= 2
-        while chosen > 1 and fixed + per_sample * chosen > room:
-            chosen //= 2
-        measured_alloc = int(fixed + per_sample * chosen)
-    elif is_cuda:
-        measured_alloc = fitted[0]["max_memory_allocated"]
     ref = min(fitted, key=lambda p: abs(p["micro_batch"] - chosen))
     per_sample_s = ref["fwd_bwd_seconds"] / ref["micro_batch"]
-    grad_accum = max(1, round(plan["tokens_per_step"] / (chosen * cfg.block_size)))
+    grad_accum = fixed.get("grad_accum") or max(1, round(plan["tokens_per_step"] / (chosen * cfg.block_size)))
     cfg = TrainConfig(**{**cfg.to_dict(), "micro_batch": chosen, "grad_accum": grad_accum})
     step_s = per_sample_s * chosen * grad_accum + ref["optimizer_seconds"]
     if plan.get("goal") == "hours" and plan.get("hours_budget"):
         cfg = fit_time_to_budget(cfg, plan["hours_budget"], lambda c: step_s)
+    cfg = with_checkpoint_cadence(cfg, step_s)
+    cfg = TrainConfig.from_dict({**cfg.to_dict(), **fixed}, source="plan fixed_fields")
     new = estimate(cfg, hw, plan["tokens_available"], price_per_kwh=plan.get("price_per_kwh", DEFAULT_PRICE_PER_KWH),
                    budget=plan["memory_budget_bytes"])
     predicted = {"est_step_seconds": new["est_step_seconds"], "peak_memory_bytes": new["peak_memory_bytes"]}
@@ -156,17 +179,12 @@ def calibrate_plan(plan: dict[str, Any], device: str | None = None, steps: int =
                energy_kwh=hw.board_watts * total_s / 3.6e6)
     new["energy_cost"] = new["energy_kwh"] * new["price_per_kwh"]
     provenance = dict(new["provenance"], est_step_seconds="measured", est_hours="measured step x iters")
-    if measured_alloc is not None:
+    if is_cuda:
         breakdown = dict(new["memory_breakdown"], measured_allocated=measured_alloc)
-        new.update(peak_memory_bytes=measured_alloc + breakdown["allocator_slack"] + breakdown["context"],
-                   memory_breakdown=breakdown)
-        provenance["peak_memory_bytes"] = "measured (max_memory_allocated) + estimated context"
-        if new["peak_memory_bytes"] > plan["memory_budget_bytes"]:
-            raise ValueError(
-                f"calibration: {cfg.n_layer}L/{cfg.n_embd}d at block_size {cfg.block_size} needs "
-                f"{new['peak_memory_bytes'] / 2**30:.2f} GiB measured even at micro_batch {chosen}, "
-                f"over the {plan['memory_budget_bytes'] / 2**30:.2f} GiB budget: plan a smaller model")
-    for key in ("goal", "hours_budget", "preset", "claims"):
+        new.update(peak_memory_bytes=measured_peak(measured_alloc), memory_breakdown=breakdown)
+        provenance["peak_memory_bytes"] = ("measured (max_memory_allocated)" if chosen == mb else
+                                           "fitted to two measured probes") + " + allocator slack and context"
+    for key in ("goal", "hours_budget", "preset", "claims", "fixed_fields"):
         if key in plan:
             new[key] = plan[key]
     new["warnings"] = list(dict.fromkeys(plan.get("warnings", []) + new["warnings"]))

@@ -122,7 +122,9 @@ def detect() -> Hardware:
         return detect_cpu()
     props = torch.cuda.get_device_properties(0)
     cc = f"{props.major}.{props.minor}"
-    bf16 = torch.cuda.is_bf16_supported()
+    from finegpt_pipeline.runtime import native_bf16
+
+    bf16 = native_bf16()
     key = match_device_name(props.name, props.total_memory)
     if key is not None:
         return dataclasses.replace(CATALOG[key], name=props.name, memory_bytes=props.total_memory,

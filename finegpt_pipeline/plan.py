@@ -239,7 +239,7 @@ def make_plan(hw: Hardware | str | None = None, tokens_available: int | None = N
     if iters_fixed:
         goal = "max_iters"
     plan = estimate(cfg, hw, tokens_available, price_per_kwh=price_per_kwh, budget=budget)
-    plan.update(goal=goal, hours_budget=hours, preset=preset or "",
+    plan.update(goal=goal, hours_budget=hours, preset=preset or "", fixed_fields=fixed,
                 warnings=warnings + plan["warnings"])
     if preset_claims:
         plan["claims"] = preset_claims

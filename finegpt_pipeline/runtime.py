@@ -74,6 +74,15 @@ def resolve_device(spec: str, local_rank: int, distributed: bool) -> torch.devic
     return torch.device("cpu")
 
 
+def native_bf16() -> bool:
+    """bf16 in hardware (Ampere and later). torch's default check also counts emulation, which
+    says yes on a V100 or T4, where bf16 runs far slower than fp16."""
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # torch without the argument (< 2.3) checks hardware support only
+        return torch.cuda.is_bf16_supported()
+
+
 def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
     if device.type != "cuda":
         if spec in ("auto", "float32"):
@@ -81,7 +90,7 @@ def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
         if spec == "bfloat16":
             return torch.bfloat16  # CPU autocast supports bf16; explicit request honoured
         raise ValueError("dtype float16 needs a CUDA device (fp16 autocast on CPU is unsupported)")
-    if spec in ("auto", "bfloat16") and not torch.cuda.is_bf16_supported():
+    if spec in ("auto", "bfloat16") and not native_bf16():
         # plans name bf16 for the GPU they were sized on; on an older GPU (V100, T4) fp16 with
         # loss scaling is the same memory and the fast path there
         if spec == "bfloat16":
@@ -136,8 +145,8 @@ def wrap_model(model: torch.nn.Module, rt: Runtime) -> torch.nn.Module:
     if rt.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        # gradients as views into DDP's all-reduce buckets: no second copy of the gradients,
-        # so a process holds what the planner's memory estimate counts
+        # gradients as views into DDP's all-reduce buckets; with the trainer zeroing (not
+        # freeing) them under DDP, no second gradient copy exists, as the planner assumes
         model = DDP(model, device_ids=[rt.local_rank] if rt.device_type == "cuda" else None,
                     gradient_as_bucket_view=True)
     return model

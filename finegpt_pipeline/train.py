@@ -100,6 +100,7 @@ class Trainer:
         self.elapsed_before = 0.0
         self.history: list[dict[str, float]] = []
         self.resumed_from: int | None = None
+        self.resumed_world: int | None = None
         if self.resume_requested:
             self._restore(checkpoint.load(self.ckpt_path, map_location=rt.device))
         self.train_model = runtime.wrap_model(self.model, rt)
@@ -125,6 +126,7 @@ class Trainer:
         if rng:
             checkpoint.restore_rng_state(rng)
         self.resumed_from = self.iter_num
+        self.resumed_world = int(extra.get("world_size", self.rt.world_size))
 
     def _save(self) -> None:
         # rank 0 writes, so a resumed DDP run restores rank 0's RNG on every rank: dropout
@@ -167,7 +169,9 @@ class Trainer:
             grad_norm = torch.zeros((), device=rt.device)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
+        # freeing gradients saves memory, except under DDP, where they are views into its
+        # buckets: freed, autograd would allocate a fresh copy beside the buckets every step
+        self.optimizer.zero_grad(set_to_none=not rt.distributed)
         return loss_sum, grad_norm
 
     def run(self, max_iters: int | None = None) -> dict[str, Any]:
@@ -190,8 +194,19 @@ class Trainer:
         cfg, rt = self.cfg, self.rt
         tokens_per_step = cfg.micro_batch * cfg.block_size * self.accum * rt.world_size
         if self.accum * rt.world_size != cfg.grad_accum:
-            self.report.info(f"grad_accum {cfg.grad_accum} does not split over {rt.world_size} "
-                             f"processes: {self.accum} each, {tokens_per_step:,} tokens/step")
+            planned = cfg.micro_batch * cfg.block_size * cfg.grad_accum
+            self.report.warning(
+                f"grad_accum {cfg.grad_accum} does not divide among {rt.world_size} processes: "
+                f"{self.accum} each, so a step is {tokens_per_step:,} tokens, not the planned "
+                f"{planned:,} ({tokens_per_step / planned:.2f}x the tokens and epochs); set "
+                f"grad_accum to a multiple of {rt.world_size} to keep the plan")
+        if self.resumed_world not in (None, rt.world_size):
+            before = -(-cfg.grad_accum // self.resumed_world) * self.resumed_world
+            same = before == self.accum * rt.world_size
+            (self.report.info if same else self.report.warning)(
+                f"resumed on {rt.world_size} processes (checkpoint: {self.resumed_world}); "
+                + ("same tokens per step and data order" if same else
+                   f"tokens per step change from {before * cfg.micro_batch * cfg.block_size:,}"))
         fpt = flops_per_token(cfg.n_layer, cfg.n_embd, cfg.vocab_size, cfg.block_size, cfg.bias)
         if self.resumed_from is not None:
             self.report.info(f"resuming from {self.ckpt_path} at iter {self.iter_num}")

@@ -138,6 +138,13 @@ class Reporter:
         if self.pipes is not None:
             self.pipes.log.info(message)
 
+    def warning(self, message: str) -> None:
+        if not self.enabled:
+            return
+        print(f"warning: {message}", flush=True)
+        if self.pipes is not None:
+            self.pipes.log.warning(message)
+
     def metrics(self, step: int, values: dict[str, float]) -> None:
         """One record per step into the JSONL log (appended across resumes) and MLflow."""
         if not self.enabled:

@@ -48,3 +48,11 @@ def test_two_process_ddp_matches_single_process(sample_bins, tmp_path):
     ckpt = checkpoint.load(tmp_path / "ddp" / "ckpt.pt")
     assert ckpt["iter_num"] == 3
     assert not [n for n in ckpt["model"] if n.startswith(("module.", "_orig_mod."))]
+
+    # the DDP run continues on one process: same plan, so same tokens per step and data order
+    resumed = subprocess.run([sys.executable, *module, "--plan", str(plan), "--out",
+                              str(tmp_path / "ddp"), "--resume", "--max-iters", "4"],
+                             env=env, capture_output=True, text=True, timeout=180)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resumed on 1 processes (checkpoint: 2); same tokens per step" in resumed.stdout
+    assert json.loads((tmp_path / "ddp" / "summary.json").read_text())["tokens_seen"] == 4 * 2 * 4 * 32

@@ -158,18 +158,33 @@ def test_calibration_on_cpu_measures_step_time_only():
     from finegpt_pipeline.calibrate import calibrate_plan
 
     plan = planner.make_plan("cpu", 100_000, overrides=["n_layer=2", "n_head=1", "n_embd=64",
-                                                        "block_size=32", "micro_batch=2", "grad_accum=2",
-                                                        "max_iters=20"])
+                                                        "block_size=32", "max_iters=20"])
+    mb = plan["micro_batch"]
     calibrated = calibrate_plan(plan, device="cpu", steps=1)
     probes = calibrated["calibration"]["probes"]
-    assert [p["micro_batch"] for p in probes] == [2, 4]
+    assert [p["micro_batch"] for p in probes] == [mb, 2 * mb]
     assert all(p["fwd_bwd_seconds"] > 0 and p["max_memory_allocated"] is None for p in probes)
     assert calibrated["provenance"]["est_step_seconds"] == "measured"
     assert calibrated["provenance"]["peak_memory_bytes"] == "estimated"
-    expected = 2 * probes[0]["fwd_bwd_seconds"] + probes[0]["optimizer_seconds"]
+    assert calibrated["micro_batch"] == mb
+    expected = calibrated["grad_accum"] * probes[0]["fwd_bwd_seconds"] + probes[0]["optimizer_seconds"]
     assert calibrated["est_step_seconds"] == pytest.approx(expected)
     assert calibrated["calibration"]["predicted"]["est_step_seconds"] == pytest.approx(plan["est_step_seconds"])
     TrainConfig.from_dict(calibrated)
+
+
+def test_calibration_keeps_what_the_user_fixed():
+    from finegpt_pipeline.calibrate import calibrate_plan
+
+    plan = planner.make_plan("cpu", 100_000, hours=0.01, overrides=[
+        "n_layer=2", "n_head=1", "n_embd=64", "block_size=32", "micro_batch=2", "grad_accum=3",
+        "eval_interval=7"])
+    assert plan["fixed_fields"]["micro_batch"] == 2
+    calibrated = calibrate_plan(plan, device="cpu", steps=1)
+    # a fixed micro-batch is measured, not searched; the time refit leaves fixed fields alone
+    assert [p["micro_batch"] for p in calibrated["calibration"]["probes"]] == [2]
+    assert (calibrated["micro_batch"], calibrated["grad_accum"], calibrated["eval_interval"]) == (2, 3, 7)
+    assert calibrated["fixed_fields"] == plan["fixed_fields"]
 
 
 def _cli(argv):
@@ -210,3 +225,43 @@ def test_finegpt_cli_entry_point_and_clean_errors(monkeypatch, tmp_path, capsys)
     assert f"{tmp_path / 'meta.json'}: no meta.json (bins missing or incomplete" in capsys.readouterr().err
     assert cli.main(["plan", "--gpu", "gtx480"]) == 2
     assert "unknown GPU 'gtx480'" in capsys.readouterr().err
+
+
+def _fake_cuda_probe(fixed_bytes, per_sample, oom_above=10**9):
+    """Stands in for a CUDA probe: allocated memory linear in the micro-batch, OOM above a size."""
+    def probe(cfg, device, micro_batch, steps=3):
+        if micro_batch > oom_above:
+            raise torch.cuda.OutOfMemoryError("fake OOM")
+        return {"micro_batch": micro_batch, "fwd_bwd_seconds": 0.01 * micro_batch,
+                "optimizer_seconds": 0.005, "max_memory_allocated": int(fixed_bytes + per_sample * micro_batch)}
+    return probe
+
+
+def test_calibration_memory_search_on_cuda_measurements(monkeypatch):
+    from finegpt_pipeline import calibrate
+
+    plan = planner.make_plan("rtx4070", 10**9, overrides=["n_layer=12", "n_head=12", "n_embd=768"])
+    plan["micro_batch"] = 16
+    limit = calibrate.SAFETY * plan["memory_budget_bytes"]
+    # 16 does not fit, 8 does: halved, and the probe at 16 (no OOM, over budget) keeps it at 8
+    per_sample = (limit - 2**30) / 12
+    monkeypatch.setattr(calibrate, "probe", _fake_cuda_probe(2**30, per_sample))
+    out = calibrate.calibrate_plan(plan, device="cuda", steps=1)
+    assert [p["micro_batch"] for p in out["calibration"]["probes"]] == [16, 8, 16]
+    assert out["micro_batch"] == 8
+    assert out["peak_memory_bytes"] == calibrate.measured_peak(int(2**30 + 8 * per_sample))
+    assert out["peak_memory_bytes"] <= out["memory_budget_bytes"]
+    assert out["provenance"]["peak_memory_bytes"].startswith("measured")
+    assert out["tokens_per_step"] == pytest.approx(plan["tokens_per_step"], rel=0.5)
+
+    # plenty of room: the line through two probes lets the micro-batch grow past them
+    plan["micro_batch"] = 2
+    monkeypatch.setattr(calibrate, "probe", _fake_cuda_probe(2**30, 2**20))
+    out = calibrate.calibrate_plan(plan, device="cuda", steps=1)
+    assert out["micro_batch"] == plan["tokens_per_step"] // plan["block_size"]
+    assert out["grad_accum"] == 1 and out["provenance"]["peak_memory_bytes"].startswith("fitted")
+
+    # not even one sequence fits: a clear error, no plan
+    monkeypatch.setattr(calibrate, "probe", _fake_cuda_probe(limit, 2**20, oom_above=4))
+    with pytest.raises(ValueError, match="at micro_batch 1, over the .* budget; plan a smaller model"):
+        calibrate.calibrate_plan(plan, device="cuda", steps=1)
