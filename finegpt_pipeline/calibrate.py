@@ -40,7 +40,6 @@ def probe(cfg: TrainConfig, device: str, micro_batch: int, steps: int = 3) -> di
     import torch
 
     from finegpt_pipeline.model import GPT, GPTConfig
-
     from finegpt_pipeline.runtime import resolve_dtype
 
     device_type = "cuda" if device.startswith("cuda") else "cpu"

@@ -66,6 +66,12 @@ def estimate_val_loss(model: torch.nn.Module, batches: BatchSource, cfg: TrainCo
     return float(runtime.all_reduce_mean(total / cfg.eval_iters, rt))
 
 
+def accum_per_process(grad_accum: int, world_size: int) -> int:
+    """grad_accum is the plan's, for the whole step: under torchrun each process takes its share
+    (as nanoGPT does), so N GPUs keep the planned tokens/step and finish sooner; rounded up."""
+    return -(-grad_accum // world_size)
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, bins_dir: str | Path, out_dir: str | Path,
                  resume: bool = False, mlflow: bool | None = None,
@@ -82,9 +88,7 @@ class Trainer:
         self.resume_requested = resume
         self.rt = runtime.setup(cfg)
         self.mlflow = mlflow
-        # grad_accum is the plan's, for the whole step: under torchrun each process takes its
-        # share (as nanoGPT does), so N GPUs keep the planned tokens/step and finish sooner
-        self.accum = -(-cfg.grad_accum // self.rt.world_size)
+        self.accum = accum_per_process(cfg.grad_accum, self.rt.world_size)
 
     # --- state -------------------------------------------------------------------------
     def _build(self) -> None:
@@ -190,23 +194,28 @@ class Trainer:
             self.report.close(error=exc)
             raise
 
-    def _loop(self, max_iters: int) -> dict[str, Any]:
-        cfg, rt = self.cfg, self.rt
-        tokens_per_step = cfg.micro_batch * cfg.block_size * self.accum * rt.world_size
-        if self.accum * rt.world_size != cfg.grad_accum:
-            planned = cfg.micro_batch * cfg.block_size * cfg.grad_accum
+    def _report_process_split(self, tokens_per_step: int) -> None:
+        """Warn where the processes do not keep the plan's tokens per step, or a resumed run's."""
+        cfg, world = self.cfg, self.rt.world_size
+        if self.accum * world != cfg.grad_accum:
+            planned = cfg.tokens_per_micro_step * cfg.grad_accum
             self.report.warning(
-                f"grad_accum {cfg.grad_accum} does not divide among {rt.world_size} processes: "
+                f"grad_accum {cfg.grad_accum} does not divide among {world} processes: "
                 f"{self.accum} each, so a step is {tokens_per_step:,} tokens, not the planned "
                 f"{planned:,} ({tokens_per_step / planned:.2f}x the tokens and epochs); set "
-                f"grad_accum to a multiple of {rt.world_size} to keep the plan")
-        if self.resumed_world not in (None, rt.world_size):
-            before = -(-cfg.grad_accum // self.resumed_world) * self.resumed_world
-            same = before == self.accum * rt.world_size
+                f"grad_accum to a multiple of {world} to keep the plan")
+        if self.resumed_world not in (None, world):
+            before = accum_per_process(cfg.grad_accum, self.resumed_world) * self.resumed_world
+            same = before == self.accum * world
             (self.report.info if same else self.report.warning)(
-                f"resumed on {rt.world_size} processes (checkpoint: {self.resumed_world}); "
+                f"resumed on {world} processes (checkpoint: {self.resumed_world}); "
                 + ("same tokens per step and data order" if same else
-                   f"tokens per step change from {before * cfg.micro_batch * cfg.block_size:,}"))
+                   f"tokens per step change from {before * cfg.tokens_per_micro_step:,}"))
+
+    def _loop(self, max_iters: int) -> dict[str, Any]:
+        cfg, rt = self.cfg, self.rt
+        tokens_per_step = cfg.tokens_per_micro_step * self.accum * rt.world_size
+        self._report_process_split(tokens_per_step)
         fpt = flops_per_token(cfg.n_layer, cfg.n_embd, cfg.vocab_size, cfg.block_size, cfg.bias)
         if self.resumed_from is not None:
             self.report.info(f"resuming from {self.ckpt_path} at iter {self.iter_num}")
