@@ -230,11 +230,13 @@ def make_plan(hw: Hardware | str | None = None, tokens_available: int | None = N
     if cfg is None:
         raise ValueError(f"no model fits {hw.name}'s memory budget of {budget / GIB:.2f} GiB "
                          f"at block_size {base.block_size}")
-    cfg = _size_batch(cfg, hw, fixed, soft, budget, hours, tokens_per_param, tokens_available, warnings)
+    cfg, max_iters = _size_batch(cfg, hw, fixed, soft, budget, hours, tokens_per_param,
+                                 tokens_available, warnings)
     iters_fixed = "max_iters" in fixed or "max_iters" in soft
     if goal == "hours" and not iters_fixed:
-        cfg = fit_time_to_budget(cfg, hours, lambda c: step_seconds(c, hw))
-    cfg = with_checkpoint_cadence(cfg, step_seconds(cfg, hw))
+        max_iters = fit_time_to_budget(with_schedule(cfg, max_iters), hours,
+                                       lambda c: step_seconds(c, hw)).max_iters
+    cfg = reschedule(cfg, max_iters, step_seconds(cfg, hw))
     cfg = TrainConfig.from_dict({**cfg.to_dict(), **fixed}, source="plan overrides")
     if iters_fixed:
         goal = "max_iters"
@@ -320,7 +322,7 @@ def _size_batch(cfg, hw, fixed, soft, budget, hours, ratio_goal, tokens_availabl
                    weight_decay=0.1, beta1=0.9, beta2=0.95, eval_iters=20 if hw.kind == "gpu" else 4,
                    peak_flops=hw.peak_flops, device="auto", compile="auto",
                    dtype=fixed.get("dtype", hw.dtype if hw.kind == "gpu" else "float32"))
-    return with_schedule(cfg, max_iters)
+    return cfg, max_iters
 
 
 def with_schedule(cfg: TrainConfig, max_iters: int) -> TrainConfig:
@@ -330,6 +332,14 @@ def with_schedule(cfg: TrainConfig, max_iters: int) -> TrainConfig:
     return _replace(cfg, max_iters=max_iters, lr_decay_iters=max_iters,
                     warmup_iters=min(2000, max(5, max_iters // 50)), eval_interval=eval_interval,
                     checkpoint_interval=eval_interval, log_interval=max(1, max_iters // 50))
+
+
+def reschedule(cfg: TrainConfig, max_iters: int, step_s: float | None = None) -> TrainConfig:
+    """The plan's schedule for `max_iters` steps: what `finegpt plan --set max_iters=N` gives
+    and what `finegpt train --max-iters N` trains (warmup, decay, eval and checkpoint cadence).
+    `step_s`, the estimated seconds per step, caps the checkpoint interval; None leaves it."""
+    cfg = with_schedule(cfg, max_iters)
+    return cfg if step_s is None else with_checkpoint_cadence(cfg, step_s)
 
 
 def with_checkpoint_cadence(cfg: TrainConfig, step_s: float) -> TrainConfig:
