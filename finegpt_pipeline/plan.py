@@ -146,9 +146,9 @@ def _replace(cfg: TrainConfig, **changes) -> TrainConfig:
 
 
 def _parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
-    """Typed `key=value` overrides (unknown keys fail). Each is typed on its own: how fields
-    combine (n_embd divisible by n_head) is checked on the finished plan, not against the
-    defaults of fields the user left to the planner."""
+    """Typed, validated `key=value` overrides (unknown keys fail). They are validated beside
+    companions the planner may still choose (one head, a zero min_lr), not beside the defaults
+    of fields the user left to it: n_head=12 alone is fine, n_head=12 with n_embd=128 is not."""
     known = TrainConfig().to_dict()
     fixed = {}
     for item in overrides:
@@ -158,6 +158,10 @@ def _parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
         if key not in known:
             raise ValueError(f"--set: unknown config key {key!r}; known: {sorted(known)}")
         fixed[key] = _coerce(TrainConfig, key, value)
+    trial = {**known, "n_head": 1, "min_lr": 0.0, **fixed}
+    if "n_head" in fixed and "n_embd" not in fixed:
+        trial["n_embd"] = max(1, fixed["n_head"]) * 64
+    TrainConfig.from_dict(trial, source="--set")
     return fixed
 
 

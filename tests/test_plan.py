@@ -283,6 +283,11 @@ def test_a_fixed_head_count_searches_widths_it_divides():
     odd = planner.make_plan("cpu", 10**6, overrides=["n_head=13"])  # no table width divides by 13
     assert odd["n_head"] == 13 and odd["n_embd"] % 13 == 0
     TrainConfig.from_dict(odd)
+    # what the user fixed is still checked, alone and together, before any search
+    with pytest.raises(ValueError, match=r"n_embd \(128\) must be divisible by n_head \(12\)"):
+        planner.make_plan("h100-sxm", 10**9, overrides=["n_head=12", "n_embd=128"])
+    with pytest.raises(ValueError, match="n_head must be >= 1"):
+        planner.make_plan("h100-sxm", 10**9, overrides=["n_head=0"])
 
 
 def test_a_fixed_width_keeps_gpt_like_depth_and_gets_dividing_heads():
