@@ -160,8 +160,9 @@ def detect(remeasure: bool = False) -> Hardware:
 
 def detect_cpu(remeasure: bool = False) -> Hardware:
     """The CPU, its fp32 rate measured on a model-shaped matmul (128-wide activations times the
-    50,304-wide output layer, a small GPT's dominant cost), so a loaded box plans smaller.
-    Measured once per machine (see `cached_measurement`), so plans repeat."""
+    50,304-wide output layer, a small GPT's dominant cost). Measured once per machine and kept
+    (see `cached_measurement`), so plans repeat; a box that was loaded then plans smaller until
+    `remeasure`."""
     m = cached_measurement("matmul-cpu-float32-512x128x50304", lambda: {"flops": measure_matmul_flops(
         "cpu", "float32", shape=(512, 128, 50304), seconds=0.3)}, remeasure, required=("flops",))
     rate = m["flops"]

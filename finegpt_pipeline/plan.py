@@ -9,21 +9,22 @@ Estimates (documented where computed):
 - peak memory = fp32 weights, grads and AdamW moments (16 B/param) + activations + logits +
   allocator slack + CUDA context (see `memory_estimate`).
 A measured probe (`finegpt_pipeline.calibrate`) replaces the estimated figures on a real device.
+A plan is a function of its inputs (hardware, data, goal, overrides): a machine's measurements
+are kept per machine (`hardware.cached_measurement`), so the same inputs give the same plan.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from finegpt_pipeline.arithmetic import flops_per_token, param_count
 from finegpt_pipeline.config import TrainConfig, _coerce, padded_vocab_size
 from finegpt_pipeline.hardware import GIB, Hardware, get_hardware
-from finegpt_pipeline.plan_data import block_size_for, eval_iters_for, tokens_from_bins, tokens_from_meta
+from finegpt_pipeline.plan_data import (  # noqa: F401 (tokens_from_*: read here by the CLI and assets)
+    block_size_for, eval_iters_for, tokens_from_bins, tokens_from_meta,
+)
 from finegpt_pipeline.plan_shapes import candidate_shapes
-
-__all__ = ["make_plan", "estimate", "reschedule", "tokens_from_bins", "tokens_from_meta"]
 
 PLAN_VERSION = 1
 CHINCHILLA_TOKENS_PER_PARAM = 20.0  # Hoffmann et al. 2022
@@ -257,7 +258,7 @@ def _unmet_ratio(plan: dict[str, Any], goal: float, hours: float | None, iters_f
         fix = f"{needed / MAX_USEFUL_EPOCHS:,.0f} tokens of data"
     else:
         cause, fix = f"the {hours:g} h budget", f"about {hours * needed / plan['tokens_total']:,.3g} h"
-    model = "the smallest model that fits" if not plan["fixed_fields"].keys() & set(MODEL_FIELDS) else "the model"
+    model = "the model" if plan["fixed_fields"].keys() & {"n_layer", "n_embd", "n_head"} else "the smallest model that fits"
     return (f"goal of {goal:g} tokens/param cannot be met: {model} ({plan['n_layer']}L/{plan['n_embd']}d, "
             f"{plan['params'] / 1e6:.2f} M parameters) gets {plan['tokens_total']:,} tokens from {cause}, "
             f"{plan['tokens_per_param']:.3g} tokens/param; {goal:g} needs {fix}")
