@@ -196,13 +196,13 @@ def calibrate_plan(plan: dict[str, Any], device: str | None = None, steps: int =
                est_tokens_per_second=new["tokens_per_step"] / step_s,
                energy_kwh=hw.board_watts * total_s / 3.6e6)
     new["energy_cost"] = new["energy_kwh"] * new["price_per_kwh"]
-    provenance = dict(new["provenance"], est_step_seconds=f"measured {ref.get('measured_at', '')}".strip(),
-                      est_hours="measured step x iters")
+    when = f"{ref['measured_at']} on {ref['machine_id']}" if "measured_at" in ref else "now"
+    provenance = dict(new["provenance"], est_step_seconds=f"measured {when}", est_hours="measured step x iters")
     if is_cuda:
         breakdown = dict(new["memory_breakdown"], measured_allocated=measured_alloc)
         new.update(peak_memory_bytes=measured_peak(measured_alloc), memory_breakdown=breakdown)
         provenance["peak_memory_bytes"] = ("measured (max_memory_allocated)" if chosen == mb else
-                                           "fitted to two measured probes") + " + allocator slack and context"
+                                           "fitted to two measured probes") + f" + allocator slack and context; {when}"
     for key in ("goal", "hours_budget", "preset", "claims", "fixed_fields", "val_tokens"):
         if key in plan:
             new[key] = plan[key]

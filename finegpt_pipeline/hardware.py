@@ -211,6 +211,8 @@ def cached_measurement(name: str, measure: Callable[[], dict[str, Any]], remeasu
     if path.exists() and not remeasure:
         return _read_measurement(path, required)
     result = dict(measure())
+    if path.exists() and not remeasure:  # another process measured meanwhile: one figure for all
+        return _read_measurement(path, required)
     result.update(measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), machine_id=mid)
     write_json(path, {"name": name, "identity": identity, "measured_on": socket.gethostname(),
                       "result": result})

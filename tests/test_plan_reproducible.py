@@ -66,9 +66,9 @@ def test_calibration_reuses_this_machines_probes(finegpt_home):
     first = calibrate_plan(plan, device="cpu", steps=1)
     assert json.dumps(calibrate_plan(plan, device="cpu", steps=1), sort_keys=True) == json.dumps(
         first, sort_keys=True)
-    when = first["calibration"]["probes"][0]["measured_at"]
-    assert first["provenance"]["est_step_seconds"] == f"measured {when}"
-    assert first["measured"]["machine_id"] == machine_id(machine_identity())
+    when, machine = first["calibration"]["probes"][0]["measured_at"], machine_id(machine_identity())
+    assert first["provenance"]["est_step_seconds"] == f"measured {when} on {machine}"
+    assert first["measured"]["machine_id"] == machine
     fresh = calibrate_plan(plan, device="cpu", steps=1, remeasure=True)
     assert fresh["calibration"]["probes"][0]["fwd_bwd_seconds"] != first["calibration"]["probes"][0]["fwd_bwd_seconds"]
 
