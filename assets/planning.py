@@ -25,6 +25,9 @@ class PlanConfig(dg.Config):
     price_per_kwh: float = DEFAULT_PRICE_PER_KWH
     # measure a few steps on this machine before finalising; unset: yes for a detected GPU
     calibrate: bool | None = None
+    # measure this machine afresh: its matmul rate and calibration probes are otherwise kept
+    # under FINEGPT_HOME/hardware and reused, so an unchanged re-run gives the same plan
+    remeasure: bool = False
 
 
 def flat_params(plan: dict, prefix: str = "") -> dict[str, str]:
@@ -44,18 +47,24 @@ def plan_digest(plan: dict) -> str:
     return hashlib.sha256(json.dumps(plan, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-@dg.asset(group_name="training", description="Model, batch and schedule sized for this "
-          "hardware and the tokenized data, with a requirements report (time, memory, energy).")
+# Always in the `gpu` pool (one at a time, docker/dagster.yaml), as trained_checkpoint is: a
+# pool is fixed when the definitions load, but whether a plan measures the machine (detection,
+# calibration) is only known from the run's config; a measurement taken beside a running
+# training would share its GPU (or CPU) and be kept for this machine's later plans.
+@dg.asset(group_name="training", pool="gpu", description="Model, batch and schedule sized for "
+          "this hardware and the tokenized data, with a requirements report (time, memory, energy).")
 def training_config(context: dg.AssetExecutionContext, config: PlanConfig,
                     finegpt_paths: FineGPTPaths, tokenized_bins: dict) -> dg.Output:
     import mlflow
 
-    tokens = tokens_from_meta(tokenized_bins, source=f"tokenized_bins ({tokenized_bins.get('dir', '?')})")
-    plan = make_plan(config.gpu, tokens, hours=config.hours or None,
+    source = f"tokenized_bins ({tokenized_bins.get('dir', '?')})"
+    plan = make_plan(config.gpu, tokens_from_meta(tokenized_bins, source), hours=config.hours or None,
                      tokens_per_param=config.tokens_per_param or None, overrides=config.overrides,
-                     preset=config.preset or None, price_per_kwh=config.price_per_kwh)
+                     preset=config.preset or None, price_per_kwh=config.price_per_kwh,
+                     val_tokens=tokens_from_meta(tokenized_bins, source, key="val_tokens"),
+                     remeasure=config.remeasure)
     if wants_calibration(config.calibrate, plan):
-        plan = calibrate_plan(plan)
+        plan = calibrate_plan(plan, remeasure=config.remeasure)
     if plan.get("claims"):
         plan["claim_verdicts"] = check_claims(plan, plan["claims"])
     plan["bins_dir"] = str(tokenized_bins.get("dir", ""))

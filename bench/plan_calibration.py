@@ -3,9 +3,11 @@
     python bench/plan_calibration.py [--sizes 6x384,12x768,24x1024] [--block 1024] [--steps 3]
 
 Plans each size for the detected device (model fixed, the planner picks the micro-batch),
-then runs `finegpt_pipeline.calibrate` (a few eager steps at that micro-batch and at twice it)
-and prints a markdown table for docs/benchmarks.md. Targets: memory within +-10 %, step time
-within +-25 %. Needs only torch (no dagster/mlflow).
+then probes it with `finegpt_pipeline.calibrate.probe` (a few steps of the trainer's program,
+compiled on CUDA as the plan is, eager on CPU) and prints a markdown table for
+docs/benchmarks.md. Targets: memory within +-10 %, step time within +-25 %. The peak FLOP/s is
+this machine's kept measurement (FINEGPT_HOME/hardware; `--remeasure` takes it afresh). Needs
+only torch (no dagster/mlflow).
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=1024)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--micro-batch", type=int, default=0, help="fix it instead of the planner's pick")
+    ap.add_argument("--remeasure", action="store_true", help="measure the machine afresh")
     args = ap.parse_args()
-    hw = detect()
+    hw = detect(args.remeasure)
     device = "cuda" if hw.kind == "gpu" else "cpu"
     print(f"device: {hw.name} ({hw.key}), {platform.processor() or platform.machine()}, "
-          f"peak {hw.peak_flops / 1e12:.3g} TFLOP/s {hw.dtype}\n")
+          f"peak {hw.peak_flops / 1e12:.3g} TFLOP/s {hw.dtype}"
+          + (f" (measured {hw.measured_at})" if hw.measured_at else "") + "\n")
     print("| model | micro_batch | pred alloc GiB | meas alloc GiB | mem err | pred s/micro-step "
           "| meas s/micro-step | time err |")
     print("|---|---|---|---|---|---|---|---|")

@@ -6,82 +6,84 @@ as large. On CUDA, peak memory is `torch.cuda.max_memory_allocated` per probe; a
 the two points picks the largest power-of-two micro-batch that fits the budget with a safety
 margin, and grad accumulation is re-derived to keep tokens/step. On CPU only time is measured
 (memory stays estimated). Fields the user fixed when planning stay as they were.
-The probe runs eagerly (no torch.compile), so a compiled run can only be faster.
+The probe builds the program the trainer will run: `runtime.setup` picks device, precision and
+compilation from the plan as the trainer does, and `runtime.wrap_model` compiles the model when
+the plan compiles on that device (the first, compiling step is not timed). Probes are kept per
+machine (`hardware.cached_measurement`), so the same plan calibrates the same way on a re-run;
+`remeasure=True` probes afresh.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from typing import Any
 
 from finegpt_pipeline.config import TrainConfig
-from finegpt_pipeline.hardware import Hardware
+from finegpt_pipeline.hardware import Hardware, cached_measurement
 from finegpt_pipeline.plan import (
-    ALLOCATOR_SLACK, CUDA_CONTEXT_BYTES, DEFAULT_PRICE_PER_KWH, estimate, eval_seconds, fit_time_to_budget,
-    memory_estimate, with_checkpoint_cadence,
+    ALLOCATOR_SLACK, CUDA_CONTEXT_BYTES, DEFAULT_PRICE_PER_KWH, estimate, eval_iters_for, eval_seconds,
+    fit_time_to_budget, memory_estimate, with_checkpoint_cadence,
 )
 
 SAFETY = 0.95  # of the memory budget, on top of the budget's own fraction of device memory
 
 
-def _autocast(device_type: str, dtype: str):
-    import contextlib
-
-    import torch
-
-    if dtype in ("bfloat16", "float16"):
-        return torch.autocast(device_type=device_type, dtype=getattr(torch, dtype))
-    return contextlib.nullcontext()
-
-
 def probe(cfg: TrainConfig, device: str, micro_batch: int, steps: int = 3) -> dict[str, Any]:
-    """Time `steps` forward+backward passes and optimizer updates (after one warm-up) at
-    `micro_batch`; on CUDA also the peak allocated memory. Raises torch's OOM error as is."""
+    """Time `steps` training steps of the trainer's program (forward+backward, gradient
+    clipping, optimizer update; compiled when the plan compiles on `device`) after one warm-up
+    step, at `micro_batch`; on CUDA also the peak allocated memory. Raises torch's OOM as is."""
     import torch
 
+    from finegpt_pipeline import runtime
     from finegpt_pipeline.model import GPT, GPTConfig
-    from finegpt_pipeline.runtime import resolve_dtype
 
-    device_type = "cuda" if device.startswith("cuda") else "cpu"
-    # the precision the trainer would pick on this device
-    dtype = str(resolve_dtype(cfg.dtype, torch.device(device))).removeprefix("torch.")
-    sync = torch.cuda.synchronize if device_type == "cuda" else (lambda: None)
-    if device_type == "cuda":
+    run_cfg = TrainConfig(**{**cfg.to_dict(), "device": device, "micro_batch": micro_batch})
+    rt = runtime.setup(run_cfg)  # the trainer's device, precision and compile decision
+    sync = torch.cuda.synchronize if rt.device_type == "cuda" else (lambda: None)
+    if rt.compile:
+        torch._dynamo.reset()  # compile afresh, as a new training process does
+    if rt.device_type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     torch.manual_seed(cfg.seed)
-    model = GPT(GPTConfig(**cfg.model_args())).to(device)
+    model = GPT(GPTConfig(**cfg.model_args())).to(rt.device)
     optimizer = model.configure_optimizer(cfg.weight_decay, cfg.learning_rate,
-                                          (cfg.beta1, cfg.beta2), device_type)
-    scaler = torch.amp.GradScaler(device_type, enabled=dtype == "float16")
-    x = torch.randint(0, 50257, (micro_batch, cfg.block_size), device=device)
-    y = torch.randint(0, 50257, (micro_batch, cfg.block_size), device=device)
+                                          (cfg.beta1, cfg.beta2), rt.device_type)
+    train_model = runtime.wrap_model(model, rt)
+    scaler = rt.grad_scaler()
+    x = torch.randint(0, 50257, (micro_batch, cfg.block_size), device=rt.device)
+    y = torch.randint(0, 50257, (micro_batch, cfg.block_size), device=rt.device)
     fwd_bwd, opt = [], []
     try:
         for step in range(steps + 1):
             sync()
             t0 = time.perf_counter()
-            with _autocast(device_type, dtype):
-                _, loss = model(x, y)
+            with rt.autocast():
+                _, loss = train_model(x, y)
             scaler.scale(loss).backward()
             sync()
             t1 = time.perf_counter()
+            if cfg.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             sync()
-            if step:  # the first step pays for allocation and kernel selection
+            if step:  # the first step pays for compilation, allocation and kernel selection
                 fwd_bwd.append(t1 - t0)
                 opt.append(time.perf_counter() - t1)
-        peak = torch.cuda.max_memory_allocated() if device_type == "cuda" else None
+        peak = torch.cuda.max_memory_allocated(rt.device) if rt.device_type == "cuda" else None
     finally:
-        del model, optimizer, x, y
-        if device_type == "cuda":
+        del model, train_model, optimizer, x, y
+        if rt.device_type == "cuda":
             torch.cuda.empty_cache()
-    return {"micro_batch": micro_batch, "dtype": dtype, "fwd_bwd_seconds": min(fwd_bwd),
-            "optimizer_seconds": min(opt), "max_memory_allocated": peak,
-            "predicted_allocated": memory_estimate(TrainConfig(**{**cfg.to_dict(), "micro_batch": micro_batch}),
-                                                   _hw_stub(device_type))["allocated_estimate"]}
+    return {"micro_batch": micro_batch, "dtype": str(rt.dtype).removeprefix("torch."),
+            "compile": rt.compile, "fwd_bwd_seconds": min(fwd_bwd), "optimizer_seconds": min(opt),
+            "max_memory_allocated": peak,
+            "predicted_allocated": memory_estimate(run_cfg, _hw_stub(rt.device_type))["allocated_estimate"]}
 
 
 def _hw_stub(device_type: str) -> Hardware:
@@ -105,18 +107,33 @@ def measured_peak(allocated: int) -> int:
     return int(allocated * (1 + ALLOCATOR_SLACK) + CUDA_CONTEXT_BYTES)
 
 
-def _probe_or_oom(cfg: TrainConfig, device: str, micro_batch: int, steps: int) -> dict[str, Any]:
+def probe_name(cfg: TrainConfig, device: str, micro_batch: int, steps: int) -> str:
+    """The kept probe's name: everything its timing and memory depend on, hashed."""
+    inputs = {"model": cfg.model_args(), "micro_batch": micro_batch, "device": device, "steps": steps,
+              "dtype": cfg.dtype, "compile": str(cfg.compile).lower(), "grad_clip": cfg.grad_clip > 0}
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:10]
+    return f"probe-{cfg.n_layer}x{cfg.n_embd}-T{cfg.block_size}-b{micro_batch}-{digest}"
+
+
+def _probe_or_oom(cfg: TrainConfig, device: str, micro_batch: int, steps: int,
+                  remeasure: bool = False) -> dict[str, Any]:
     import torch
 
-    try:
-        return probe(cfg, device, micro_batch, steps)
-    except torch.cuda.OutOfMemoryError:
-        return {"micro_batch": micro_batch, "oom": True}
+    def measure() -> dict[str, Any]:
+        try:
+            return probe(cfg, device, micro_batch, steps)
+        except torch.cuda.OutOfMemoryError:
+            return {"micro_batch": micro_batch, "oom": True}
+
+    return cached_measurement(probe_name(cfg, device, micro_batch, steps), measure, remeasure,
+                              required=("micro_batch",))
 
 
-def calibrate_plan(plan: dict[str, Any], device: str | None = None, steps: int = 3) -> dict[str, Any]:
+def calibrate_plan(plan: dict[str, Any], device: str | None = None, steps: int = 3,
+                   remeasure: bool = False) -> dict[str, Any]:
     """The plan with measured step time (and CUDA memory); records what was measured. Fields
-    the user fixed when planning (`fixed_fields`) are kept, as the planner keeps them."""
+    the user fixed when planning (`fixed_fields`) are kept, as the planner keeps them. Probes
+    this machine already ran for the same inputs are reused unless `remeasure`."""
     import torch
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -133,7 +150,7 @@ def calibrate_plan(plan: dict[str, Any], device: str | None = None, steps: int =
     probes: list[dict[str, Any]] = []
     mb = cfg.micro_batch
     while True:
-        probes.append(_probe_or_oom(cfg, device, mb, steps))
+        probes.append(_probe_or_oom(cfg, device, mb, steps, remeasure))
         if fits(probes[-1]):
             break
         if mb == 1 or "micro_batch" in fixed:
@@ -148,7 +165,7 @@ def calibrate_plan(plan: dict[str, Any], device: str | None = None, steps: int =
     chosen, measured_alloc = mb, base["max_memory_allocated"]
     if "micro_batch" not in fixed:
         # one twice as large: the time per sample there, and on CUDA a line for memory
-        bigger = _probe_or_oom(cfg, device, mb * 2, steps)
+        bigger = _probe_or_oom(cfg, device, mb * 2, steps, remeasure)
         probes.append(bigger)
         if is_cuda and not bigger.get("oom"):
             per_sample = max(1.0, (bigger["max_memory_allocated"] - measured_alloc) / mb)
@@ -162,7 +179,9 @@ def calibrate_plan(plan: dict[str, Any], device: str | None = None, steps: int =
     ref = min(fitted, key=lambda p: abs(p["micro_batch"] - chosen))
     per_sample_s = ref["fwd_bwd_seconds"] / ref["micro_batch"]
     grad_accum = fixed.get("grad_accum") or max(1, round(plan["tokens_per_step"] / (chosen * cfg.block_size)))
-    cfg = TrainConfig(**{**cfg.to_dict(), "micro_batch": chosen, "grad_accum": grad_accum})
+    cfg = TrainConfig(**{**cfg.to_dict(), "micro_batch": chosen, "grad_accum": grad_accum,
+                         "eval_iters": eval_iters_for(plan.get("val_tokens"), chosen * cfg.block_size, hw.kind)
+                         if plan.get("val_tokens") else cfg.eval_iters})
     step_s = per_sample_s * chosen * grad_accum + ref["optimizer_seconds"]
     if plan.get("goal") == "hours" and plan.get("hours_budget"):
         cfg = fit_time_to_budget(cfg, plan["hours_budget"], lambda c: step_s)
@@ -177,13 +196,14 @@ def calibrate_plan(plan: dict[str, Any], device: str | None = None, steps: int =
                est_tokens_per_second=new["tokens_per_step"] / step_s,
                energy_kwh=hw.board_watts * total_s / 3.6e6)
     new["energy_cost"] = new["energy_kwh"] * new["price_per_kwh"]
-    provenance = dict(new["provenance"], est_step_seconds="measured", est_hours="measured step x iters")
+    when = f"{ref['measured_at']} on {ref['machine_id']}" if "measured_at" in ref else "now"
+    provenance = dict(new["provenance"], est_step_seconds=f"measured {when}", est_hours="measured step x iters")
     if is_cuda:
         breakdown = dict(new["memory_breakdown"], measured_allocated=measured_alloc)
         new.update(peak_memory_bytes=measured_peak(measured_alloc), memory_breakdown=breakdown)
         provenance["peak_memory_bytes"] = ("measured (max_memory_allocated)" if chosen == mb else
-                                           "fitted to two measured probes") + " + allocator slack and context"
-    for key in ("goal", "hours_budget", "preset", "claims", "fixed_fields"):
+                                           "fitted to two measured probes") + f" + allocator slack and context; {when}"
+    for key in ("goal", "hours_budget", "preset", "claims", "fixed_fields", "val_tokens"):
         if key in plan:
             new[key] = plan[key]
     new["warnings"] = list(dict.fromkeys(plan.get("warnings", []) + new["warnings"]))
@@ -191,7 +211,8 @@ def calibrate_plan(plan: dict[str, Any], device: str | None = None, steps: int =
         new["warnings"].append(f"measured: {new['est_hours']:.3g} h exceeds the {plan['hours_budget']:g} h "
                                "budget even at the minimum step count")
     new["provenance"] = provenance
-    new["measured"] = {"est_step_seconds": step_s, "device": device}
+    new["measured"] = {"est_step_seconds": step_s, "device": device, "measured_at": ref.get("measured_at"),
+                       "machine_id": ref.get("machine_id")}
     new["calibration"] = {"device": device, "steps": steps, "probes": probes, "predicted": predicted,
                           "chosen_micro_batch": chosen}
     return new

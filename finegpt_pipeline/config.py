@@ -162,5 +162,5 @@ PLAN_REPORT_KEYS = frozenset({
     "hardware", "gpu_name", "goal", "hours_budget", "preset", "provenance", "warnings",
     "measured", "calibration", "plan_version",
     # added by the planner: a preset's seed claims, `--check` verdicts, the bins it was sized for
-    "claims", "claim_verdicts", "bins_dir", "fixed_fields",
+    "claims", "claim_verdicts", "bins_dir", "fixed_fields", "val_tokens",
 })

@@ -16,14 +16,28 @@ marketed FP16-accumulate rate), or fp16 on cards without bf16 (T4), fp32 on CPU.
 - H200 SXM: datasheet, 989.4 TFLOPS BF16 dense, 141 GB, 4.8 TB/s, 700 W.
 `expected_mfu` is our prior for nanoGPT-style training at GPT-2-small width (datacenter parts
 ~40-45 % with torch.compile, consumer parts lower); the calibration probe replaces it.
+
+Measurements (the CPU's matmul rate, an uncatalogued GPU's, calibration probes) are taken once
+per machine and kept under `$FINEGPT_HOME/hardware/<machine-id>/`, so the same machine gives
+the same plan; `remeasure=True` (`finegpt plan --remeasure`) takes them afresh. The machine id
+names the hardware (CPU model and cores, RAM, GPUs, torch build), not the host name, which
+changes with every container.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
+import platform
+import re
+import socket
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
 
 GB = 10**9
 GIB = 2**30
@@ -46,6 +60,8 @@ class Hardware:
     compute_capability: str = ""
     source: str = ""
     detected: bool = False
+    measured_at: str = ""  # when peak_flops was measured on this machine ("": not measured)
+    machine_id: str = ""  # the measurement's machine (its file: hardware/<machine_id>/)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -91,11 +107,11 @@ _NAME_PATTERNS = [("4070 ti", "rtx4070ti"), ("4070", "rtx4070"), ("4080", "rtx40
                   ("h200", "h200"), ("h100 pcie", "h100-pcie"), ("h100", "h100-sxm"), ("t4", "t4")]
 
 
-def get_hardware(key: str) -> Hardware:
+def get_hardware(key: str, remeasure: bool = False) -> Hardware:
     """A catalog entry by key (case-insensitive); `detect` probes this machine."""
     norm = key.strip().lower().replace("_", "-").replace(" ", "")
     if norm in ("detect", "auto"):
-        return detect()
+        return detect(remeasure)
     if norm in CATALOG:
         return CATALOG[norm]
     raise ValueError(f"unknown GPU {key!r}; known: {', '.join(sorted(CATALOG))} (or 'detect')")
@@ -114,12 +130,13 @@ def match_device_name(name: str, memory_bytes: int) -> str | None:
     return None
 
 
-def detect() -> Hardware:
-    """This machine: CUDA device 0 if torch sees one, else the CPU (both partly measured)."""
+def detect(remeasure: bool = False) -> Hardware:
+    """This machine: CUDA device 0 if torch sees one, else the CPU (both partly measured, the
+    measurement cached per machine unless `remeasure`)."""
     import torch
 
     if not torch.cuda.is_available():
-        return detect_cpu()
+        return detect_cpu(remeasure)
     props = torch.cuda.get_device_properties(0)
     cc = f"{props.major}.{props.minor}"
     from finegpt_pipeline.runtime import native_bf16
@@ -131,22 +148,100 @@ def detect() -> Hardware:
                                    compute_capability=cc, detected=True)
     # Not in the catalog: a measured matmul rate stands in for the peak (it is below it).
     dtype = "bfloat16" if bf16 else "float16"
-    rate = measure_matmul_flops("cuda", dtype)
-    return Hardware(key="detected-gpu", name=props.name, kind="gpu", peak_flops=rate,
+    m = cached_measurement(f"matmul-cuda-{dtype}-4096", lambda: {"flops": measure_matmul_flops("cuda", dtype)},
+                           remeasure, required=("flops",))
+    return Hardware(key="detected-gpu", name=props.name, kind="gpu", peak_flops=m["flops"],
                     memory_bytes=props.total_memory, bandwidth_bytes_per_s=500 * GB,
                     board_watts=300.0, dtype=dtype, bf16=bf16, tf32=props.major >= 8,
                     expected_mfu=0.5, compute_capability=cc, detected=True,
-                    source=f"not in catalog: peak = measured {dtype} matmul; bandwidth, power assumed")
+                    source=f"not in catalog: peak = measured {dtype} matmul; bandwidth, power assumed",
+                    measured_at=m["measured_at"], machine_id=m["machine_id"])
 
 
-def detect_cpu() -> Hardware:
+def detect_cpu(remeasure: bool = False) -> Hardware:
     """The CPU, its fp32 rate measured on a model-shaped matmul (128-wide activations times the
-    50,304-wide output layer, a small GPT's dominant cost), so a loaded box plans smaller."""
-    rate = measure_matmul_flops("cpu", "float32", shape=(512, 128, 50304), seconds=0.3)
+    50,304-wide output layer, a small GPT's dominant cost). Measured once per machine and kept
+    (see `cached_measurement`), so plans repeat; a box that was loaded then plans smaller until
+    `remeasure`."""
+    m = cached_measurement("matmul-cpu-float32-512x128x50304", lambda: {"flops": measure_matmul_flops(
+        "cpu", "float32", shape=(512, 128, 50304), seconds=0.3)}, remeasure, required=("flops",))
+    rate = m["flops"]
     return dataclasses.replace(
         CATALOG["cpu"], name=f"CPU ({os.cpu_count() or 1} cores, detected)", peak_flops=rate,
         memory_bytes=_system_memory(), detected=True,
-        source=f"measured: sgemm 512x128x50304 at {rate / 1e9:.0f} GFLOP/s")
+        source=f"measured: sgemm 512x128x50304 at {rate / 1e9:.0f} GFLOP/s",
+        measured_at=m["measured_at"], machine_id=m["machine_id"])
+
+
+def machine_identity() -> dict[str, Any]:
+    """What this machine's measurements depend on: CPU model, cores (all and usable), torch's
+    threads, RAM, the visible GPUs and the torch build. No host name (new in every container)."""
+    import torch
+
+    gpus = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            gpus.append(f"{props.name} ({props.total_memory} B)")
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"arch": platform.machine(), "cpu_model": _cpu_model(), "cpu_count": os.cpu_count() or 1,
+            "usable_cpus": usable or 1, "torch_threads": torch.get_num_threads(),
+            "memory_bytes": _system_memory(), "gpus": gpus, "torch": torch.__version__}
+
+
+def machine_id(identity: dict[str, Any]) -> str:
+    """A readable, stable name for `identity`: the main device, the core count and a hash."""
+    lead = identity["gpus"][0].split(" (")[0] if identity["gpus"] else "cpu"
+    slug = re.sub(r"[^a-z0-9]+", "-", lead.lower()).strip("-")
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{slug}-{identity['cpu_count']}c-{digest}"
+
+
+def cached_measurement(name: str, measure: Callable[[], dict[str, Any]], remeasure: bool = False,
+                       required: tuple[str, ...] = (), home: Path | None = None) -> dict[str, Any]:
+    """`measure()`'s result for this machine, taken once and kept in
+    `$FINEGPT_HOME/hardware/<machine-id>/<name>.json` (atomically); `remeasure` takes it afresh.
+    The result gains `measured_at` (UTC) and `machine_id`; a kept one must hold `required`."""
+    from finegpt_pipeline.atomic import write_json
+    from finegpt_pipeline.paths import hardware_dir
+
+    identity = machine_identity()
+    mid = machine_id(identity)
+    path = hardware_dir(home) / mid / f"{name}.json"
+    if path.exists() and not remeasure:
+        return _read_measurement(path, required)
+    result = dict(measure())
+    if path.exists() and not remeasure:  # another process measured meanwhile: one figure for all
+        return _read_measurement(path, required)
+    result.update(measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), machine_id=mid)
+    write_json(path, {"name": name, "identity": identity, "measured_on": socket.gethostname(),
+                      "result": result})
+    return result
+
+
+def _read_measurement(path: Path, required: tuple[str, ...]) -> dict[str, Any]:
+    fix = "delete it or plan with --remeasure"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: unreadable hardware measurement ({exc}); {fix}") from None
+    result = record.get("result") if isinstance(record, dict) else None
+    if not isinstance(result, dict) or not isinstance(result.get("measured_at"), str):
+        raise ValueError(f"{path}: not a hardware measurement (no 'result' with 'measured_at'); {fix}")
+    missing = [k for k in required if k not in result]
+    if missing:
+        raise ValueError(f"{path}: hardware measurement lacks {missing}; {fix}")
+    return result
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def measure_matmul_flops(device: str = "cpu", dtype: str = "float32",

@@ -35,6 +35,11 @@ def runs_dir(home: Path | None = None) -> Path:
     return (home or finegpt_home()) / "runs"
 
 
+def hardware_dir(home: Path | None = None) -> Path:
+    """Per-machine hardware measurements (matmul rate, calibration probes), reused by plans."""
+    return (home or finegpt_home()) / "hardware"
+
+
 def mlflow_tracking_uri() -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:

@@ -9,17 +9,22 @@ Estimates (documented where computed):
 - peak memory = fp32 weights, grads and AdamW moments (16 B/param) + activations + logits +
   allocator slack + CUDA context (see `memory_estimate`).
 A measured probe (`finegpt_pipeline.calibrate`) replaces the estimated figures on a real device.
+A plan is a function of its inputs (hardware, data, goal, overrides): a machine's measurements
+are kept per machine (`hardware.cached_measurement`), so the same inputs give the same plan.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from finegpt_pipeline.arithmetic import flops_per_token, param_count
-from finegpt_pipeline.config import TrainConfig, padded_vocab_size
+from finegpt_pipeline.config import TrainConfig, _coerce, padded_vocab_size
 from finegpt_pipeline.hardware import GIB, Hardware, get_hardware
+from finegpt_pipeline.plan_data import (  # noqa: F401 (tokens_from_*: read here by the CLI and assets)
+    block_size_for, eval_iters_for, tokens_from_bins, tokens_from_meta,
+)
+from finegpt_pipeline.plan_shapes import candidate_shapes
 
 PLAN_VERSION = 1
 CHINCHILLA_TOKENS_PER_PARAM = 20.0  # Hoffmann et al. 2022
@@ -34,8 +39,6 @@ GPT2_SMALL_PARAMS = 124e6
 GPT2_TOKENS_PER_STEP = 2**19  # ~0.5 M tokens per step at GPT-2-small scale (GPT-3 paper table 2.1)
 MIN_STEPS = {"gpu": 200, "cpu": 40}
 
-N_EMBD_CHOICES = (64, 128, 192, 256, 320, 384, 448, 512, 576, 640, 768, 896, 1024, 1280, 1536, 2048)
-N_LAYER_CHOICES = (2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 36, 48)
 DEFAULT_BLOCK = {"gpu": 1024, "cpu": 64}
 MAX_MICRO_BATCH = {"gpu": 64, "cpu": 16}  # CPU: bigger micro-batches only add memory, not speed
 
@@ -54,20 +57,6 @@ ALLOCATOR_SLACK = 0.10  # caching-allocator fragmentation on the dynamic part
 CUDA_CONTEXT_BYTES = 600 * 2**20  # CUDA context, cuBLAS workspace, compile's extra buffers
 CPU_PROCESS_BYTES = 400 * 2**20  # torch + interpreter resident set
 ADAMW_BYTES_PER_PARAM = 28  # update reads param, grad, m, v (16 B) and writes param, m, v (12 B)
-
-
-def tokens_from_bins(bins_dir: str | Path) -> int:
-    """Training tokens available, from `tokenized_bins`' meta.json (`train_tokens`)."""
-    from .bins import META_NAME, read_meta  # pyarrow/tiktoken only when bins are read
-
-    return tokens_from_meta(read_meta(bins_dir), source=str(Path(bins_dir) / META_NAME))
-
-
-def tokens_from_meta(meta: dict[str, Any], source: str = "meta.json") -> int:
-    tokens = meta.get("train_tokens") if isinstance(meta, dict) else None
-    if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens <= 0:
-        raise ValueError(f"{source}: needs a positive integer 'train_tokens' (got {tokens!r})")
-    return tokens
 
 
 def mixed_precision(hw: Hardware, dtype: str = "auto") -> bool:
@@ -157,41 +146,39 @@ def _replace(cfg: TrainConfig, **changes) -> TrainConfig:
     return TrainConfig(**data)
 
 
-def candidate_shapes(fixed: dict[str, Any]) -> Iterable[tuple[int, int]]:
-    """(n_layer, n_embd) pairs with GPT-like proportions (32 <= n_embd/n_layer <= 96),
-    honouring any model field the user fixed."""
-    for d in N_EMBD_CHOICES:
-        if "n_embd" in fixed and d != fixed["n_embd"]:
-            continue
-        for layers in N_LAYER_CHOICES:
-            if "n_layer" in fixed and layers != fixed["n_layer"]:
-                continue
-            if "n_layer" in fixed or "n_embd" in fixed or 32 <= d / layers <= 96:
-                yield layers, d
-    if "n_embd" in fixed and fixed["n_embd"] not in N_EMBD_CHOICES:
-        for layers in ([fixed["n_layer"]] if "n_layer" in fixed else N_LAYER_CHOICES):
-            yield layers, fixed["n_embd"]
-
-
 def _parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
-    """Typed `key=value` overrides, validated against TrainConfig (unknown keys fail)."""
-    overrides = list(overrides)
-    if not overrides:
-        return {}
-    typed = TrainConfig().with_overrides(overrides).to_dict()
-    return {item.partition("=")[0]: typed[item.partition("=")[0]] for item in overrides}
+    """Typed, validated `key=value` overrides (unknown keys fail). They are validated beside
+    companions the planner may still choose (one head, a zero min_lr), not beside the defaults
+    of fields the user left to it: n_head=12 alone is fine, n_head=12 with n_embd=128 is not."""
+    known = TrainConfig().to_dict()
+    fixed = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        if key not in known:
+            raise ValueError(f"--set: unknown config key {key!r}; known: {sorted(known)}")
+        fixed[key] = _coerce(TrainConfig, key, value)
+    trial = {**known, "n_head": 1, "min_lr": 0.0, **fixed}
+    if "n_head" in fixed and "n_embd" not in fixed:
+        trial["n_embd"] = max(1, fixed["n_head"]) * 64
+    TrainConfig.from_dict(trial, source="--set")
+    return fixed
 
 
 def make_plan(hw: Hardware | str | None = None, tokens_available: int | None = None, *,
               hours: float | None = None, tokens_per_param: float | None = None,
               overrides: Iterable[str] = (), preset: str | None = None,
               price_per_kwh: float = DEFAULT_PRICE_PER_KWH, memory_fraction: float | None = None,
-              strict: bool = True) -> dict[str, Any]:
+              strict: bool = True, val_tokens: int | None = None, remeasure: bool = False) -> dict[str, Any]:
     """Size a model, batch and schedule for `hw` and the data; return the flat plan dict.
 
     Goal: `hours` (default: a per-device budget) and/or `tokens_per_param`; user `overrides`
     (`k=v`) are honoured exactly. A preset supplies a seed configuration: its model fields are
     fixed, its batch is kept if it fits. With `strict`, a plan over the memory budget is an error.
+    `tokens_available` and `val_tokens` are the bins' splits (meta.json): block_size + 1 fits in
+    both and evaluation reads about the val split once. The same inputs give the same plan
+    (a detected machine's measurement is cached; `remeasure` takes it afresh).
     """
     warnings: list[str] = []
     soft: dict[str, Any] = {}
@@ -202,7 +189,7 @@ def make_plan(hw: Hardware | str | None = None, tokens_available: int | None = N
 
         spec = get_preset(preset)
     hw = hw if hw is not None else spec.get("gpu", "cpu")
-    hw = get_hardware(hw) if isinstance(hw, str) else hw
+    hw = get_hardware(hw, remeasure) if isinstance(hw, str) else hw
     if spec:
         soft = dict(spec.get("batch", {}))
         preset_claims = spec.get("claims", {})
@@ -222,7 +209,7 @@ def make_plan(hw: Hardware | str | None = None, tokens_available: int | None = N
     if hours is not None and hours <= 0:
         raise ValueError(f"hours must be positive (got {hours})")
     budget = memory_budget(hw, memory_fraction)
-    base = TrainConfig(block_size=fixed.get("block_size", DEFAULT_BLOCK[hw.kind]),
+    base = TrainConfig(block_size=block_size_for(DEFAULT_BLOCK[hw.kind], fixed, tokens_available, val_tokens),
                        vocab_size=fixed.get("vocab_size", padded_vocab_size()),
                        bias=fixed.get("bias", False), dropout=fixed.get("dropout", 0.0),
                        dtype=fixed.get("dtype", "auto"), micro_batch=1)
@@ -231,7 +218,7 @@ def make_plan(hw: Hardware | str | None = None, tokens_available: int | None = N
         raise ValueError(f"no model fits {hw.name}'s memory budget of {budget / GIB:.2f} GiB "
                          f"at block_size {base.block_size}")
     cfg, max_iters = _size_batch(cfg, hw, fixed, soft, budget, hours, tokens_per_param,
-                                 tokens_available, warnings)
+                                 tokens_available, val_tokens, warnings)
     iters_fixed = "max_iters" in fixed or "max_iters" in soft
     if goal == "hours" and not iters_fixed:
         max_iters = fit_time_to_budget(with_schedule(cfg, max_iters), hours,
@@ -242,7 +229,7 @@ def make_plan(hw: Hardware | str | None = None, tokens_available: int | None = N
         goal = "max_iters"
     plan = estimate(cfg, hw, tokens_available, price_per_kwh=price_per_kwh, budget=budget)
     plan.update(goal=goal, hours_budget=hours, preset=preset or "", fixed_fields=fixed,
-                warnings=warnings + plan["warnings"])
+                val_tokens=val_tokens, warnings=warnings + plan["warnings"])
     if preset_claims:
         plan["claims"] = preset_claims
     if plan["peak_memory_bytes"] > budget:
@@ -256,7 +243,25 @@ def make_plan(hw: Hardware | str | None = None, tokens_available: int | None = N
     elif goal == "hours" and plan["est_hours"] < 0.5 * hours and plan["epochs"] >= 0.95 * MAX_USEFUL_EPOCHS:
         plan["warnings"].append(f"data-limited: {MAX_USEFUL_EPOCHS:g} epochs take {plan['est_hours']:.2f} h "
                                 f"of the {hours:g} h budget; more data would allow a larger model")
+    if tokens_per_param and plan["tokens_per_param"] < 0.9 * tokens_per_param:
+        plan["warnings"].append(_unmet_ratio(plan, tokens_per_param, hours, iters_fixed))
     return plan
+
+
+def _unmet_ratio(plan: dict[str, Any], goal: float, hours: float | None, iters_fixed: bool) -> str:
+    """Why a tokens:params goal is not reached, and what would reach it."""
+    needed = goal * plan["params"]
+    if iters_fixed:
+        cause, fix = f"max_iters={plan['max_iters']:,} (fixed)", f"max_iters >= {needed / plan['tokens_per_step']:,.0f}"
+    elif plan["epochs"] >= 0.95 * MAX_USEFUL_EPOCHS or hours is None:
+        cause = f"the data ({MAX_USEFUL_EPOCHS:g} epochs of {plan['tokens_available']:,} tokens)"
+        fix = f"{needed / MAX_USEFUL_EPOCHS:,.0f} tokens of data"
+    else:
+        cause, fix = f"the {hours:g} h budget", f"about {hours * needed / plan['tokens_total']:,.3g} h"
+    model = "the model" if plan["fixed_fields"].keys() & {"n_layer", "n_embd", "n_head"} else "the smallest model that fits"
+    return (f"goal of {goal:g} tokens/param cannot be met: {model} ({plan['n_layer']}L/{plan['n_embd']}d, "
+            f"{plan['params'] / 1e6:.2f} M parameters) gets {plan['tokens_total']:,} tokens from {cause}, "
+            f"{plan['tokens_per_param']:.3g} tokens/param; {goal:g} needs {fix}")
 
 
 def _tokens_in_budget(cfg: TrainConfig, hw: Hardware, hours: float | None) -> float:
@@ -274,10 +279,7 @@ def _size_model(hw, base, fixed, budget, hours, ratio_goal, tokens_available) ->
     target = ratio_goal or CHINCHILLA_TOKENS_PER_PARAM
     data_cap = MAX_USEFUL_EPOCHS * tokens_available
     fitting = []
-    for layers, d in candidate_shapes(fixed):
-        heads = fixed.get("n_head", max(1, d // 64))
-        if d % heads:
-            continue
+    for layers, d, heads in candidate_shapes(fixed):
         cfg = _replace(base, n_layer=layers, n_embd=d, n_head=heads)
         if memory_estimate(cfg, hw)["total"] > budget:
             continue
@@ -290,7 +292,7 @@ def _size_model(hw, base, fixed, budget, hours, ratio_goal, tokens_available) ->
     return max(good or fitting, key=lambda f: f[1])[2]
 
 
-def _size_batch(cfg, hw, fixed, soft, budget, hours, ratio_goal, tokens_available, warnings):
+def _size_batch(cfg, hw, fixed, soft, budget, hours, ratio_goal, tokens_available, val_tokens, warnings):
     """Micro-batch, grad accumulation, step count and schedule for the chosen shape."""
     n = param_count(cfg.n_layer, cfg.n_embd, cfg.vocab_size, cfg.block_size, cfg.bias)
     tokens = min(_tokens_in_budget(cfg, hw, hours), MAX_USEFUL_EPOCHS * tokens_available)
@@ -319,7 +321,8 @@ def _size_batch(cfg, hw, fixed, soft, budget, hours, ratio_goal, tokens_availabl
     max_iters = fixed.get("max_iters") or soft.get("max_iters") or max(10, int(tokens // tps))
     lr = fixed.get("learning_rate", learning_rate_for(n))
     cfg = _replace(cfg, micro_batch=mb, grad_accum=ga, learning_rate=lr, min_lr=round(lr / 10, 7),
-                   weight_decay=0.1, beta1=0.9, beta2=0.95, eval_iters=20 if hw.kind == "gpu" else 4,
+                   weight_decay=0.1, beta1=0.9, beta2=0.95,
+                   eval_iters=eval_iters_for(val_tokens, mb * cfg.block_size, hw.kind),
                    peak_flops=hw.peak_flops, device="auto", compile="auto",
                    dtype=fixed.get("dtype", hw.dtype if hw.kind == "gpu" else "float32"))
     return cfg, max_iters
@@ -389,12 +392,18 @@ def estimate(cfg: TrainConfig, hw: Hardware, tokens_available: int, *,
         tokens_per_param=tokens_total / n, epochs=epochs, energy_kwh=kwh,
         energy_cost=kwh * price_per_kwh, price_per_kwh=price_per_kwh, board_watts=hw.board_watts,
         hardware=hw.to_dict(), gpu_name=hw.name, warnings=warnings, measured={},
-        provenance={"params": "exact", "flops_per_token": "exact", "peak_flops": "measured"
-                    if hw.detected and hw.kind == "cpu" else "catalog",
+        provenance={"params": "exact", "flops_per_token": "exact", "peak_flops": _peak_source(hw),
                     "peak_memory_bytes": "estimated", "est_step_seconds": "estimated",
                     "est_hours": "estimated", "energy_kwh": "estimated (board power x hours)"},
     )
     return plan
+
+
+def _peak_source(hw: Hardware) -> str:
+    if hw.measured_at:
+        return (f"measured {hw.measured_at} on {hw.machine_id} (kept in FINEGPT_HOME/hardware; "
+                "--remeasure takes it afresh)")
+    return "measured" if hw.detected and hw.kind == "cpu" else "catalog"
 
 
 def add_cli(subparsers) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from finegpt_pipeline.hardware import CATALOG, GIB
@@ -82,6 +83,9 @@ def add_plan_cli(subparsers) -> None:
     p.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=None,
                    help="measure a few steps on this machine and re-derive time (and memory on "
                         "CUDA); default: on for a detected GPU, off otherwise")
+    p.add_argument("--remeasure", action="store_true", help="measure this machine afresh (its "
+                   "matmul rate and calibration probes are otherwise kept under "
+                   "FINEGPT_HOME/hardware and reused, so the same inputs give the same plan)")
     p.add_argument("--check", action="store_true", help="check --claim figures against the plan")
     p.add_argument("--claim", action="append", default=[], metavar="KEY=VALUE",
                    help="claimed figure: params, it_per_s, s_per_it, hours, vram_gb, watts, "
@@ -109,11 +113,17 @@ def run_plan(args: argparse.Namespace) -> int:
     if args.gpu:
         hw = args.gpu
     elif args.detect or not args.preset:
-        hw = detect()
+        hw = detect(args.remeasure)
     else:
         hw = None  # the preset's GPU
-    tokens = plan_mod.tokens_from_bins(args.bins) if args.bins else (
-        int(args.tokens) if args.tokens is not None else None)
+    tokens = int(args.tokens) if args.tokens is not None else None
+    val_tokens = None
+    if args.bins:
+        from finegpt_pipeline.bins import META_NAME, read_meta
+
+        meta, source = read_meta(args.bins), str(Path(args.bins) / META_NAME)
+        tokens = plan_mod.tokens_from_meta(meta, source)
+        val_tokens = plan_mod.tokens_from_meta(meta, source, key="val_tokens")
     claimed = claims_mod.parse_claims(args.claim)
     if args.check and args.preset and not args.claim:
         claimed = dict(claims_mod.get_preset(args.preset).get("claims", {}))
@@ -121,9 +131,9 @@ def run_plan(args: argparse.Namespace) -> int:
         hw, tokens, hours=args.hours, tokens_per_param=args.tokens_per_param,
         overrides=args.overrides, preset=args.preset,
         price_per_kwh=args.price_per_kwh if args.price_per_kwh is not None else plan_mod.DEFAULT_PRICE_PER_KWH,
-        strict=not args.check)
+        strict=not args.check, val_tokens=val_tokens, remeasure=args.remeasure)
     if calibrate.wants_calibration(args.calibrate, plan):
-        plan = calibrate.calibrate_plan(plan)
+        plan = calibrate.calibrate_plan(plan, remeasure=args.remeasure)
     verdicts = claims_mod.check_claims(plan, claimed) if args.check else []
     if args.check:
         plan["claim_verdicts"] = verdicts

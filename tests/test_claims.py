@@ -78,7 +78,7 @@ def test_plausible_claims_pass():
     plan = planner.make_plan("h100-sxm", 10**9, hours=10, overrides=["n_layer=12", "n_head=12", "n_embd=768"])
     its = 1 / plan["est_step_seconds"]
     v = _verdicts(plan, {"params": str(plan["params"]), "it_per_s": f"{its * 0.9}-{its * 1.1}",
-                         "vram_gb": str(plan["peak_memory_bytes"] / 1e9), "watts": "650-700"})
+                         "vram_gb": str(plan["peak_memory_bytes"] / 2**30), "watts": "650-700"})
     assert {k: x["verdict"] for k, x in v.items()} == {"params": "ok", "it_per_s": "ok",
                                                        "vram_gb": "ok", "watts": "ok"}
 
@@ -115,3 +115,21 @@ def test_cli_check_prints_verdicts(capsys):
     out = capsys.readouterr().out
     assert "**impossible**" in out and "**wrong**" in out and "**inconsistent**" in out
     assert "92.4x" in out  # 24 it/s needs 92.4x the 4070's dense bf16 peak
+
+
+def test_check_states_its_tolerance_and_counts_memory_in_gib_throughout(capsys):
+    import re
+
+    parser = argparse.ArgumentParser()
+    planner.add_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["plan", "--gpu", "rtx4070", "--tokens", "1e9", "--hours", "5", "--check",
+                              "--claim", "vram_gb=10-11", "--claim", "params=30e6"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "within 25% of ours (parameters 10%" in out
+    assert "GiB" in out and not re.search(r"\d GB\b", out)  # the report and the verdicts: one unit
+    assert "device 12.00 GiB" in out  # the catalog's 12 GiB card, not "12.9 GB"
+    plan = planner.make_plan("rtx4070", 10**9, hours=5)
+    verdict = _verdicts(plan, {"vram_gb": str(plan["peak_memory_bytes"] / 2**30)})["vram_gb"]
+    assert verdict["verdict"] == "ok" and verdict["tolerance"] == 0.25
+    assert verdict["ours"] == pytest.approx(plan["peak_memory_bytes"] / 2**30)

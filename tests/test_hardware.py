@@ -50,7 +50,7 @@ def test_device_names_map_to_catalog_keys(name, memory, key):
     assert match_device_name(name, memory) == key
 
 
-def test_detect_on_this_cpu_measures_a_rate():
+def test_detect_on_this_cpu_measures_a_rate(finegpt_home):
     import torch
 
     if torch.cuda.is_available():

@@ -154,7 +154,7 @@ def test_tokens_from_bins_reads_meta_and_names_bad_files(tmp_path):
         planner.tokens_from_meta({"val_tokens": 3})
 
 
-def test_calibration_on_cpu_measures_step_time_only():
+def test_calibration_on_cpu_measures_step_time_only(finegpt_home):
     from finegpt_pipeline.calibrate import calibrate_plan
 
     plan = planner.make_plan("cpu", 100_000, overrides=["n_layer=2", "n_head=1", "n_embd=64",
@@ -164,7 +164,7 @@ def test_calibration_on_cpu_measures_step_time_only():
     probes = calibrated["calibration"]["probes"]
     assert [p["micro_batch"] for p in probes] == [mb, 2 * mb]
     assert all(p["fwd_bwd_seconds"] > 0 and p["max_memory_allocated"] is None for p in probes)
-    assert calibrated["provenance"]["est_step_seconds"] == "measured"
+    assert calibrated["provenance"]["est_step_seconds"].startswith("measured 20")
     assert calibrated["provenance"]["peak_memory_bytes"] == "estimated"
     assert calibrated["micro_batch"] == mb
     expected = calibrated["grad_accum"] * probes[0]["fwd_bwd_seconds"] + probes[0]["optimizer_seconds"]
@@ -173,7 +173,7 @@ def test_calibration_on_cpu_measures_step_time_only():
     TrainConfig.from_dict(calibrated)
 
 
-def test_calibration_keeps_what_the_user_fixed():
+def test_calibration_keeps_what_the_user_fixed(finegpt_home):
     from finegpt_pipeline.calibrate import calibrate_plan
 
     plan = planner.make_plan("cpu", 100_000, hours=0.01, overrides=[
@@ -237,7 +237,7 @@ def _fake_cuda_probe(fixed_bytes, per_sample, oom_above=10**9):
     return probe
 
 
-def test_calibration_memory_search_on_cuda_measurements(monkeypatch):
+def test_calibration_memory_search_on_cuda_measurements(monkeypatch, finegpt_home):
     from finegpt_pipeline import calibrate
 
     plan = planner.make_plan("rtx4070", 10**9, overrides=["n_layer=12", "n_head=12", "n_embd=768"])
@@ -264,4 +264,83 @@ def test_calibration_memory_search_on_cuda_measurements(monkeypatch):
     # not even one sequence fits: a clear error, no plan
     monkeypatch.setattr(calibrate, "probe", _fake_cuda_probe(limit, 2**20, oom_above=4))
     with pytest.raises(ValueError, match="at micro_batch 1, over the .* budget; plan a smaller model"):
-        calibrate.calibrate_plan(plan, device="cuda", steps=1)
+        calibrate.calibrate_plan(plan, device="cuda", steps=1, remeasure=True)
+
+
+def _proportionate(plan):
+    return 32 <= plan["n_embd"] / plan["n_layer"] <= 96
+
+
+def test_a_fixed_layer_count_outside_the_table_is_searched_around():
+    plan = planner.make_plan("a100-80gb", 10**9, overrides=["n_layer=7"])
+    assert plan["n_layer"] == 7 and _proportionate(plan)
+    assert plan["n_embd"] % plan["n_head"] == 0 and plan["n_embd"] // plan["n_head"] == 64
+
+
+def test_a_fixed_head_count_searches_widths_it_divides():
+    plan = planner.make_plan("h100-sxm", 10**9, overrides=["n_head=12"])
+    assert plan["n_head"] == 12 and plan["n_embd"] % 12 == 0 and _proportionate(plan)
+    odd = planner.make_plan("cpu", 10**6, overrides=["n_head=13"])  # no table width divides by 13
+    assert odd["n_head"] == 13 and odd["n_embd"] % 13 == 0
+    TrainConfig.from_dict(odd)
+    # what the user fixed is still checked, alone and together, before any search
+    with pytest.raises(ValueError, match=r"n_embd \(128\) must be divisible by n_head \(12\)"):
+        planner.make_plan("h100-sxm", 10**9, overrides=["n_head=12", "n_embd=128"])
+    with pytest.raises(ValueError, match="n_head must be >= 1"):
+        planner.make_plan("h100-sxm", 10**9, overrides=["n_head=0"])
+
+
+def test_a_fixed_width_keeps_gpt_like_depth_and_gets_dividing_heads():
+    plan = planner.make_plan("h100-sxm", 10**10, hours=12, overrides=["n_embd=768"])
+    assert plan["n_embd"] == 768 and _proportionate(plan)  # was 48 x 768
+    odd = planner.make_plan("cpu", 10**6, overrides=["n_embd=200"])  # 200 // 64 = 3 heads do not divide
+    assert odd["n_embd"] == 200 and 200 % odd["n_head"] == 0 and _proportionate(odd)
+    both = planner.make_plan("h100-sxm", 10**9, overrides=["n_embd=768", "n_layer=48"])
+    assert (both["n_layer"], both["n_embd"]) == (48, 768)  # both fixed: exactly as told
+
+
+def _bins(directory, train_tokens, val_tokens):
+    import numpy as np
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", train_tokens), ("val", val_tokens)):
+        np.zeros(n, dtype=np.uint16).tofile(directory / f"{split}.bin")
+    (directory / "meta.json").write_text(json.dumps({"train_tokens": train_tokens, "val_tokens": val_tokens,
+                                                     "vocab_size": 50257}))
+    return directory
+
+
+@pytest.mark.parametrize("key", sorted(CATALOG))
+def test_every_plan_trains_on_the_bins_it_was_made_for(key, tmp_path, capsys):
+    """The shared sample's bins (215,639 train / 451 val tokens): the trainer's own check."""
+    from finegpt_pipeline.batches import Bins
+
+    bins = _bins(tmp_path / "bins", 215_639, 451)
+    assert _cli(["--gpu", key, "--bins", str(bins), "--json", "--no-calibrate"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    Bins(bins).check(plan["block_size"], plan["vocab_size"])  # was block 1024 on every GPU
+    assert plan["block_size"] + 1 <= 451 and plan["val_tokens"] == 451
+    # one evaluation reads the val split about once, not 20 x 64 windows of it
+    assert (plan["eval_iters"] - 1) * plan["micro_batch"] * plan["block_size"] < 451
+    roomy = planner.make_plan(key, 215_639, val_tokens=21_790)  # the ~10 % val split
+    assert roomy["block_size"] == planner.DEFAULT_BLOCK[CATALOG[key].kind]
+
+
+def test_a_fixed_block_the_bins_cannot_hold_is_refused_with_the_fix():
+    with pytest.raises(ValueError, match=r"block_size 1024 needs 1,025 tokens in each split but the bins "
+                                         r"hold 215,639 train / 451 val: set block_size <= 450"):
+        planner.make_plan("h100-sxm", 215_639, val_tokens=451, overrides=["block_size=1024"])
+    with pytest.raises(ValueError, match="too few for one training window"):
+        planner.make_plan("cpu", 215_639, val_tokens=1)
+
+
+def test_an_unreachable_tokens_per_param_goal_is_said():
+    plan = planner.make_plan("cpu", 194_000, tokens_per_param=20)  # 4 epochs of 194k < 20 x 3.3 M
+    assert plan["tokens_per_param"] < 1
+    warning = next(w for w in plan["warnings"] if "tokens/param" in w)
+    assert "goal of 20 tokens/param cannot be met" in warning and "the smallest model that fits" in warning
+    assert "tokens of data" in warning
+    fixed = planner.make_plan("h100-sxm", 10**9, tokens_per_param=20, overrides=["max_iters=10"])
+    assert any("max_iters=10 (fixed)" in w for w in fixed["warnings"])
+    met = planner.make_plan("h100-sxm", 10**9, tokens_per_param=20)
+    assert not any("tokens/param" in w for w in met["warnings"])
