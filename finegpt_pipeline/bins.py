@@ -20,7 +20,6 @@ import hashlib
 import heapq
 import json
 import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ import multiprocessing as mp
 import numpy as np
 
 from finegpt_pipeline import tokenizer
-from finegpt_pipeline.atomic import write_json
+from finegpt_pipeline.atomic import temp_beside, write_json
 from finegpt_pipeline.config import EOT_TOKEN
 from finegpt_pipeline.shard import ShardError, open_shard
 
@@ -208,8 +207,7 @@ def _with_min_key(split: Split, path, starts, k, pool, workers) -> Split:
 
 
 def _write_bins(path, starts, split: Split, out_dir: Path, pool, workers) -> dict:
-    temps = {name: Path(tempfile.mkstemp(prefix=f".{name}.tmp-", dir=out_dir)[1])
-             for name in BIN_NAMES}
+    temps = {name: temp_beside(out_dir / name) for name in BIN_NAMES}
     counts = dict(train_tokens=0, val_tokens=0, train_docs=0, val_docs=0)
     try:
         with open(temps["train.bin"], "wb") as ftrain, open(temps["val.bin"], "wb") as fval:

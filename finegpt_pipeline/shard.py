@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -125,7 +124,6 @@ def write_head(pf: pq.ParquetFile, target: Path, max_docs: int | None,
         # One output row group per source row group keeps downstream streaming granular.
         pq.write_table(table, tmp, row_group_size=max(1, max(
             (pf.metadata.row_group(i).num_rows for i in groups), default=1)))
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a shard is shared data
     return target
 
 

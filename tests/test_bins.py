@@ -4,6 +4,8 @@ clean failure on bad input, CLI, and the Dagster asset with its checks."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import dagster as dg
@@ -252,3 +254,23 @@ def test_dagster_asset_fails_cleanly_on_bad_shard(tmp_path, finegpt_home):
     failure = [e for e in result.all_events if e.is_step_failure][0]
     assert "`text` is null at row 1" in failure.step_failure_data.error.message
     assert not (finegpt_home / "bins").exists() or not any((finegpt_home / "bins").rglob("*.bin"))
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_bins_have_the_usual_mode_and_no_descriptor_leaks(sample_shard, tmp_path):
+    bins.tokenize_shard(sample_shard, tmp_path / "warm", num_workers=1)  # imports, thread pool
+    before = _open_fds()
+    bins.tokenize_shard(sample_shard, tmp_path / "o", num_workers=1)
+    assert _open_fds() == before
+    mode = 0o666 & ~_umask()
+    for name in (*bins.BIN_NAMES, bins.META_NAME):
+        assert stat.S_IMODE((tmp_path / "o" / name).stat().st_mode) == mode, name
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
