@@ -135,8 +135,6 @@ def tokenize_shard(shard_path: str | Path, out_dir: str | Path,
         raise ValueError(f"min val docs must be >= 0, got {min_val_docs}")
     pf = open_shard(shard_path)
     n_docs = pf.metadata.num_rows
-    if n_docs == 0:
-        raise ShardError(f"{shard_path}: shard has no documents")
     if min_val_docs >= n_docs:
         raise ShardError(f"{shard_path}: {n_docs} documents cannot hold {min_val_docs} val "
                          f"documents and a train split")
