@@ -9,6 +9,7 @@ import dagster as dg
 from assets.resources import FineGPTPaths
 from finegpt_pipeline import bins
 from finegpt_pipeline.shard import ShardError
+from finegpt_pipeline.tokenizer import TokenizerUnavailable
 
 ROUNDTRIP_SAMPLE_DOCS = 5000  # evenly spaced; shards with fewer documents are checked in full
 
@@ -53,7 +54,7 @@ def tokenized_bins(context: dg.AssetExecutionContext, config: TokenizeConfig,
                                        val_fraction=config.val_fraction,
                                        min_val_docs=config.min_val_docs,
                                        source_sha256=raw_shard["sha256"])
-        except ShardError as exc:  # bad input: one clear line in the UI, not a traceback
+        except (ShardError, TokenizerUnavailable) as exc:  # one clear line, not a traceback
             raise dg.Failure(description=str(exc)) from None
     value = {"dir": str(out_dir), **meta}
     return dg.MaterializeResult(

@@ -11,6 +11,7 @@ from assets.resources import FineGPTPaths
 from finegpt_pipeline import stats
 from finegpt_pipeline.atomic import write_bytes
 from finegpt_pipeline.shard import ShardError, resolve_shard
+from finegpt_pipeline.tokenizer import TokenizerUnavailable
 
 
 class RawShardConfig(dg.Config):
@@ -71,7 +72,7 @@ def token_stats(context: dg.AssetExecutionContext, raw_shard: dict,
     try:
         summary = stats.compute_stats(raw_shard["path"], db, shard_key=raw_shard["sha256"],
                                       expected_sha256=raw_shard["sha256"])
-    except ShardError as exc:
+    except (ShardError, TokenizerUnavailable) as exc:
         raise dg.Failure(description=str(exc)) from None
     png = stats.token_histogram_png(stats.token_lengths(db, summary["shard"]))
     q = summary["token_quantiles"]

@@ -134,6 +134,7 @@ def tokenize_shard(shard_path: str | Path, out_dir: str | Path,
     if min_val_docs < 0:
         raise ValueError(f"min val docs must be >= 0, got {min_val_docs}")
     pf = open_shard(shard_path)
+    tokenizer.get_encoding()  # tokenizer files present, or one clear error before any work
     n_docs = pf.metadata.num_rows
     if min_val_docs >= n_docs:
         raise ShardError(f"{shard_path}: {n_docs} documents cannot hold {min_val_docs} val "

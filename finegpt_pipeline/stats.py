@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from finegpt_pipeline import paths
 from finegpt_pipeline.shard import ShardError, describe_shard, open_shard, resolve_shard
-from finegpt_pipeline.tokenizer import count_tokens
+from finegpt_pipeline.tokenizer import count_tokens, get_encoding
 
 SHORT_DOC_TOKENS = 50  # "very short": fewer GPT-2 tokens than this (empty documents included)
 QUANTILES = {"p1": 0.01, "p5": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95, "p99": 0.99}
@@ -87,6 +87,7 @@ def compute_stats(shard_path: str | Path, db_path: str | Path, shard_key: str | 
         raise ShardError(f"{info.path}: content changed since it was resolved (sha256 "
                          f"{info.sha256[:12]}..., expected {expected_sha256[:12]}...); "
                          "re-materialize raw_shard")
+    get_encoding()  # tokenizer files present, or one clear error before any work
     key = shard_key or info.sha256
     recount = recount_tokens(info.path)
     present = set(info.columns)
