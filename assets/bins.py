@@ -3,6 +3,7 @@ Thin wrapper: the work and the verification logic live in `finegpt_pipeline.bins
 
 
 from pathlib import Path
+from typing import Optional
 
 import dagster as dg
 
@@ -16,7 +17,8 @@ ROUNDTRIP_SAMPLE_DOCS = 5000  # evenly spaced; shards with fewer documents are c
 
 class TokenizeConfig(dg.Config):
     val_fraction: float = bins.DEFAULT_VAL_FRACTION
-    min_val_docs: int = bins.DEFAULT_MIN_VAL_DOCS
+    # None: bins.DEFAULT_MIN_VAL_DOCS, or a tenth of a smaller shard
+    min_val_docs: Optional[int] = None
     force: bool = False  # re-tokenize even when finished bins for this shard and split exist
 
 
@@ -28,7 +30,7 @@ def _reusable(out_dir: Path, sha256: str, config: TokenizeConfig) -> dict | None
         return None
     split = meta.get("split", {})
     same = (meta.get("source_sha256") == sha256 and split.get("val_fraction") == config.val_fraction
-            and split.get("min_val_docs") == config.min_val_docs
+            and split.get("min_val_docs_requested", split.get("min_val_docs")) == config.min_val_docs
             and all((out_dir / name).is_file() for name in bins.BIN_NAMES)
             and (out_dir / "train.bin").stat().st_size == 2 * meta["train_tokens"]
             and (out_dir / "val.bin").stat().st_size == 2 * meta["val_tokens"])

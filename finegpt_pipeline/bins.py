@@ -10,7 +10,9 @@ marker of a complete output.
 
 Split rule (stable, streaming-decidable): a document is in val iff blake2b-64(utf-8 text) <
 val_fraction * 2**64, or its key (hash, row index) is among the `min_val_docs` smallest keys of
-the shard. The row index only breaks ties between exact duplicates.
+the shard. The row index only breaks ties between exact duplicates. By default `min_val_docs`
+is 30, or a tenth of a shard under 300 documents: a sample gets a val split worth reporting
+(0.5% of 300 documents would be two), while a full shard (~1M documents) keeps its 0.5%.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ VOCAB_SIZE = tokenizer.GPT2_VOCAB
 BIN_NAMES = ("train.bin", "val.bin")
 META_NAME = "meta.json"
 DEFAULT_VAL_FRACTION = 0.005
-DEFAULT_MIN_VAL_DOCS = 2
+DEFAULT_MIN_VAL_DOCS = 30  # at most; a smaller shard gets a tenth of its documents (min_val_docs_for)
 # Beyond this many expected val docs, falling short of min_val_docs is practically impossible
 # (P < e^-100), so the extra hashing pass is skipped; the rare miss still gets a second pass.
 _PREPASS_MARGIN = 100
@@ -47,6 +49,14 @@ SPLIT_RULE = ("val iff blake2b(utf-8 text, digest_size=8) as big-endian uint64 <
 
 def doc_hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+def min_val_docs_for(n_docs: int, requested: int | None = None) -> int:
+    """The val-document minimum for a shard: `requested` as given, or by default
+    DEFAULT_MIN_VAL_DOCS, capped at a tenth of the shard (at least one document)."""
+    if requested is not None:
+        return requested
+    return min(DEFAULT_MIN_VAL_DOCS, max(1, n_docs // 10))
 
 
 @dataclass(frozen=True)
@@ -124,18 +134,20 @@ def file_sha256(path: str | Path) -> str:
 
 def tokenize_shard(shard_path: str | Path, out_dir: str | Path,
                    val_fraction: float = DEFAULT_VAL_FRACTION,
-                   min_val_docs: int = DEFAULT_MIN_VAL_DOCS,
+                   min_val_docs: int | None = None,
                    num_workers: int | None = None,
                    source_sha256: str | None = None) -> dict:
-    """Write `train.bin`, `val.bin`, `meta.json` for a shard into `out_dir`; return the meta."""
+    """Write `train.bin`, `val.bin`, `meta.json` for a shard into `out_dir`; return the meta.
+    `min_val_docs=None` is the default minimum (`min_val_docs_for`)."""
     shard_path = Path(shard_path)
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val fraction must be in [0, 1), got {val_fraction}")
-    if min_val_docs < 0:
+    if min_val_docs is not None and min_val_docs < 0:
         raise ValueError(f"min val docs must be >= 0, got {min_val_docs}")
     pf = open_shard(shard_path)
     tokenizer.get_encoding()  # tokenizer files present, or one clear error before any work
     n_docs = pf.metadata.num_rows
+    requested, min_val_docs = min_val_docs, min_val_docs_for(n_docs, min_val_docs)
     if min_val_docs >= n_docs:
         raise ShardError(f"{shard_path}: {n_docs} documents cannot hold {min_val_docs} val "
                          f"documents and a train split")
@@ -152,8 +164,8 @@ def tokenize_shard(shard_path: str | Path, out_dir: str | Path,
     pool = (ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
             if workers > 1 else None)
     try:
-        meta = _tokenize(shard_path, path, starts, out_dir, val_fraction, min_val_docs,
-                         workers, pool, source_sha256)
+        meta = _tokenize(shard_path, path, starts, out_dir, val_fraction,
+                         (min_val_docs, requested), workers, pool, source_sha256)
     except BaseException:
         if created and not any(out_dir.iterdir()):
             out_dir.rmdir()  # a failed run into a new dir leaves nothing behind
@@ -164,9 +176,9 @@ def tokenize_shard(shard_path: str | Path, out_dir: str | Path,
     return meta
 
 
-def _tokenize(shard_path, path, starts, out_dir, val_fraction, min_val_docs, workers, pool,
+def _tokenize(shard_path, path, starts, out_dir, val_fraction, min_val, workers, pool,
               source_sha256) -> dict:
-    n_docs = starts[-1]
+    (min_val_docs, requested), n_docs = min_val, starts[-1]
     split = Split(_threshold(val_fraction))
     if n_docs * val_fraction < _PREPASS_MARGIN * max(min_val_docs, 1):
         split = _with_min_key(split, path, starts, min_val_docs, pool, workers)
@@ -185,6 +197,7 @@ def _tokenize(shard_path, path, starts, out_dir, val_fraction, min_val_docs, wor
         "tokenizer": f"tiktoken {tokenizer.ENCODING_NAME} encode_ordinary",
         **counts,
         "split": {"rule": SPLIT_RULE, "val_fraction": val_fraction, "min_val_docs": min_val_docs,
+                  "min_val_docs_requested": requested,  # None: the default for this shard's size
                   "hash_threshold": str(split.hash_threshold),
                   "min_key": None if split.min_key is None else [str(split.min_key[0]),
                                                                  split.min_key[1]]},
@@ -341,8 +354,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
                    help=f"share of documents in val (default {DEFAULT_VAL_FRACTION})")
-    p.add_argument("--min-val-docs", type=int, default=DEFAULT_MIN_VAL_DOCS,
-                   help=f"never fewer val documents than this (default {DEFAULT_MIN_VAL_DOCS})")
+    p.add_argument("--min-val-docs", type=int, default=None,
+                   help=f"never fewer val documents than this (default {DEFAULT_MIN_VAL_DOCS}, "
+                        "or a tenth of a smaller shard)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.set_defaults(func=_cmd_tokenize)
 

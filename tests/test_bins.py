@@ -19,6 +19,7 @@ from finegpt_pipeline.config import EOT_TOKEN
 from finegpt_pipeline.shard import ShardError
 
 SAMPLE_TOKENS = 215_790  # tiktoken recount of the 300-document sample
+SAMPLE_SPLIT_TOKENS = (199_859, 16_231)  # (train, val) tokens of the sample under the default split
 
 
 def split_docs(path: Path) -> list[str]:
@@ -72,7 +73,10 @@ def test_meta_and_nanogpt_format(sample_bins, sample_shard):
     assert json.loads((out / "meta.json").read_text()) == meta
     assert meta["vocab_size"] == 50257 and meta["eot_token"] == EOT_TOKEN
     assert meta["train_docs"] + meta["val_docs"] == 300
-    assert meta["val_docs"] >= bins.DEFAULT_MIN_VAL_DOCS
+    # a tenth of the 300 documents (0.5% alone would leave 2): a val loss worth reporting
+    assert (meta["train_docs"], meta["val_docs"]) == (270, 30)
+    assert (meta["train_tokens"], meta["val_tokens"]) == SAMPLE_SPLIT_TOKENS
+    assert meta["split"]["min_val_docs"] == 30 and meta["split"]["min_val_docs_requested"] is None
     # One EOT per document on top of the tiktoken recount.
     assert meta["train_tokens"] + meta["val_tokens"] == SAMPLE_TOKENS + 300
     assert (out / "train.bin").stat().st_size == 2 * meta["train_tokens"]
@@ -103,6 +107,21 @@ def test_val_fraction_and_min_val_docs(sample_shard, sample_texts, tmp_path):
     assert meta["val_docs"] == 5
     assert split_docs(tmp_path / "b" / "val.bin") == [
         t for i, t in enumerate(sample_texts) if meta_split_is_val(meta, t, i)]
+
+
+def test_default_min_val_docs_scales_with_shard_size():
+    assert bins.min_val_docs_for(300) == 30  # the sample: 10%
+    assert bins.min_val_docs_for(120) == 12 and bins.min_val_docs_for(5) == 1
+    # a full shard: 30 is far below its 0.5% (~5,000), so the hash fraction alone decides
+    assert bins.min_val_docs_for(1_000_000) == 30
+    assert bins.min_val_docs_for(1_000_000, requested=7) == 7
+    assert bins.min_val_docs_for(300, requested=0) == 0
+
+
+def test_tiny_shard_default_split(tmp_path):
+    shard = _write(tmp_path / "two.parquet", pa.table({"text": ["first", "second"]}))
+    meta = bins.tokenize_shard(shard, tmp_path / "o")
+    assert (meta["train_docs"], meta["val_docs"]) == (1, 1)
 
 
 def test_exact_duplicates_split_by_index_tiebreak(tmp_path):
