@@ -35,10 +35,15 @@ def temp_beside(target: str | os.PathLike) -> Path:
     target = Path(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
+        os.fchmod(fd, artifact_mode())
     finally:
         os.close(fd)
     return Path(tmp)
+
+
+def artifact_mode() -> int:
+    """The usual mode of a new file under the process umask (0644 under umask 022)."""
+    return 0o666 & ~_umask()
 
 
 def _umask() -> int:

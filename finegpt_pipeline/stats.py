@@ -9,8 +9,9 @@ Tables, keyed by `shard` (the file's sha256 unless given), queryable afterwards:
                  domain (host of `url`), text_hash (md5), text_is_null
   shard_summary  one row per shard: headline numbers plus the full summary as JSON
 
-A re-run replaces the shard's rows inside one transaction, so it is idempotent and an
-interrupted run leaves the warehouse as it was.
+A re-run replaces the shard's rows, so it is idempotent. It writes a copy of the warehouse
+that replaces it only when complete (`warehouse.writing`): an interrupted run leaves the
+warehouse as it was, and connections open on it (a notebook's) neither block nor break it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from finegpt_pipeline import paths
+from finegpt_pipeline import paths, warehouse
 from finegpt_pipeline.shard import ShardError, describe_shard, open_shard, resolve_shard
 from finegpt_pipeline.tokenizer import count_tokens, get_encoding
 
@@ -80,8 +81,6 @@ def compute_stats(shard_path: str | Path, db_path: str | Path, shard_key: str | 
                   expected_sha256: str | None = None) -> dict[str, Any]:
     """Load a shard's per-document statistics into the warehouse and return its summary.
     `expected_sha256` refuses a file whose bytes changed since it was described upstream."""
-    import duckdb
-
     info = describe_shard(shard_path)  # validates before the warehouse is touched
     if expected_sha256 and info.sha256 != expected_sha256:
         raise ShardError(f"{info.path}: content changed since it was resolved (sha256 "
@@ -106,30 +105,21 @@ def compute_stats(shard_path: str | Path, db_path: str | Path, shard_key: str | 
         JOIN recount AS r ON r.doc_index = p.file_row_number
     """
     db_path = Path(db_path)
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(db_path))
-    try:
+    with warehouse.writing(db_path) as con:  # a copy, swapped in on success
         con.execute(_SCHEMA)
         con.register("recount", recount)
         con.execute("BEGIN TRANSACTION")
-        try:
-            con.execute("DELETE FROM documents WHERE shard = ?", [key])
-            con.execute("DELETE FROM shard_summary WHERE shard = ?", [key])
-            con.execute(f"INSERT INTO documents {select}", [key, info.path])
-            summary = _summarize(con, key, has_token_count="token_count" in present)
-            summary.update(shard=key, path=info.path, sha256=info.sha256, db_path=str(db_path),
-                           missing_columns=info.missing_columns)
-            con.execute(
-                "INSERT INTO shard_summary VALUES (?, ?, ?, ?, ?, ?, ?, now(), ?)",
-                [key, info.path, summary["documents"], summary["characters"], summary["utf8_bytes"],
-                 summary["tokens_tiktoken"], summary["tokens_listed"], json.dumps(summary)])
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("CHECKPOINT")
-    finally:
-        con.close()
+        con.execute("DELETE FROM documents WHERE shard = ?", [key])
+        con.execute("DELETE FROM shard_summary WHERE shard = ?", [key])
+        con.execute(f"INSERT INTO documents {select}", [key, info.path])
+        summary = _summarize(con, key, has_token_count="token_count" in present)
+        summary.update(shard=key, path=info.path, sha256=info.sha256, db_path=str(db_path),
+                       missing_columns=info.missing_columns)
+        con.execute(
+            "INSERT INTO shard_summary VALUES (?, ?, ?, ?, ?, ?, ?, now(), ?)",
+            [key, info.path, summary["documents"], summary["characters"], summary["utf8_bytes"],
+             summary["tokens_tiktoken"], summary["tokens_listed"], json.dumps(summary)])
+        con.execute("COMMIT")
     return summary
 
 
@@ -191,9 +181,7 @@ def _summarize(con, key: str, has_token_count: bool) -> dict[str, Any]:
 
 def token_lengths(db_path: str | Path, shard_key: str) -> list[int]:
     """Per-document GPT-2 token counts of a shard, read back from the warehouse."""
-    import duckdb
-
-    with duckdb.connect(str(db_path), read_only=True) as con:
+    with warehouse.reading(db_path) as con:
         return [r[0] for r in con.execute(
             "SELECT tokens_tiktoken FROM documents WHERE shard = ? AND tokens_tiktoken IS NOT NULL "
             "ORDER BY doc_index", [shard_key]).fetchall()]
