@@ -60,7 +60,8 @@ def tokenized_bins(context: dg.AssetExecutionContext, config: TokenizeConfig,
             meta = bins.tokenize_shard(raw_shard["path"], out_dir,
                                        val_fraction=config.val_fraction,
                                        min_val_docs=config.min_val_docs,
-                                       source_sha256=raw_shard["sha256"])
+                                       source_sha256=raw_shard["sha256"],
+                                       progress=context.log.info)
         except (ShardError, TokenizerUnavailable, Busy) as exc:  # one line, not a traceback
             raise dg.Failure(description=str(exc)) from None
     value = {"dir": str(out_dir), **meta}

@@ -72,7 +72,8 @@ def token_stats(context: dg.AssetExecutionContext, raw_shard: dict,
     db = finegpt_paths.warehouse()
     try:
         summary = stats.compute_stats(raw_shard["path"], db, shard_key=raw_shard["sha256"],
-                                      expected_sha256=raw_shard["sha256"])
+                                      expected_sha256=raw_shard["sha256"],
+                                      progress=context.log.info)
     except (ShardError, TokenizerUnavailable, Busy) as exc:
         raise dg.Failure(description=str(exc)) from None
     try:

@@ -33,6 +33,7 @@ from finegpt_pipeline import tokenizer
 from finegpt_pipeline.atomic import temp_beside, write_json
 from finegpt_pipeline.config import EOT_TOKEN
 from finegpt_pipeline.locks import Busy, describe_holders, try_lock
+from finegpt_pipeline.progress import Progress, Report, to_stderr
 from finegpt_pipeline.shard import ShardError, open_shard
 
 VOCAB_SIZE = tokenizer.GPT2_VOCAB
@@ -138,9 +139,11 @@ def tokenize_shard(shard_path: str | Path, out_dir: str | Path,
                    val_fraction: float = DEFAULT_VAL_FRACTION,
                    min_val_docs: int | None = None,
                    num_workers: int | None = None,
-                   source_sha256: str | None = None) -> dict:
+                   source_sha256: str | None = None,
+                   progress: Report | None = None) -> dict:
     """Write `train.bin`, `val.bin`, `meta.json` for a shard into `out_dir`; return the meta.
-    `min_val_docs=None` is the default minimum (`min_val_docs_for`).
+    `min_val_docs=None` is the default minimum (`min_val_docs_for`); `progress` gets progress
+    lines (`finegpt_pipeline.progress`).
 
     Everything is written to temp files first; only a finished run replaces the files under
     their final names (old meta.json first, new one last). A failed run into a new directory
@@ -172,14 +175,18 @@ def tokenize_shard(shard_path: str | Path, out_dir: str | Path,
                    "would change the data under a running training: wait for it to end, or "
                    "tokenize into another directory")
     temps = {name: temp_beside(out_dir / name) for name in BIN_NAMES}
+    prog = Progress(progress, "tokenize", len(starts) - 1)
+    prog.begin(f"{shard_path}: {n_docs:,} docs in {len(starts) - 1} row groups, "
+               f"{workers} worker(s) -> {out_dir}")
     pool = (ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
             if workers > 1 else None)
     publishing = False
     try:
         meta = _tokenize(shard_path, path, starts, temps, val_fraction,
-                         (min_val_docs, requested), workers, pool, source_sha256)
+                         (min_val_docs, requested), workers, pool, source_sha256, prog)
         publishing = True
         _publish(out_dir, temps, meta)
+        prog.finish(f"{meta['train_docs']:,} train / {meta['val_docs']:,} val docs in {out_dir}")
     except BaseException:
         for tmp in temps.values():
             tmp.unlink(missing_ok=True)
@@ -208,15 +215,17 @@ def _publish(out_dir: Path, temps: dict[str, Path], meta: dict) -> None:
 
 
 def _tokenize(shard_path, path, starts, temps, val_fraction, min_val, workers, pool,
-              source_sha256) -> dict:
+              source_sha256, prog: Progress) -> dict:
     (min_val_docs, requested), n_docs = min_val, starts[-1]
     split = Split(_threshold(val_fraction))
     if n_docs * val_fraction < _PREPASS_MARGIN * max(min_val_docs, 1):
         split = _with_min_key(split, path, starts, min_val_docs, pool, workers)
-    counts = _write_bins(path, starts, split, temps, pool, workers)
+    counts = _write_bins(path, starts, split, temps, pool, workers, prog)
     if counts["val_docs"] < min_val_docs:
+        prog.note(f"{counts['val_docs']} val docs, fewer than {min_val_docs}: a second pass")
         split = _with_min_key(split, path, starts, min_val_docs, pool, workers)
-        counts = _write_bins(path, starts, split, temps, pool, workers)
+        prog.done = prog.docs = prog.tokens = 0
+        counts = _write_bins(path, starts, split, temps, pool, workers, prog)
     if counts["train_docs"] == 0:
         raise ShardError(f"{shard_path}: val fraction {val_fraction} leaves no train documents")
     return {
@@ -245,7 +254,8 @@ def _with_min_key(split: Split, path, starts, k, pool, workers) -> Split:
     return Split(split.hash_threshold, smallest[-1])
 
 
-def _write_bins(path, starts, split: Split, temps: dict[str, Path], pool, workers) -> dict:
+def _write_bins(path, starts, split: Split, temps: dict[str, Path], pool, workers,
+                prog: Progress) -> dict:
     """Both splits into their temp files (truncated first); returns the counts."""
     counts = dict(train_tokens=0, val_tokens=0, train_docs=0, val_docs=0)
     with open(temps["train.bin"], "wb") as ftrain, open(temps["val.bin"], "wb") as fval:
@@ -258,6 +268,7 @@ def _write_bins(path, starts, split: Split, temps: dict[str, Path], pool, worker
             counts["val_tokens"] += len(val)
             counts["train_docs"] += n_train
             counts["val_docs"] += n_val
+            prog.advance(1, n_train + n_val, len(train) + len(val))
         for fh in (ftrain, fval):
             fh.flush()
             os.fsync(fh.fileno())
@@ -314,7 +325,8 @@ def write_meta(bins_dir: str | Path, **fields) -> dict:
 
 def _cmd_tokenize(args: argparse.Namespace) -> int:
     meta = tokenize_shard(args.shard, args.out, val_fraction=args.val_fraction,
-                          min_val_docs=args.min_val_docs, num_workers=args.workers)
+                          min_val_docs=args.min_val_docs, num_workers=args.workers,
+                          progress=to_stderr)
     print(json.dumps({k: meta[k] for k in ("train_tokens", "val_tokens", "train_docs",
                                            "val_docs")} | {"out": str(Path(args.out))}))
     return 0

@@ -20,12 +20,14 @@ import argparse
 import io
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from finegpt_pipeline import paths, warehouse
+from finegpt_pipeline.progress import Progress, Report, duration, to_stderr
 from finegpt_pipeline.shard import ShardError, describe_shard, open_shard, resolve_shard
 from finegpt_pipeline.tokenizer import count_tokens, get_encoding
 
@@ -58,29 +60,35 @@ def _column(present: set[str], name: str, sql_type: str, expr: str | None = None
     return expr or f"TRY_CAST(p.{name} AS {sql_type})"
 
 
-def recount_tokens(shard_path: str | Path) -> pa.Table:
+def recount_tokens(shard_path: str | Path, progress: Report | None = None) -> pa.Table:
     """(doc_index, tokens_tiktoken) for every document, NULL where the text is NULL.
     One row group of text in memory at a time; the result is two integers per document."""
     pf = open_shard(shard_path)
+    prog = Progress(progress, "stats", pf.metadata.num_row_groups)
+    prog.begin(f"{shard_path}: recounting {pf.metadata.num_rows:,} docs in "
+               f"{pf.metadata.num_row_groups} row groups")
     chunks, offset = [], 0
     for i in range(pf.metadata.num_row_groups):
         texts = pf.read_row_group(i, columns=["text"]).column("text").to_pylist()
         present = [t for t in texts if t is not None]
         it = iter(count_tokens(present) if present else [])
         counts = [None if t is None else next(it) for t in texts]
+        prog.advance(1, len(texts), sum(c for c in counts if c is not None))
         chunks.append(pa.table({
             "doc_index": pa.array(range(offset, offset + len(texts)), pa.int64()),
             "tokens_tiktoken": pa.array(counts, pa.int64())}))
         offset += len(texts)
-    if not chunks:
-        return pa.table({"doc_index": pa.array([], pa.int64()), "tokens_tiktoken": pa.array([], pa.int64())})
+    prog.note("recounted; writing the warehouse")
     return pa.concat_tables(chunks).combine_chunks()
 
 
 def compute_stats(shard_path: str | Path, db_path: str | Path, shard_key: str | None = None,
-                  expected_sha256: str | None = None) -> dict[str, Any]:
+                  expected_sha256: str | None = None,
+                  progress: Report | None = None) -> dict[str, Any]:
     """Load a shard's per-document statistics into the warehouse and return its summary.
-    `expected_sha256` refuses a file whose bytes changed since it was described upstream."""
+    `expected_sha256` refuses a file whose bytes changed since it was described upstream;
+    `progress` gets progress lines (`finegpt_pipeline.progress`)."""
+    start = time.monotonic()
     info = describe_shard(shard_path)  # validates before the warehouse is touched
     if expected_sha256 and info.sha256 != expected_sha256:
         raise ShardError(f"{info.path}: content changed since it was resolved (sha256 "
@@ -88,7 +96,7 @@ def compute_stats(shard_path: str | Path, db_path: str | Path, shard_key: str | 
                          "re-materialize raw_shard")
     get_encoding()  # tokenizer files present, or one clear error before any work
     key = shard_key or info.sha256
-    recount = recount_tokens(info.path)
+    recount = recount_tokens(info.path, progress)
     present = set(info.columns)
     url = _column(present, "url", "VARCHAR")
     select = f"""
@@ -105,7 +113,7 @@ def compute_stats(shard_path: str | Path, db_path: str | Path, shard_key: str | 
         JOIN recount AS r ON r.doc_index = p.file_row_number
     """
     db_path = Path(db_path)
-    with warehouse.writing(db_path) as con:  # a copy, swapped in on success
+    with warehouse.writing(db_path, progress=progress) as con:  # a copy, swapped in on success
         con.execute(_SCHEMA)
         con.register("recount", recount)
         con.execute("BEGIN TRANSACTION")
@@ -120,6 +128,9 @@ def compute_stats(shard_path: str | Path, db_path: str | Path, shard_key: str | 
             [key, info.path, summary["documents"], summary["characters"], summary["utf8_bytes"],
              summary["tokens_tiktoken"], summary["tokens_listed"], json.dumps(summary)])
         con.execute("COMMIT")
+    if progress:
+        progress(f"stats: {summary['documents']:,} docs, {summary['tokens_tiktoken']:,} tokens "
+                 f"in {db_path} ({duration(time.monotonic() - start)})")
     return summary
 
 
@@ -268,7 +279,8 @@ def add_cli(subparsers) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     info = resolve_shard(args.shard, paths.finegpt_home() / "shards", max_docs=args.max_docs)
-    summary = compute_stats(info.path, args.db or paths.warehouse_path(), shard_key=info.sha256)
+    summary = compute_stats(info.path, args.db or paths.warehouse_path(), shard_key=info.sha256,
+                            progress=to_stderr)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary), file=sys.stdout)
     return 0
 
