@@ -174,14 +174,15 @@ def tokenize_shard(shard_path: str | Path, out_dir: str | Path,
         raise Busy(f"{out_dir}: in use by {describe_holders(out_dir / LOCK_NAME)}; re-tokenizing "
                    "would change the data under a running training: wait for it to end, or "
                    "tokenize into another directory")
-    temps = {name: temp_beside(out_dir / name) for name in BIN_NAMES}
+    temps: dict[str, Path] = {}
     prog = Progress(progress, "tokenize", len(starts) - 1)
-    prog.begin(f"{shard_path}: {n_docs:,} docs in {len(starts) - 1} row groups, "
-               f"{workers} worker(s) -> {out_dir}")
-    pool = (ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
-            if workers > 1 else None)
-    publishing = False
+    pool, publishing = None, False
     try:
+        temps.update({name: temp_beside(out_dir / name) for name in BIN_NAMES})
+        prog.begin(f"{shard_path}: {n_docs:,} docs in {len(starts) - 1} row groups, "
+                   f"{workers} worker(s) -> {out_dir}")
+        if workers > 1:
+            pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
         meta = _tokenize(shard_path, path, starts, temps, val_fraction,
                          (min_val_docs, requested), workers, pool, source_sha256, prog)
         publishing = True
