@@ -77,7 +77,7 @@ def test_cli_stats_beside_a_notebook_reader(db, sample_shard):
     assert proc.returncode == 0, proc.stderr
 
 
-def test_read_write_holder_fails_in_one_line_with_pid(db, sample_shard, monkeypatch):
+def test_read_write_holder_fails_in_one_line_with_pid(db, sample_shard):
     writer = _holder(HOLD, str(db), "rw")
     try:
         start = time.monotonic()
@@ -103,7 +103,7 @@ def test_read_write_holder_fails_in_one_line_with_pid(db, sample_shard, monkeypa
     assert not [p for p in db.parent.iterdir() if ".tmp-" in p.name]
 
 
-def test_writers_take_turns(db, tmp_path):
+def test_writers_take_turns(db):
     code = ("import sys; from finegpt_pipeline.locks import Lock; "
             "l = Lock(sys.argv[1] + '.lock', shared=False); print('ready', flush=True); "
             "sys.stdin.read()")
