@@ -3,34 +3,42 @@ Thin wrapper: the work and the verification logic live in `finegpt_pipeline.bins
 
 
 from pathlib import Path
+from typing import Optional
 
 import dagster as dg
 
 from assets.resources import FineGPTPaths
-from finegpt_pipeline import bins
+from finegpt_pipeline import bins, bins_checks
+from finegpt_pipeline.locks import Busy
 from finegpt_pipeline.shard import ShardError
+from finegpt_pipeline.tokenizer import TokenizerUnavailable
 
 ROUNDTRIP_SAMPLE_DOCS = 5000  # evenly spaced; shards with fewer documents are checked in full
 
 
 class TokenizeConfig(dg.Config):
     val_fraction: float = bins.DEFAULT_VAL_FRACTION
-    min_val_docs: int = bins.DEFAULT_MIN_VAL_DOCS
+    # None: bins.DEFAULT_MIN_VAL_DOCS, or a tenth of a smaller shard
+    min_val_docs: Optional[int] = None
     force: bool = False  # re-tokenize even when finished bins for this shard and split exist
+
+
+def bins_key(sha256: str, config: TokenizeConfig) -> str:
+    """The bins directory's name: the shard's content and the split settings, so bins of
+    another split never land in (or replace) the directory a training reads."""
+    min_docs = "auto" if config.min_val_docs is None else config.min_val_docs
+    return f"{sha256[:12]}-val{config.val_fraction:g}-min{min_docs}"
 
 
 def _reusable(out_dir: Path, sha256: str, config: TokenizeConfig) -> dict | None:
     """Finished bins of the same shard and split settings, or None."""
     try:
-        meta = bins.read_meta(out_dir)
-    except (FileNotFoundError, ValueError, KeyError):
+        meta = bins.verify_files(out_dir)
+    except (FileNotFoundError, ValueError):
         return None
     split = meta.get("split", {})
     same = (meta.get("source_sha256") == sha256 and split.get("val_fraction") == config.val_fraction
-            and split.get("min_val_docs") == config.min_val_docs
-            and all((out_dir / name).is_file() for name in bins.BIN_NAMES)
-            and (out_dir / "train.bin").stat().st_size == 2 * meta["train_tokens"]
-            and (out_dir / "val.bin").stat().st_size == 2 * meta["val_tokens"])
+            and split.get("min_val_docs_requested") == config.min_val_docs)
     return meta if same else None
 
 
@@ -42,7 +50,7 @@ def _reusable(out_dir: Path, sha256: str, config: TokenizeConfig) -> dict | None
 )
 def tokenized_bins(context: dg.AssetExecutionContext, config: TokenizeConfig,
                    finegpt_paths: FineGPTPaths, raw_shard: dict) -> dg.MaterializeResult:
-    out_dir = finegpt_paths.bins_dir() / raw_shard["sha256"][:12]
+    out_dir = finegpt_paths.bins_dir() / bins_key(raw_shard["sha256"], config)
     meta = None if config.force else _reusable(out_dir, raw_shard["sha256"], config)
     reused = meta is not None
     if reused:
@@ -52,8 +60,9 @@ def tokenized_bins(context: dg.AssetExecutionContext, config: TokenizeConfig,
             meta = bins.tokenize_shard(raw_shard["path"], out_dir,
                                        val_fraction=config.val_fraction,
                                        min_val_docs=config.min_val_docs,
-                                       source_sha256=raw_shard["sha256"])
-        except ShardError as exc:  # bad input: one clear line in the UI, not a traceback
+                                       source_sha256=raw_shard["sha256"],
+                                       progress=context.log.info)
+        except (ShardError, TokenizerUnavailable, Busy) as exc:  # one line, not a traceback
             raise dg.Failure(description=str(exc)) from None
     value = {"dir": str(out_dir), **meta}
     return dg.MaterializeResult(
@@ -77,7 +86,7 @@ def tokenized_bins(context: dg.AssetExecutionContext, config: TokenizeConfig,
                 description="Decoding the bins and splitting at EOT gives exactly the source documents "
                             f"(all of them, or {ROUNDTRIP_SAMPLE_DOCS} evenly spaced on big shards).")
 def tokenized_bins_roundtrip(tokenized_bins: dict) -> dg.AssetCheckResult:
-    result = bins.verify_roundtrip(tokenized_bins["dir"], tokenized_bins["source"],
+    result = bins_checks.verify_roundtrip(tokenized_bins["dir"], tokenized_bins["source"],
                                    max_docs=ROUNDTRIP_SAMPLE_DOCS)
     return dg.AssetCheckResult(
         passed=result["ok"],
@@ -88,13 +97,13 @@ def tokenized_bins_roundtrip(tokenized_bins: dict) -> dg.AssetCheckResult:
 
 @dg.asset_check(asset=tokenized_bins, blocking=True, description="Every token id is below vocab_size (50257).")
 def tokenized_bins_ids_in_vocab(tokenized_bins: dict) -> dg.AssetCheckResult:
-    result = bins.verify_ids_in_vocab(tokenized_bins["dir"])
+    result = bins_checks.verify_ids_in_vocab(tokenized_bins["dir"])
     return dg.AssetCheckResult(passed=result["ok"], metadata=result)
 
 
 @dg.asset_check(asset=tokenized_bins, additional_ins={"token_stats": dg.AssetIn("token_stats")},
                 description="Tokens in the bins = the stats' tiktoken recount + one EOT per document.")
 def tokenized_bins_totals_match_stats(tokenized_bins: dict, token_stats: dict) -> dg.AssetCheckResult:
-    result = bins.verify_totals(tokenized_bins, token_stats["tokens_tiktoken"], token_stats["documents"])
+    result = bins_checks.verify_totals(tokenized_bins, token_stats["tokens_tiktoken"], token_stats["documents"])
     return dg.AssetCheckResult(passed=result["ok"], metadata=result)
 

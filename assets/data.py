@@ -10,7 +10,9 @@ import dagster as dg
 from assets.resources import FineGPTPaths
 from finegpt_pipeline import stats
 from finegpt_pipeline.atomic import write_bytes
+from finegpt_pipeline.locks import Busy
 from finegpt_pipeline.shard import ShardError, resolve_shard
+from finegpt_pipeline.tokenizer import TokenizerUnavailable
 
 
 class RawShardConfig(dg.Config):
@@ -70,10 +72,15 @@ def token_stats(context: dg.AssetExecutionContext, raw_shard: dict,
     db = finegpt_paths.warehouse()
     try:
         summary = stats.compute_stats(raw_shard["path"], db, shard_key=raw_shard["sha256"],
-                                      expected_sha256=raw_shard["sha256"])
-    except ShardError as exc:
+                                      expected_sha256=raw_shard["sha256"],
+                                      progress=context.log.info)
+    except (ShardError, TokenizerUnavailable, Busy) as exc:
         raise dg.Failure(description=str(exc)) from None
-    png = stats.token_histogram_png(stats.token_lengths(db, summary["shard"]))
+    try:
+        lengths = stats.token_lengths(db, summary["shard"])
+    except Busy as exc:
+        raise dg.Failure(description=str(exc)) from None
+    png = stats.token_histogram_png(lengths)
     q = summary["token_quantiles"]
     quantile_md = _md_table(list(q), [[f"{v:,.0f}" if v is not None else "-" for v in q.values()]])
     png_path = finegpt_paths.home_dir() / "reports" / f"token_histogram-{summary['shard'][:16]}.png"

@@ -19,10 +19,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it onto `target` if the block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts get the usual mode
-    tmp_path = Path(tmp)
+    tmp_path = temp_beside(target)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
@@ -30,6 +27,23 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def temp_beside(target: str | os.PathLike) -> Path:
+    """A new empty `.NAME.tmp-*` file in the target's directory, with the usual artifact mode
+    (mkstemp makes 0600) and no descriptor left open."""
+    target = Path(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+    try:
+        os.fchmod(fd, artifact_mode())
+    finally:
+        os.close(fd)
+    return Path(tmp)
+
+
+def artifact_mode() -> int:
+    """The usual mode of a new file under the process umask (0644 under umask 022)."""
+    return 0o666 & ~_umask()
 
 
 def _umask() -> int:

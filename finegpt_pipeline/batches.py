@@ -13,28 +13,48 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .bins import META_NAME, read_meta
+from .bins import LOCK_NAME, META_NAME, verify_files
+from .locks import Busy, describe_holders, try_lock
 
 VAL_STREAM = 2**31 - 1  # seed component that keeps validation batches apart from training ones
 
 
 class Bins:
-    """`train.bin` / `val.bin` (uint16 GPT-2 ids) and `meta.json` in one directory."""
+    """`train.bin` / `val.bin` (uint16 GPT-2 ids) and their `meta.json` in one directory.
+
+    Holds a shared lock on the directory's `.lock` from construction until `close()` (or the
+    end of the process; also a context manager): `finegpt tokenize` refuses to replace bins a
+    training reads, since every batch opens the files afresh."""
 
     def __init__(self, directory: str | Path):
         self.dir = Path(directory)
         if not self.dir.is_dir():
             raise FileNotFoundError(f"{self.dir}: bins directory not found")
-        # plain nanoGPT bins have no meta.json; ours do, and it must then be readable
-        self.meta = read_meta(self.dir) if (self.dir / META_NAME).exists() else {}
-        self.tokens = {}
-        for split in ("train", "val"):
-            path = self.dir / f"{split}.bin"
-            if not path.exists():
-                raise FileNotFoundError(f"{path}: missing (expected nanoGPT-format uint16 tokens)")
-            if path.stat().st_size % 2:
-                raise ValueError(f"{path}: odd byte size, not a uint16 token file")
-            self.tokens[split] = path.stat().st_size // 2
+        try:
+            self._lock = try_lock(self.dir / LOCK_NAME, shared=True)
+        except OSError:  # a read-only dir without a lock file: nothing can replace the bins
+            self._lock = None
+        else:
+            if self._lock is None:
+                raise Busy(f"{self.dir}: being tokenized by "
+                           f"{describe_holders(self.dir / LOCK_NAME)}; train when it has finished")
+        try:
+            self.meta = verify_files(self.dir)  # under the lock: the files cannot change now
+        except BaseException:
+            self.close()
+            raise
+        self.tokens = {split: int(self.meta[f"{split}_tokens"]) for split in ("train", "val")}
+
+    def close(self) -> None:
+        """Release the directory's lock; the bins may be re-tokenized from then on."""
+        if self._lock is not None:
+            self._lock.close()
+
+    def __enter__(self) -> "Bins":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def check(self, block_size: int, vocab_size: int) -> None:
         """Fail before training if a window cannot fit or the ids cannot be embedded."""

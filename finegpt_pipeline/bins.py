@@ -10,7 +10,9 @@ marker of a complete output.
 
 Split rule (stable, streaming-decidable): a document is in val iff blake2b-64(utf-8 text) <
 val_fraction * 2**64, or its key (hash, row index) is among the `min_val_docs` smallest keys of
-the shard. The row index only breaks ties between exact duplicates.
+the shard. The row index only breaks ties between exact duplicates. By default `min_val_docs`
+is 30, or a tenth of a shard under 300 documents: a sample gets a val split worth reporting
+(0.5% of 300 documents would be two), while a full shard (~1M documents) keeps its 0.5%.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import hashlib
 import heapq
 import json
 import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,15 +30,18 @@ import multiprocessing as mp
 import numpy as np
 
 from finegpt_pipeline import tokenizer
-from finegpt_pipeline.atomic import write_json
+from finegpt_pipeline.atomic import temp_beside, write_json
 from finegpt_pipeline.config import EOT_TOKEN
+from finegpt_pipeline.locks import Busy, describe_holders, try_lock
+from finegpt_pipeline.progress import Progress, Report, to_stderr
 from finegpt_pipeline.shard import ShardError, open_shard
 
 VOCAB_SIZE = tokenizer.GPT2_VOCAB
 BIN_NAMES = ("train.bin", "val.bin")
 META_NAME = "meta.json"
+LOCK_NAME = ".lock"  # shared by trainings reading the bins, exclusive while tokenizing
 DEFAULT_VAL_FRACTION = 0.005
-DEFAULT_MIN_VAL_DOCS = 2
+DEFAULT_MIN_VAL_DOCS = 30  # at most; a smaller shard gets a tenth of its documents (min_val_docs_for)
 # Beyond this many expected val docs, falling short of min_val_docs is practically impossible
 # (P < e^-100), so the extra hashing pass is skipped; the rare miss still gets a second pass.
 _PREPASS_MARGIN = 100
@@ -48,6 +52,14 @@ SPLIT_RULE = ("val iff blake2b(utf-8 text, digest_size=8) as big-endian uint64 <
 
 def doc_hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+def min_val_docs_for(n_docs: int, requested: int | None = None) -> int:
+    """The val-document minimum for a shard: `requested` as given, or by default
+    DEFAULT_MIN_VAL_DOCS, capped at a tenth of the shard (at least one document)."""
+    if requested is not None:
+        return requested
+    return min(DEFAULT_MIN_VAL_DOCS, max(1, n_docs // 10))
 
 
 @dataclass(frozen=True)
@@ -125,19 +137,27 @@ def file_sha256(path: str | Path) -> str:
 
 def tokenize_shard(shard_path: str | Path, out_dir: str | Path,
                    val_fraction: float = DEFAULT_VAL_FRACTION,
-                   min_val_docs: int = DEFAULT_MIN_VAL_DOCS,
+                   min_val_docs: int | None = None,
                    num_workers: int | None = None,
-                   source_sha256: str | None = None) -> dict:
-    """Write `train.bin`, `val.bin`, `meta.json` for a shard into `out_dir`; return the meta."""
+                   source_sha256: str | None = None,
+                   progress: Report | None = None) -> dict:
+    """Write `train.bin`, `val.bin`, `meta.json` for a shard into `out_dir`; return the meta.
+    `min_val_docs=None` is the default minimum (`min_val_docs_for`); `progress` gets progress
+    lines (`finegpt_pipeline.progress`).
+
+    Everything is written to temp files first; only a finished run replaces the files under
+    their final names (old meta.json first, new one last). A failed run into a new directory
+    leaves nothing; into an existing one, the previous output as it was. The directory's lock
+    is taken first: bins that a training reads (`batches.Bins`) are never replaced."""
     shard_path = Path(shard_path)
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val fraction must be in [0, 1), got {val_fraction}")
-    if min_val_docs < 0:
+    if min_val_docs is not None and min_val_docs < 0:
         raise ValueError(f"min val docs must be >= 0, got {min_val_docs}")
     pf = open_shard(shard_path)
+    tokenizer.get_encoding()  # tokenizer files present, or one clear error before any work
     n_docs = pf.metadata.num_rows
-    if n_docs == 0:
-        raise ShardError(f"{shard_path}: shard has no documents")
+    requested, min_val_docs = min_val_docs, min_val_docs_for(n_docs, min_val_docs)
     if min_val_docs >= n_docs:
         raise ShardError(f"{shard_path}: {n_docs} documents cannot hold {min_val_docs} val "
                          f"documents and a train split")
@@ -149,44 +169,74 @@ def tokenize_shard(shard_path: str | Path, out_dir: str | Path,
     out_dir = Path(out_dir)
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    # The old marker goes first: from here until the new one lands, the dir reads as incomplete.
-    (out_dir / META_NAME).unlink(missing_ok=True)
-    pool = (ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
-            if workers > 1 else None)
+    lock = try_lock(out_dir / LOCK_NAME, shared=False)
+    if lock is None:
+        raise Busy(f"{out_dir}: in use by {describe_holders(out_dir / LOCK_NAME)}; re-tokenizing "
+                   "would change the data under a running training: wait for it to end, or "
+                   "tokenize into another directory")
+    temps: dict[str, Path] = {}
+    prog = Progress(progress, "tokenize", len(starts) - 1)
+    pool, publishing = None, False
     try:
-        meta = _tokenize(shard_path, path, starts, out_dir, val_fraction, min_val_docs,
-                         workers, pool, source_sha256)
+        temps.update({name: temp_beside(out_dir / name) for name in BIN_NAMES})
+        prog.begin(f"{shard_path}: {n_docs:,} docs in {len(starts) - 1} row groups, "
+                   f"{workers} worker(s) -> {out_dir}")
+        if workers > 1:
+            pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
+        meta = _tokenize(shard_path, path, starts, temps, val_fraction,
+                         (min_val_docs, requested), workers, pool, source_sha256, prog)
+        publishing = True
+        _publish(out_dir, temps, meta)
+        prog.finish(f"{meta['train_docs']:,} train / {meta['val_docs']:,} val docs in {out_dir}")
     except BaseException:
-        if created and not any(out_dir.iterdir()):
-            out_dir.rmdir()  # a failed run into a new dir leaves nothing behind
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
+        if created:  # a failed run into a new dir leaves nothing behind
+            for name in (*BIN_NAMES, META_NAME, LOCK_NAME):
+                (out_dir / name).unlink(missing_ok=True)
+            if not any(out_dir.iterdir()):
+                out_dir.rmdir()
+        elif publishing:  # half replaced: nothing under the final names
+            for name in BIN_NAMES:
+                (out_dir / name).unlink(missing_ok=True)
         raise
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+        lock.close()
     return meta
 
 
-def _tokenize(shard_path, path, starts, out_dir, val_fraction, min_val_docs, workers, pool,
-              source_sha256) -> dict:
-    n_docs = starts[-1]
+def _publish(out_dir: Path, temps: dict[str, Path], meta: dict) -> None:
+    """Old marker first, new marker last: in between, the directory reads as incomplete."""
+    (out_dir / META_NAME).unlink(missing_ok=True)
+    for name, tmp in temps.items():
+        os.replace(tmp, out_dir / name)
+    write_json(out_dir / META_NAME, meta)
+
+
+def _tokenize(shard_path, path, starts, temps, val_fraction, min_val, workers, pool,
+              source_sha256, prog: Progress) -> dict:
+    (min_val_docs, requested), n_docs = min_val, starts[-1]
     split = Split(_threshold(val_fraction))
     if n_docs * val_fraction < _PREPASS_MARGIN * max(min_val_docs, 1):
         split = _with_min_key(split, path, starts, min_val_docs, pool, workers)
-    counts = _write_bins(path, starts, split, out_dir, pool, workers)
+    counts = _write_bins(path, starts, split, temps, pool, workers, prog)
     if counts["val_docs"] < min_val_docs:
+        prog.note(f"{counts['val_docs']} val docs, fewer than {min_val_docs}: a second pass")
         split = _with_min_key(split, path, starts, min_val_docs, pool, workers)
-        counts = _write_bins(path, starts, split, out_dir, pool, workers)
+        prog.done = prog.docs = prog.tokens = 0
+        counts = _write_bins(path, starts, split, temps, pool, workers, prog)
     if counts["train_docs"] == 0:
-        for name in BIN_NAMES:
-            (out_dir / name).unlink(missing_ok=True)
         raise ShardError(f"{shard_path}: val fraction {val_fraction} leaves no train documents")
-    meta = {
+    return {
         "vocab_size": VOCAB_SIZE,
         "eot_token": EOT_TOKEN,
         "dtype": "uint16",
         "tokenizer": f"tiktoken {tokenizer.ENCODING_NAME} encode_ordinary",
         **counts,
         "split": {"rule": SPLIT_RULE, "val_fraction": val_fraction, "min_val_docs": min_val_docs,
+                  "min_val_docs_requested": requested,  # None: the default for this shard's size
                   "hash_threshold": str(split.hash_threshold),
                   "min_key": None if split.min_key is None else [str(split.min_key[0]),
                                                                  split.min_key[1]]},
@@ -194,8 +244,6 @@ def _tokenize(shard_path, path, starts, out_dir, val_fraction, min_val_docs, wor
         "source_sha256": source_sha256 or file_sha256(shard_path),
         "source_rows": n_docs,
     }
-    write_json(out_dir / META_NAME, meta)
-    return meta
 
 
 def _with_min_key(split: Split, path, starts, k, pool, workers) -> Split:
@@ -207,33 +255,28 @@ def _with_min_key(split: Split, path, starts, k, pool, workers) -> Split:
     return Split(split.hash_threshold, smallest[-1])
 
 
-def _write_bins(path, starts, split: Split, out_dir: Path, pool, workers) -> dict:
-    temps = {name: Path(tempfile.mkstemp(prefix=f".{name}.tmp-", dir=out_dir)[1])
-             for name in BIN_NAMES}
+def _write_bins(path, starts, split: Split, temps: dict[str, Path], pool, workers,
+                prog: Progress) -> dict:
+    """Both splits into their temp files (truncated first); returns the counts."""
     counts = dict(train_tokens=0, val_tokens=0, train_docs=0, val_docs=0)
-    try:
-        with open(temps["train.bin"], "wb") as ftrain, open(temps["val.bin"], "wb") as fval:
-            args = [(path, rg, starts[rg], split) for rg in range(len(starts) - 1)]
-            for train, val, n_train, n_val in _map_ordered(_encode_row_group, args, pool,
-                                                           2 * workers):
-                ftrain.write(memoryview(train))
-                fval.write(memoryview(val))
-                counts["train_tokens"] += len(train)
-                counts["val_tokens"] += len(val)
-                counts["train_docs"] += n_train
-                counts["val_docs"] += n_val
-            for fh in (ftrain, fval):
-                fh.flush()
-                os.fsync(fh.fileno())
-        for name, tmp in temps.items():
-            os.replace(tmp, out_dir / name)
-    finally:
-        for tmp in temps.values():
-            tmp.unlink(missing_ok=True)
+    with open(temps["train.bin"], "wb") as ftrain, open(temps["val.bin"], "wb") as fval:
+        args = [(path, rg, starts[rg], split) for rg in range(len(starts) - 1)]
+        for train, val, n_train, n_val in _map_ordered(_encode_row_group, args, pool,
+                                                       2 * workers):
+            ftrain.write(memoryview(train))
+            fval.write(memoryview(val))
+            counts["train_tokens"] += len(train)
+            counts["val_tokens"] += len(val)
+            counts["train_docs"] += n_train
+            counts["val_docs"] += n_val
+            prog.advance(1, n_train + n_val, len(train) + len(val))
+        for fh in (ftrain, fval):
+            fh.flush()
+            os.fsync(fh.fileno())
     return counts
 
 
-# ---------------------------------------------------------------- verification (asset checks)
+# ---------------------------------------------------------------- meta.json
 
 def read_meta(bins_dir: str | Path) -> dict:
     """The bins' meta.json; its absence means the bins are missing or were never finished."""
@@ -241,98 +284,50 @@ def read_meta(bins_dir: str | Path) -> dict:
     try:
         return json.loads(meta_path.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"{meta_path}: no meta.json (bins missing or incomplete; "
-                                "run tokenized_bins first)") from None
+        raise FileNotFoundError(f"{meta_path}: no meta.json (bins missing or incomplete; run "
+                                "`finegpt tokenize SHARD --out DIR` or tokenized_bins)") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{meta_path}: not valid JSON ({exc})") from None
 
 
-def _split_from_meta(meta: dict) -> Split:
-    s = meta["split"]
-    min_key = None if s["min_key"] is None else (int(s["min_key"][0]), int(s["min_key"][1]))
-    return Split(int(s["hash_threshold"]), min_key)
-
-
-def verify_ids_in_vocab(bins_dir: str | Path) -> dict:
-    top = max_token_id(bins_dir)
-    return {"max_id": top, "vocab_size": VOCAB_SIZE, "ok": top < VOCAB_SIZE}
-
-
-def verify_totals(meta: dict, tokens_tiktoken: int, documents: int) -> dict:
-    """Bins hold the stats' recount plus one EOT per document, and every document."""
-    bins_tokens = meta["train_tokens"] + meta["val_tokens"]
-    bins_docs = meta["train_docs"] + meta["val_docs"]
-    return {"bins_tokens": bins_tokens, "expected_tokens": tokens_tiktoken + documents,
-            "bins_docs": bins_docs, "stats_docs": documents,
-            "ok": bins_tokens == tokens_tiktoken + documents and bins_docs == documents}
-
-
-def max_token_id(bins_dir: str | Path, chunk: int = 1 << 24) -> int:
-    """Largest id in train.bin and val.bin (-1 if both are empty), read in chunks."""
-    best = -1
-    for name in BIN_NAMES:
-        data = np.memmap(Path(bins_dir) / name, dtype=np.uint16, mode="r")
-        for lo in range(0, len(data), chunk):
-            best = max(best, int(data[lo:lo + chunk].max()))
-    return best
-
-
-def _doc_spans(data: np.ndarray, chunk: int = 1 << 24) -> np.ndarray:
-    """Start offsets of documents (positions of their leading EOT), plus the end."""
-    starts = [np.flatnonzero(data[lo:lo + chunk] == EOT_TOKEN) + lo
-              for lo in range(0, len(data), chunk)]
-    return np.concatenate(starts + [np.array([len(data)])])
-
-
-def verify_roundtrip(bins_dir: str | Path, shard_path: str | Path,
-                     max_docs: int | None = None) -> dict:
-    """Decode the bins, split at EOT, and compare with the shard's texts in split order.
-
-    With `max_docs`, only every k-th document (k = ceil(docs / max_docs)) is decoded, so the check
-    stays cheap on a full shard. Returns counts and the first mismatches (empty when all agree).
-    """
+def verify_files(bins_dir: str | Path) -> dict:
+    """meta.json, once train.bin and val.bin are there, uint16-sized, and hold exactly the token
+    counts meta.json records (bins and meta.json of one run); else one line naming the file."""
     bins_dir = Path(bins_dir)
     meta = read_meta(bins_dir)
-    split = _split_from_meta(meta)
-    pf = open_shard(shard_path)
-    bins = {name: np.memmap(bins_dir / name, dtype=np.uint16, mode="r") for name in BIN_NAMES}
-    spans = {name: _doc_spans(data) for name, data in bins.items()}
-    n_docs = sum(len(s) - 1 for s in spans.values())
-    step = 1 if not max_docs or n_docs <= max_docs else -(-n_docs // max_docs)
-    position = {name: 0 for name in BIN_NAMES}
-    mismatches, checked, index = [], 0, 0
-    if n_docs != pf.metadata.num_rows:
-        mismatches.append(f"bins hold {n_docs} documents, shard has {pf.metadata.num_rows}")
-    enc = tokenizer.get_encoding()
-    for batch in pf.iter_batches(batch_size=1024, columns=["text"]):
-        for text in batch.column(0).to_pylist():
-            name = "val.bin" if split.is_val(doc_hash(text or ""), index) else "train.bin"
-            j = position[name]
-            position[name] += 1
-            if index % step == 0 and j < len(spans[name]) - 1:
-                lo, hi = int(spans[name][j]), int(spans[name][j + 1])
-                checked += 1
-                try:
-                    decoded = enc.decode(bins[name][lo + 1:hi].tolist())
-                except KeyError:  # an id outside the vocabulary
-                    decoded = None
-                if decoded != text and len(mismatches) < 5:
-                    what = "an id outside the vocabulary" if decoded is None else "different text"
-                    mismatches.append(f"row {index} ({name} doc {j}) decodes to {what}")
-            index += 1
     for name in BIN_NAMES:
-        if position[name] != len(spans[name]) - 1:
-            mismatches.append(f"{name} holds {len(spans[name]) - 1} documents, the split rule "
-                              f"assigns it {position[name]}")
-    return {"documents": n_docs, "checked": checked, "mismatches": mismatches,
-            "ok": not mismatches}
+        path, key = bins_dir / name, name.replace(".bin", "_tokens")
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing (expected nanoGPT-format uint16 tokens)")
+        size = path.stat().st_size
+        if size % 2:
+            raise ValueError(f"{path}: odd byte size, not a uint16 token file")
+        if not isinstance(meta.get(key), int):
+            raise ValueError(f"{bins_dir / META_NAME}: no integer {key}; re-run `finegpt tokenize`"
+                             " (or bins.write_meta for bins made elsewhere)")
+        if size // 2 != meta[key]:
+            raise ValueError(f"{path}: {size // 2:,} tokens, but meta.json records {meta[key]:,}: "
+                             "bins and meta.json are not from one run; re-run `finegpt tokenize`")
+    return meta
+
+
+def write_meta(bins_dir: str | Path, **fields) -> dict:
+    """meta.json for bins written by other means (test fixtures, benchmarks, plain nanoGPT
+    bins): token counts from the files' sizes, GPT-2's vocabulary; `fields` add to it."""
+    bins_dir = Path(bins_dir)
+    meta = {"vocab_size": VOCAB_SIZE, "eot_token": EOT_TOKEN, "dtype": "uint16",
+            **{name.replace(".bin", "_tokens"): (bins_dir / name).stat().st_size // 2
+               for name in BIN_NAMES}, **fields}
+    write_json(bins_dir / META_NAME, meta)
+    return meta
 
 
 # ---------------------------------------------------------------- CLI
 
 def _cmd_tokenize(args: argparse.Namespace) -> int:
     meta = tokenize_shard(args.shard, args.out, val_fraction=args.val_fraction,
-                          min_val_docs=args.min_val_docs, num_workers=args.workers)
+                          min_val_docs=args.min_val_docs, num_workers=args.workers,
+                          progress=to_stderr)
     print(json.dumps({k: meta[k] for k in ("train_tokens", "val_tokens", "train_docs",
                                            "val_docs")} | {"out": str(Path(args.out))}))
     return 0
@@ -344,8 +339,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
                    help=f"share of documents in val (default {DEFAULT_VAL_FRACTION})")
-    p.add_argument("--min-val-docs", type=int, default=DEFAULT_MIN_VAL_DOCS,
-                   help=f"never fewer val documents than this (default {DEFAULT_MIN_VAL_DOCS})")
+    p.add_argument("--min-val-docs", type=int, default=None,
+                   help=f"never fewer val documents than this (default {DEFAULT_MIN_VAL_DOCS}, "
+                        "or a tenth of a smaller shard)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.set_defaults(func=_cmd_tokenize)
 

@@ -7,6 +7,8 @@ import argparse
 import importlib
 import sys
 
+from finegpt_pipeline.locks import Busy
+
 # Stage modules that contribute a subcommand, in the order `finegpt --help` lists them.
 STAGE_MODULES = [
     "finegpt_pipeline.stats",
@@ -43,8 +45,8 @@ def _run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError) as exc:
-        # Bad input: one clear line naming the file and the problem, no traceback.
+    except (FileNotFoundError, ValueError, Busy) as exc:
+        # Bad input or a busy resource: one clear line naming the file and the fix.
         print(f"finegpt {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

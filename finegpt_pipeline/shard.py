@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -87,13 +86,17 @@ def sha256_file(path: str | Path) -> str:
 
 
 def validate_parquet(pf: pq.ParquetFile, name: str) -> None:
-    """The checks `open_shard` makes, for a parquet file opened from any file object."""
+    """The checks `open_shard` makes (a string `text` column, at least one row), for a
+    parquet file opened from any file object."""
     schema = pf.schema_arrow
     if "text" not in schema.names:
         raise ShardError(f"{name}: no `text` column (columns: {', '.join(schema.names)})")
     text_type = schema.field("text").type
     if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)):
         raise ShardError(f"{name}: `text` column is {text_type}, expected a string")
+    if pf.metadata.num_rows == 0:
+        raise ShardError(f"{name}: shard has no documents (0 rows); point the stage at a "
+                         "non-empty parquet file")
 
 
 def head_row_groups(pf: pq.ParquetFile, max_docs: int | None, max_row_groups: int | None) -> list[int]:
@@ -125,7 +128,6 @@ def write_head(pf: pq.ParquetFile, target: Path, max_docs: int | None,
         # One output row group per source row group keeps downstream streaming granular.
         pq.write_table(table, tmp, row_group_size=max(1, max(
             (pf.metadata.row_group(i).num_rows for i in groups), default=1)))
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a shard is shared data
     return target
 
 

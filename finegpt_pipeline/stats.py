@@ -9,8 +9,9 @@ Tables, keyed by `shard` (the file's sha256 unless given), queryable afterwards:
                  domain (host of `url`), text_hash (md5), text_is_null
   shard_summary  one row per shard: headline numbers plus the full summary as JSON
 
-A re-run replaces the shard's rows inside one transaction, so it is idempotent and an
-interrupted run leaves the warehouse as it was.
+A re-run replaces the shard's rows, so it is idempotent. It writes a copy of the warehouse
+that replaces it only when complete (`warehouse.writing`): an interrupted run leaves the
+warehouse as it was, and connections open on it (a notebook's) neither block nor break it.
 """
 
 from __future__ import annotations
@@ -19,14 +20,16 @@ import argparse
 import io
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from finegpt_pipeline import paths
+from finegpt_pipeline import paths, warehouse
+from finegpt_pipeline.progress import Progress, Report, duration, to_stderr
 from finegpt_pipeline.shard import ShardError, describe_shard, open_shard, resolve_shard
-from finegpt_pipeline.tokenizer import count_tokens
+from finegpt_pipeline.tokenizer import count_tokens, get_encoding
 
 SHORT_DOC_TOKENS = 50  # "very short": fewer GPT-2 tokens than this (empty documents included)
 QUANTILES = {"p1": 0.01, "p5": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95, "p99": 0.99}
@@ -57,38 +60,43 @@ def _column(present: set[str], name: str, sql_type: str, expr: str | None = None
     return expr or f"TRY_CAST(p.{name} AS {sql_type})"
 
 
-def recount_tokens(shard_path: str | Path) -> pa.Table:
+def recount_tokens(shard_path: str | Path, progress: Report | None = None) -> pa.Table:
     """(doc_index, tokens_tiktoken) for every document, NULL where the text is NULL.
     One row group of text in memory at a time; the result is two integers per document."""
     pf = open_shard(shard_path)
+    prog = Progress(progress, "stats", pf.metadata.num_row_groups)
+    prog.begin(f"{shard_path}: recounting {pf.metadata.num_rows:,} docs in "
+               f"{pf.metadata.num_row_groups} row groups")
     chunks, offset = [], 0
     for i in range(pf.metadata.num_row_groups):
         texts = pf.read_row_group(i, columns=["text"]).column("text").to_pylist()
         present = [t for t in texts if t is not None]
         it = iter(count_tokens(present) if present else [])
         counts = [None if t is None else next(it) for t in texts]
+        prog.advance(1, len(texts), sum(c for c in counts if c is not None))
         chunks.append(pa.table({
             "doc_index": pa.array(range(offset, offset + len(texts)), pa.int64()),
             "tokens_tiktoken": pa.array(counts, pa.int64())}))
         offset += len(texts)
-    if not chunks:
-        return pa.table({"doc_index": pa.array([], pa.int64()), "tokens_tiktoken": pa.array([], pa.int64())})
+    prog.note("recounted; writing the warehouse")
     return pa.concat_tables(chunks).combine_chunks()
 
 
 def compute_stats(shard_path: str | Path, db_path: str | Path, shard_key: str | None = None,
-                  expected_sha256: str | None = None) -> dict[str, Any]:
+                  expected_sha256: str | None = None,
+                  progress: Report | None = None) -> dict[str, Any]:
     """Load a shard's per-document statistics into the warehouse and return its summary.
-    `expected_sha256` refuses a file whose bytes changed since it was described upstream."""
-    import duckdb
-
+    `expected_sha256` refuses a file whose bytes changed since it was described upstream;
+    `progress` gets progress lines (`finegpt_pipeline.progress`)."""
+    start = time.monotonic()
     info = describe_shard(shard_path)  # validates before the warehouse is touched
     if expected_sha256 and info.sha256 != expected_sha256:
         raise ShardError(f"{info.path}: content changed since it was resolved (sha256 "
                          f"{info.sha256[:12]}..., expected {expected_sha256[:12]}...); "
                          "re-materialize raw_shard")
+    get_encoding()  # tokenizer files present, or one clear error before any work
     key = shard_key or info.sha256
-    recount = recount_tokens(info.path)
+    recount = recount_tokens(info.path, progress)
     present = set(info.columns)
     url = _column(present, "url", "VARCHAR")
     select = f"""
@@ -105,30 +113,24 @@ def compute_stats(shard_path: str | Path, db_path: str | Path, shard_key: str | 
         JOIN recount AS r ON r.doc_index = p.file_row_number
     """
     db_path = Path(db_path)
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(db_path))
-    try:
+    with warehouse.writing(db_path, progress=progress) as con:  # a copy, swapped in on success
         con.execute(_SCHEMA)
         con.register("recount", recount)
         con.execute("BEGIN TRANSACTION")
-        try:
-            con.execute("DELETE FROM documents WHERE shard = ?", [key])
-            con.execute("DELETE FROM shard_summary WHERE shard = ?", [key])
-            con.execute(f"INSERT INTO documents {select}", [key, info.path])
-            summary = _summarize(con, key, has_token_count="token_count" in present)
-            summary.update(shard=key, path=info.path, sha256=info.sha256, db_path=str(db_path),
-                           missing_columns=info.missing_columns)
-            con.execute(
-                "INSERT INTO shard_summary VALUES (?, ?, ?, ?, ?, ?, ?, now(), ?)",
-                [key, info.path, summary["documents"], summary["characters"], summary["utf8_bytes"],
-                 summary["tokens_tiktoken"], summary["tokens_listed"], json.dumps(summary)])
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("CHECKPOINT")
-    finally:
-        con.close()
+        con.execute("DELETE FROM documents WHERE shard = ?", [key])
+        con.execute("DELETE FROM shard_summary WHERE shard = ?", [key])
+        con.execute(f"INSERT INTO documents {select}", [key, info.path])
+        summary = _summarize(con, key, has_token_count="token_count" in present)
+        summary.update(shard=key, path=info.path, sha256=info.sha256, db_path=str(db_path),
+                       missing_columns=info.missing_columns)
+        con.execute(
+            "INSERT INTO shard_summary VALUES (?, ?, ?, ?, ?, ?, ?, now(), ?)",
+            [key, info.path, summary["documents"], summary["characters"], summary["utf8_bytes"],
+             summary["tokens_tiktoken"], summary["tokens_listed"], json.dumps(summary)])
+        con.execute("COMMIT")
+    if progress:
+        progress(f"stats: {summary['documents']:,} docs, {summary['tokens_tiktoken']:,} tokens "
+                 f"in {db_path} ({duration(time.monotonic() - start)})")
     return summary
 
 
@@ -190,9 +192,7 @@ def _summarize(con, key: str, has_token_count: bool) -> dict[str, Any]:
 
 def token_lengths(db_path: str | Path, shard_key: str) -> list[int]:
     """Per-document GPT-2 token counts of a shard, read back from the warehouse."""
-    import duckdb
-
-    with duckdb.connect(str(db_path), read_only=True) as con:
+    with warehouse.reading(db_path) as con:
         return [r[0] for r in con.execute(
             "SELECT tokens_tiktoken FROM documents WHERE shard = ? AND tokens_tiktoken IS NOT NULL "
             "ORDER BY doc_index", [shard_key]).fetchall()]
@@ -279,7 +279,8 @@ def add_cli(subparsers) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     info = resolve_shard(args.shard, paths.finegpt_home() / "shards", max_docs=args.max_docs)
-    summary = compute_stats(info.path, args.db or paths.warehouse_path(), shard_key=info.sha256)
+    summary = compute_stats(info.path, args.db or paths.warehouse_path(), shard_key=info.sha256,
+                            progress=to_stderr)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary), file=sys.stdout)
     return 0
 

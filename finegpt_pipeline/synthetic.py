@@ -44,8 +44,6 @@ def generate_shard(source: str | Path, out_path: str | Path, target_bytes: int, 
     if missing := missing_fineweb_columns(pf):
         raise ShardError(f"{source}: not FineWeb-schema, missing columns {', '.join(missing)}")
     real = pf.read(columns=list(FINEWEB_COLUMNS))
-    if real.num_rows == 0:
-        raise ShardError(f"{source}: no documents to resample")
     schema = real.schema
     paragraphs = [p for text in real.column("text").to_pylist() for p in (text or "").split("\n")]
     paragraph_counts = np.array([(t or "").count("\n") + 1 for t in real.column("text").to_pylist()])

@@ -26,13 +26,29 @@ _pools: dict[int, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
 
 
+class TokenizerUnavailable(FileNotFoundError):
+    """tiktoken's GPT-2 files are neither cached nor downloadable; the message says the fix."""
+
+
 @lru_cache(maxsize=None)
 def get_encoding():
     import tiktoken
 
-    enc = tiktoken.get_encoding(ENCODING_NAME)
+    try:
+        enc = tiktoken.get_encoding(ENCODING_NAME)
+    except Exception as exc:  # tiktoken only reads its cache or downloads: either failed
+        raise TokenizerUnavailable(_missing_files_message(exc)) from None
     assert enc.eot_token == EOT_TOKEN and enc.n_vocab == GPT2_VOCAB
     return enc
+
+
+def _missing_files_message(exc: Exception) -> str:
+    cache = os.environ.get("TIKTOKEN_CACHE_DIR")
+    where = (f"TIKTOKEN_CACHE_DIR={cache}" if cache is not None
+             else "tiktoken's default cache (TIKTOKEN_CACHE_DIR is unset)")
+    return (f"tiktoken's {ENCODING_NAME} files (vocab.bpe, encoder.json) are not in {where} and "
+            f"could not be downloaded ({type(exc).__name__}); offline, set TIKTOKEN_CACHE_DIR "
+            "to a directory holding them (CI uses ../shared/tiktoken-cache)")
 
 
 def tiktoken_version() -> str:

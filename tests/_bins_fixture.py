@@ -10,7 +10,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from finegpt_pipeline.config import EOT_TOKEN, GPT2_VOCAB_SIZE
+from finegpt_pipeline.bins import write_meta
+from finegpt_pipeline.config import EOT_TOKEN
 from finegpt_pipeline.tokenizer import encode_batch
 
 
@@ -19,16 +20,12 @@ def make_bins(shard: Path, out: Path, val_every: int = 10, max_docs: int | None 
     texts = pq.read_table(shard, columns=["text"]).column("text").to_pylist()[:max_docs]
     docs = encode_batch(texts)
     out.mkdir(parents=True, exist_ok=True)
-    counts = {}
     val = [d for i, d in enumerate(docs) if i % val_every == val_every - 1]
     train = [d for i, d in enumerate(docs) if i % val_every != val_every - 1]
     for split, part in (("train", train), ("val", val)):
         ids = np.array([t for doc in part for t in (EOT_TOKEN, *doc)], dtype=np.uint16)
         ids.tofile(out / f"{split}.bin")
-        counts[split] = int(ids.size)
-    (out / "meta.json").write_text(json.dumps({
-        "vocab_size": GPT2_VOCAB_SIZE, "eot_token": EOT_TOKEN,
-        "train_tokens": counts["train"], "val_tokens": counts["val"]}))
+    write_meta(out)  # the trainer's Bins wants a meta.json that matches the files
     return out
 
 

@@ -4,6 +4,8 @@ clean failure on bad input, CLI, and the Dagster asset with its checks."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import dagster as dg
@@ -12,11 +14,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from finegpt_pipeline import bins, tokenizer
+from finegpt_pipeline import bins, bins_checks, tokenizer
 from finegpt_pipeline.config import EOT_TOKEN
 from finegpt_pipeline.shard import ShardError
 
 SAMPLE_TOKENS = 215_790  # tiktoken recount of the 300-document sample
+SAMPLE_SPLIT_TOKENS = (199_859, 16_231)  # (train, val) tokens of the sample under the default split
 
 
 def split_docs(path: Path) -> list[str]:
@@ -50,7 +53,7 @@ def test_roundtrip_real_sample_in_split_order(sample_bins, sample_texts, sample_
     assert train == [t for t, v in zip(sample_texts, in_val) if not v]
     assert val == [t for t, v in zip(sample_texts, in_val) if v]
     assert len(train) + len(val) == 300
-    report = bins.verify_roundtrip(out, sample_shard)
+    report = bins_checks.verify_roundtrip(out, sample_shard)
     assert report["ok"], report["mismatches"]
     assert report["checked"] == 300
 
@@ -70,15 +73,18 @@ def test_meta_and_nanogpt_format(sample_bins, sample_shard):
     assert json.loads((out / "meta.json").read_text()) == meta
     assert meta["vocab_size"] == 50257 and meta["eot_token"] == EOT_TOKEN
     assert meta["train_docs"] + meta["val_docs"] == 300
-    assert meta["val_docs"] >= bins.DEFAULT_MIN_VAL_DOCS
+    # a tenth of the 300 documents (0.5% alone would leave 2): a val loss worth reporting
+    assert (meta["train_docs"], meta["val_docs"]) == (270, 30)
+    assert (meta["train_tokens"], meta["val_tokens"]) == SAMPLE_SPLIT_TOKENS
+    assert meta["split"]["min_val_docs"] == 30 and meta["split"]["min_val_docs_requested"] is None
     # One EOT per document on top of the tiktoken recount.
     assert meta["train_tokens"] + meta["val_tokens"] == SAMPLE_TOKENS + 300
     assert (out / "train.bin").stat().st_size == 2 * meta["train_tokens"]
     assert (out / "val.bin").stat().st_size == 2 * meta["val_tokens"]
     assert meta["source_sha256"] == bins.file_sha256(sample_shard)
     assert meta["split"]["val_fraction"] == bins.DEFAULT_VAL_FRACTION
-    assert bins.verify_ids_in_vocab(out) == {"max_id": EOT_TOKEN, "vocab_size": 50257, "ok": True}
-    assert leftovers(out) == ["meta.json", "train.bin", "val.bin"]  # no temp files
+    assert bins_checks.verify_ids_in_vocab(out) == {"max_id": EOT_TOKEN, "vocab_size": 50257, "ok": True}
+    assert leftovers(out) == [".lock", "meta.json", "train.bin", "val.bin"]  # no temp files
 
 
 def test_split_independent_of_row_groups_and_workers(sample_bins, sample_shard, tmp_path):
@@ -101,6 +107,21 @@ def test_val_fraction_and_min_val_docs(sample_shard, sample_texts, tmp_path):
     assert meta["val_docs"] == 5
     assert split_docs(tmp_path / "b" / "val.bin") == [
         t for i, t in enumerate(sample_texts) if meta_split_is_val(meta, t, i)]
+
+
+def test_default_min_val_docs_scales_with_shard_size():
+    assert bins.min_val_docs_for(300) == 30  # the sample: 10%
+    assert bins.min_val_docs_for(120) == 12 and bins.min_val_docs_for(5) == 1
+    # a full shard: 30 is far below its 0.5% (~5,000), so the hash fraction alone decides
+    assert bins.min_val_docs_for(1_000_000) == 30
+    assert bins.min_val_docs_for(1_000_000, requested=7) == 7
+    assert bins.min_val_docs_for(300, requested=0) == 0
+
+
+def test_tiny_shard_default_split(tmp_path):
+    shard = _write(tmp_path / "two.parquet", pa.table({"text": ["first", "second"]}))
+    meta = bins.tokenize_shard(shard, tmp_path / "o")
+    assert (meta["train_docs"], meta["val_docs"]) == (1, 1)
 
 
 def test_exact_duplicates_split_by_index_tiebreak(tmp_path):
@@ -153,18 +174,34 @@ def test_bad_input_clear_error_and_no_artifacts(case, tmp_path):
     assert leftovers(out) == []
 
 
-def test_failed_rerun_leaves_no_complete_looking_output(sample_shard, tmp_path):
+def test_failed_rerun_leaves_the_previous_output_as_it_was(sample_shard, tmp_path):
     out = tmp_path / "out"
     bins.tokenize_shard(sample_shard, out, num_workers=1)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
     bad = _write(tmp_path / "bad.parquet",
                  pa.table({"text": ["fine"] * 20 + [None]}), row_group_size=5)
     with pytest.raises(ShardError, match="null"):
         bins.tokenize_shard(bad, out, num_workers=1)
-    names = leftovers(out)
-    assert "meta.json" not in names  # the completeness marker is gone
-    assert not [n for n in names if ".tmp-" in n]
-    with pytest.raises(FileNotFoundError, match="meta.json"):
-        bins.read_meta(out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temp files either
+    assert bins.verify_files(out)["source_sha256"] == bins.file_sha256(sample_shard)
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_interrupted_while_replacing_leaves_nothing_under_final_names(
+        existing, sample_shard, tmp_path, monkeypatch):
+    """Interrupted after the bins were renamed into place, before meta.json: the last moment
+    a run can stop half done. Neither a new nor an old directory keeps mixed bins."""
+    out = tmp_path / "out"
+    if existing:
+        bins.tokenize_shard(sample_shard, out, val_fraction=0.2, num_workers=1)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt("interrupted before meta.json")
+
+    monkeypatch.setattr(bins, "write_json", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        bins.tokenize_shard(sample_shard, out, num_workers=1)
+    assert [n for n in leftovers(out) if not n.startswith(".lock")] == []
 
 
 def test_cli(sample_shard, tmp_path, capsys):
@@ -189,11 +226,11 @@ def test_verifiers_catch_damage(sample_bins, tmp_path, sample_shard):
     train[5] = (int(train[5]) + 1) % 50000
     train[-1] = 50300  # outside the vocabulary
     train.tofile(broken / "train.bin")
-    assert not bins.verify_roundtrip(broken, sample_shard)["ok"]
-    assert bins.verify_ids_in_vocab(broken)["max_id"] == 50300
-    assert not bins.verify_ids_in_vocab(broken)["ok"]
-    assert bins.verify_totals(meta, SAMPLE_TOKENS, 300)["ok"]
-    assert not bins.verify_totals(meta, SAMPLE_TOKENS + 28, 300)["ok"]
+    assert not bins_checks.verify_roundtrip(broken, sample_shard)["ok"]
+    assert bins_checks.verify_ids_in_vocab(broken)["max_id"] == 50300
+    assert not bins_checks.verify_ids_in_vocab(broken)["ok"]
+    assert bins_checks.verify_totals(meta, SAMPLE_TOKENS, 300)["ok"]
+    assert not bins_checks.verify_totals(meta, SAMPLE_TOKENS + 28, 300)["ok"]
 
 
 def test_dagster_asset_and_checks(sample_shard, finegpt_home):
@@ -234,6 +271,13 @@ def test_dagster_asset_and_checks(sample_shard, finegpt_home):
     rerun = dg.AssetSelection.assets("raw_shard", "tokenized_bins").without_checks()
     again = dg.materialize(defs, resources=resources, selection=rerun)
     assert again.asset_materializations_for_node("tokenized_bins")[0].metadata["reused"].value
+    # another split is another directory: never the one a training of the first split reads
+    assert Path(value["dir"]).name == f"{bins.file_sha256(sample_shard)[:12]}-val0.005-minauto"
+    other = dg.materialize(defs, resources=resources, selection=rerun, run_config={
+        "ops": {"tokenized_bins": {"config": {"val_fraction": 0.1, "min_val_docs": 3}}}})
+    other_dir = Path(other.output_for_node("tokenized_bins")["dir"])
+    assert other_dir.name.endswith("-val0.1-min3") and other_dir.parent == Path(value["dir"]).parent
+    assert bins.verify_files(value["dir"])["split"]["val_fraction"] == 0.005
 
 
 def test_dagster_asset_fails_cleanly_on_bad_shard(tmp_path, finegpt_home):
@@ -252,3 +296,23 @@ def test_dagster_asset_fails_cleanly_on_bad_shard(tmp_path, finegpt_home):
     failure = [e for e in result.all_events if e.is_step_failure][0]
     assert "`text` is null at row 1" in failure.step_failure_data.error.message
     assert not (finegpt_home / "bins").exists() or not any((finegpt_home / "bins").rglob("*.bin"))
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_bins_have_the_usual_mode_and_no_descriptor_leaks(sample_shard, tmp_path):
+    bins.tokenize_shard(sample_shard, tmp_path / "warm", num_workers=1)  # imports, thread pool
+    before = _open_fds()
+    bins.tokenize_shard(sample_shard, tmp_path / "o", num_workers=1)
+    assert _open_fds() == before
+    mode = 0o666 & ~_umask()
+    for name in (*bins.BIN_NAMES, bins.META_NAME):
+        assert stat.S_IMODE((tmp_path / "o" / name).stat().st_mode) == mode, name
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -73,6 +73,7 @@ def test_bad_shard_fails_clearly_and_nothing_downstream_runs(finegpt_home, sampl
         assert str(path) in message and problem in message, case
         assert result.asset_materializations_for_node("token_stats") == []
         assert not (finegpt_home / "warehouse.duckdb").exists() and not (finegpt_home / "shards").exists()
+        assert not (finegpt_home / "reports").exists(), case  # no histogram either
 
 
 def test_blocking_empty_text_check_stops_downstream(finegpt_home, tmp_path):

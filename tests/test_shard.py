@@ -28,12 +28,15 @@ def make_bad_inputs(tmp_path, sample_shard) -> dict:
     pq.write_table(pa.table({"body": ["a", "b"]}), no_text)
     int_text = bad / "int_text.parquet"
     pq.write_table(pa.table({"text": [1, 2]}), int_text)
+    empty = bad / "empty.parquet"  # the sample's schema, no rows
+    pq.write_table(pq.read_schema(sample_shard).empty_table(), empty)
     return {
         "missing": (bad / "absent.parquet", "not found"),
         "truncated": (truncated, "not a readable parquet"),
         "not_parquet": (not_parquet, "not a readable parquet"),
         "no_text": (no_text, "no `text` column"),
         "int_text": (int_text, "expected a string"),
+        "empty": (empty, "no documents"),
     }
 
 
@@ -141,7 +144,8 @@ def test_missing_fineweb_columns_are_listed(tmp_path):
     assert info.columns == ["text", "extra"]
 
 
-@pytest.mark.parametrize("case", ["missing", "truncated", "not_parquet", "no_text", "int_text"])
+@pytest.mark.parametrize("case", ["missing", "truncated", "not_parquet", "no_text", "int_text",
+                                  "empty"])
 @pytest.mark.parametrize("max_docs", [None, 10])
 def test_bad_input_clear_error_and_no_artifact(case, max_docs, sample_shard, tmp_path):
     path, problem = make_bad_inputs(tmp_path, sample_shard)[case]

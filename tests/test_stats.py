@@ -157,7 +157,8 @@ def test_recount_check_fails_on_disagreement(sample_run):
     assert not stats.check_recount_agrees({**s, "total_relative_difference": -0.02})[0]
 
 
-@pytest.mark.parametrize("case", ["missing", "truncated", "not_parquet", "no_text", "int_text"])
+@pytest.mark.parametrize("case", ["missing", "truncated", "not_parquet", "no_text", "int_text",
+                                  "empty"])
 def test_bad_input_clear_error_and_no_warehouse(case, sample_shard, tmp_path):
     path, problem = make_bad_inputs(tmp_path, sample_shard)[case]
     db = tmp_path / "wh" / "w.duckdb"

@@ -1,0 +1,94 @@
+"""The asset checks' verification of `tokenized_bins`: ids in the vocabulary, totals against
+the stats' recount, and an exact round trip of the bins to the shard's texts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from finegpt_pipeline import tokenizer
+from finegpt_pipeline.bins import BIN_NAMES, VOCAB_SIZE, Split, doc_hash, read_meta
+from finegpt_pipeline.config import EOT_TOKEN
+from finegpt_pipeline.shard import open_shard
+
+
+def _split_from_meta(meta: dict) -> Split:
+    s = meta["split"]
+    min_key = None if s["min_key"] is None else (int(s["min_key"][0]), int(s["min_key"][1]))
+    return Split(int(s["hash_threshold"]), min_key)
+
+
+def verify_ids_in_vocab(bins_dir: str | Path) -> dict:
+    top = max_token_id(bins_dir)
+    return {"max_id": top, "vocab_size": VOCAB_SIZE, "ok": top < VOCAB_SIZE}
+
+
+def verify_totals(meta: dict, tokens_tiktoken: int, documents: int) -> dict:
+    """Bins hold the stats' recount plus one EOT per document, and every document."""
+    bins_tokens = meta["train_tokens"] + meta["val_tokens"]
+    bins_docs = meta["train_docs"] + meta["val_docs"]
+    return {"bins_tokens": bins_tokens, "expected_tokens": tokens_tiktoken + documents,
+            "bins_docs": bins_docs, "stats_docs": documents,
+            "ok": bins_tokens == tokens_tiktoken + documents and bins_docs == documents}
+
+
+def max_token_id(bins_dir: str | Path, chunk: int = 1 << 24) -> int:
+    """Largest id in train.bin and val.bin (-1 if both are empty), read in chunks."""
+    best = -1
+    for name in BIN_NAMES:
+        data = np.memmap(Path(bins_dir) / name, dtype=np.uint16, mode="r")
+        for lo in range(0, len(data), chunk):
+            best = max(best, int(data[lo:lo + chunk].max()))
+    return best
+
+
+def _doc_spans(data: np.ndarray, chunk: int = 1 << 24) -> np.ndarray:
+    """Start offsets of documents (positions of their leading EOT), plus the end."""
+    starts = [np.flatnonzero(data[lo:lo + chunk] == EOT_TOKEN) + lo
+              for lo in range(0, len(data), chunk)]
+    return np.concatenate(starts + [np.array([len(data)])])
+
+
+def verify_roundtrip(bins_dir: str | Path, shard_path: str | Path,
+                     max_docs: int | None = None) -> dict:
+    """Decode the bins, split at EOT, and compare with the shard's texts in split order.
+
+    With `max_docs`, only every k-th document (k = ceil(docs / max_docs)) is decoded, so the check
+    stays cheap on a full shard. Returns counts and the first mismatches (empty when all agree).
+    """
+    bins_dir = Path(bins_dir)
+    meta = read_meta(bins_dir)
+    split = _split_from_meta(meta)
+    pf = open_shard(shard_path)
+    bins = {name: np.memmap(bins_dir / name, dtype=np.uint16, mode="r") for name in BIN_NAMES}
+    spans = {name: _doc_spans(data) for name, data in bins.items()}
+    n_docs = sum(len(s) - 1 for s in spans.values())
+    step = 1 if not max_docs or n_docs <= max_docs else -(-n_docs // max_docs)
+    position = {name: 0 for name in BIN_NAMES}
+    mismatches, checked, index = [], 0, 0
+    if n_docs != pf.metadata.num_rows:
+        mismatches.append(f"bins hold {n_docs} documents, shard has {pf.metadata.num_rows}")
+    enc = tokenizer.get_encoding()
+    for batch in pf.iter_batches(batch_size=1024, columns=["text"]):
+        for text in batch.column(0).to_pylist():
+            name = "val.bin" if split.is_val(doc_hash(text or ""), index) else "train.bin"
+            j = position[name]
+            position[name] += 1
+            if index % step == 0 and j < len(spans[name]) - 1:
+                lo, hi = int(spans[name][j]), int(spans[name][j + 1])
+                checked += 1
+                try:
+                    decoded = enc.decode(bins[name][lo + 1:hi].tolist())
+                except KeyError:  # an id outside the vocabulary
+                    decoded = None
+                if decoded != text and len(mismatches) < 5:
+                    what = "an id outside the vocabulary" if decoded is None else "different text"
+                    mismatches.append(f"row {index} ({name} doc {j}) decodes to {what}")
+            index += 1
+    for name in BIN_NAMES:
+        if position[name] != len(spans[name]) - 1:
+            mismatches.append(f"{name} holds {len(spans[name]) - 1} documents, the split rule "
+                              f"assigns it {position[name]}")
+    return {"documents": n_docs, "checked": checked, "mismatches": mismatches,
+            "ok": not mismatches}

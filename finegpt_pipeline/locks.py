@@ -1,0 +1,76 @@
+"""Advisory `flock` locks between the pipeline's processes, and who holds them.
+
+A lock is taken without waiting: a stage that cannot have it raises `Busy`, one line naming the
+resource, the holding processes (from /proc/locks, where the OS has it) and what to do.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+
+class Busy(RuntimeError):
+    """Another process holds a resource this stage needs; the message names it and the fix."""
+
+
+class Lock:
+    """A held `flock` on `path` (created if missing); `close()` releases it, as does the
+    end of the process."""
+
+    def __init__(self, path: str | Path, shared: bool):
+        self.path = Path(path)
+        try:
+            self._fh = open(self.path, "a+b")
+        except PermissionError:  # a read-only directory: nobody can replace files there either
+            self._fh = open(self.path, "rb")
+        try:
+            fcntl.flock(self._fh, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._fh.close()
+            raise
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()  # closing the last descriptor releases the flock
+
+    @property
+    def held(self) -> bool:
+        return not self._fh.closed
+
+
+def try_lock(path: str | Path, shared: bool) -> Lock | None:
+    """The lock, or None while another process holds a conflicting one."""
+    try:
+        return Lock(path, shared)
+    except BlockingIOError:
+        return None
+
+
+def holders(path: str | Path) -> list[int]:
+    """PIDs holding an flock on `path`, per /proc/locks (empty where unknown)."""
+    try:
+        st = os.stat(path)
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return []
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    pids = []
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == device:
+            pids.append(int(fields[4]))
+    return sorted(set(pids))
+
+
+def describe_holders(path: str | Path) -> str:
+    """'pid 123 (python -m finegpt_pipeline.train ...)', or 'another process'."""
+    described = []
+    for pid in holders(path):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except OSError:
+            cmd = ""
+        described.append(f"pid {pid}" + (f" ({cmd[:80]})" if cmd else ""))
+    return ", ".join(described) or "another process"
