@@ -2,7 +2,9 @@
 
 The process runs exactly the command a user or a cluster would run (`python -m
 finegpt_pipeline.train ...`, under torchrun when several GPUs are visible); its log lines and
-final materialization stream back into the Dagster run, its metrics go live to MLflow.
+final materialization stream back into the Dagster run, its metrics go live to MLflow. A run
+directory that already holds the finished run for the same plan, bins and launch settings is
+returned as it is (metadata `reused`), without launching the trainer.
 """
 
 import hashlib
@@ -14,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.resources import FineGPTPaths
+from finegpt_pipeline import run_dir
 from finegpt_pipeline.atomic import write_json
 from finegpt_pipeline.train_tracking import ASSET_KEY_ENV, DAGSTER_RUN_ID_ENV
 
@@ -75,12 +78,20 @@ def trained_checkpoint(
     if config.fresh:
         key = f"{key}-{context.run_id[:8]}"
     out_dir = finegpt_paths.runs_dir() / "trained_checkpoint" / key
+    finished = run_dir.finished_run(out_dir)
+    if finished is not None:
+        context.log.info(f"reusing the finished run in {out_dir} ({finished['steps']} steps): "
+                         "same plan, bins and launch settings")
+        return _output(finished, out_dir, {"reused": dg.MetadataValue.bool(True)},
+                       data_version=dg.DataVersion(f"{out_dir.name}@{finished['steps']}"))
     plan_path = out_dir / "launch_plan.json"
     write_json(plan_path, training_config)
-    resume = (out_dir / "ckpt.pt").exists()
+    # a checkpoint is continued; without one, whatever an interrupted start left is replaced
+    resume = (out_dir / run_dir.CKPT_NAME).exists()
 
     gpus = visible_gpus() if config.gpus < 0 else config.gpus
     extra = [f"--max-iters={config.max_iters}"] if config.max_iters > 0 else []
+    extra += [] if resume else ["--overwrite"]
     for item in config.overrides:
         extra += ["--set", item]
     command = train_command(bins_dir, plan_path, out_dir, resume, gpus, extra)
@@ -97,16 +108,22 @@ def trained_checkpoint(
     result = dg.PipesSubprocessClient().run(command=command, context=context, env=env,
                                             cwd=str(Path(__file__).resolve().parents[1]))
     materialization = result.get_materialize_result()
+    summary = json.loads((out_dir / run_dir.SUMMARY_NAME).read_text())
+    metadata = {**(materialization.metadata or {}), "reused": dg.MetadataValue.bool(False),
+                "command": dg.MetadataValue.text(" ".join(command))}
+    return _output(summary, out_dir, metadata, materialization.data_version)
 
-    summary_path = out_dir / "summary.json"
-    summary = json.loads(summary_path.read_text())
+
+def _output(summary: dict, out_dir: Path, metadata: dict, data_version) -> dg.Output[dict]:
+    """The asset's value and metadata from a run's summary.json, launched now or reused."""
     value = {k: summary.get(k) for k in (
         "steps", "tokens_seen", "best_val_loss", "final_val_loss", "checkpoint",
         "mlflow_run_id", "mlflow_run_url", "params")}
     value["run_dir"] = str(out_dir)
-    metadata = dict(materialization.metadata or {})
-    metadata["run_dir"] = dg.MetadataValue.path(str(out_dir))
-    metadata["command"] = dg.MetadataValue.text(" ".join(command))
+    metadata = {**metadata, "run_dir": dg.MetadataValue.path(str(out_dir))}
+    for key in ("steps", "tokens_seen", "best_val_loss", "final_val_loss", "checkpoint"):
+        if key not in metadata and summary.get(key) is not None:
+            metadata[key] = summary[key]
     if summary.get("mlflow_run_url"):
         metadata["mlflow_run_url"] = dg.MetadataValue.url(summary["mlflow_run_url"])
-    return dg.Output(value, metadata=metadata, data_version=materialization.data_version)
+    return dg.Output(value, metadata=metadata, data_version=data_version)

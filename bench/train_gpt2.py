@@ -93,7 +93,7 @@ def run_ours(bins: Path, work: Path, args, peak: float) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["PYTHONPATH"] = str(REPO)
     cmd = [sys.executable, "-m", "finegpt_pipeline.train", "--bins", str(bins), "--plan",
-           str(work / "plan.json"), "--out", str(work / "ours")]
+           str(work / "plan.json"), "--out", str(work / "ours"), "--no-mlflow"]
     subprocess.run(cmd, check=True, env=env)
     summary = json.loads((work / "ours" / "summary.json").read_text())
     rates = [r["tokens_per_s"] for r in summary["history"] if r["iter"] > args.warmup]

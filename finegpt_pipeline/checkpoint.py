@@ -17,8 +17,8 @@ import torch
 from finegpt_pipeline.atomic import atomic_path
 from finegpt_pipeline.config import MODEL_KEYS
 from finegpt_pipeline.model import GPT, GPTConfig
+from finegpt_pipeline.run_dir import CKPT_NAME  # noqa: F401  (re-exported)
 
-CKPT_NAME = "ckpt.pt"
 # wrappers that prefix parameter names: torch.compile and DistributedDataParallel
 _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 
@@ -88,12 +88,26 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
         kwargs["weights_only"] = True
     try:
         ckpt = torch.load(path, **kwargs)
-    except Exception as exc:  # a truncated or foreign file: say which
-        raise ValueError(f"{path}: not a loadable checkpoint ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # a truncated or foreign file: say which, in one line
+        raise ValueError(f"{path}: not a loadable checkpoint ({_reason(exc)}); expected a "
+                         "ckpt.pt written by `finegpt train` or nanoGPT") from None
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path}: not a nanoGPT-layout checkpoint (holds a "
+                         f"{type(ckpt).__name__}, not a dict)")
     missing = [k for k in ("model_args", "model", "iter_num") if k not in ckpt]
     if missing:
         raise ValueError(f"{path}: not a nanoGPT-layout checkpoint (missing {missing})")
     return ckpt
+
+
+def _reason(exc: Exception) -> str:
+    """torch's own words, less its advice: a weights-only refusal names the real cause after
+    "WeightsUnpickler error:" and then suggests weights_only=False, which we never use."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    return first[:200]
 
 
 def model_from_checkpoint(ckpt: dict[str, Any], device: str | torch.device = "cpu") -> GPT:

@@ -102,16 +102,7 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, path: str | Path) -> "TrainConfig":
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: plan file not found") from None
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: a plan must be a JSON object")
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_plan(path), source=str(path))
 
     def with_overrides(self, assignments: list[str]) -> "TrainConfig":
         """Apply `key=value` strings (the CLI's `--set`), typed by the field's type."""
@@ -124,6 +115,25 @@ class TrainConfig:
                 raise ValueError(f"--set: unknown config key {key!r}")
             data[key] = value
         return type(self).from_dict(data, source="--set")
+
+
+def read_plan(path: str | Path) -> dict[str, Any]:
+    """A plan file's JSON object; each way a file can fail to be one is a one-line error."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: plan file not found") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a directory, not a plan file") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a plan (binary, not UTF-8 JSON text); pass the JSON "
+                         "that `finegpt plan --json` writes") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a plan must be a JSON object")
+    return data
 
 
 def _coerce(cls, key: str, value: Any) -> Any:

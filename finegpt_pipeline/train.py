@@ -1,7 +1,14 @@
 """`finegpt train`: GPT training on nanoGPT bins, resumable, single process or under torchrun.
 
     finegpt train --bins DIR --plan PLAN.json --out DIR [--max-iters N] [--eval-every N]
-                  [--checkpoint-every N] [--resume] [--set key=value ...] [--mlflow]
+                  [--checkpoint-every N] [--resume | --overwrite] [--set key=value ...]
+                  [--no-mlflow]
+
+`--max-iters N` trains the plan's schedule for N steps (warmup, cosine decay, eval and
+checkpoint cadence), as `finegpt plan --set max_iters=N` would plan it; `--eval-every`,
+`--checkpoint-every` and `--set` win over it. An --out that holds a run is continued with
+--resume, started over with --overwrite, or refused. MLflow tracking is on by default
+(MLFLOW_TRACKING_URI, else the store under FINEGPT_HOME); --no-mlflow turns it off.
 
 `python -m finegpt_pipeline.train ...` is the same entry point without the other stages'
 imports (the GPU machines have no duckdb/dagster); `torchrun --nproc-per-node N -m
@@ -21,17 +28,15 @@ from typing import Any
 
 import torch
 
-from finegpt_pipeline import checkpoint, runtime
+from finegpt_pipeline import allocator, checkpoint, run_dir, runtime
 from finegpt_pipeline.arithmetic import flops_per_token
 from finegpt_pipeline.atomic import write_json
 from finegpt_pipeline.batches import BatchSource, Bins
-from finegpt_pipeline.config import PLAN_REPORT_KEYS, TrainConfig
+from finegpt_pipeline.config import PLAN_REPORT_KEYS, TrainConfig, read_plan
 from finegpt_pipeline.model import GPT, GPTConfig
+from finegpt_pipeline.plan import reschedule
+from finegpt_pipeline.run_dir import PLAN_ESTIMATES_NAME, PLAN_NAME, SUMMARY_NAME
 from finegpt_pipeline.train_tracking import Reporter, mlflow_wanted
-
-SUMMARY_NAME = "summary.json"
-PLAN_NAME = "plan.json"  # the config the run used, overrides applied
-PLAN_ESTIMATES_NAME = "plan_estimates.json"  # the --plan file's estimates, hardware, warnings
 
 
 def lr_at(it: int, cfg: TrainConfig) -> float:
@@ -75,7 +80,7 @@ def accum_per_process(grad_accum: int, world_size: int) -> int:
 class Trainer:
     def __init__(self, cfg: TrainConfig, bins_dir: str | Path, out_dir: str | Path,
                  resume: bool = False, mlflow: bool | None = None,
-                 planner_report: dict[str, Any] | None = None):
+                 planner_report: dict[str, Any] | None = None, overwrite: bool = False):
         self.cfg = cfg
         self.planner_report = planner_report or {}
         self.out_dir = Path(out_dir)
@@ -83,11 +88,10 @@ class Trainer:
         # input checks first: nothing is allocated or written for a run that cannot start
         self.bins = Bins(bins_dir)
         self.bins.check(cfg.block_size, cfg.vocab_size)
-        if resume and not self.ckpt_path.exists():
-            raise FileNotFoundError(f"{self.ckpt_path}: --resume given but no checkpoint there")
-        self.resume_requested = resume
+        run_dir.check_start(self.out_dir, resume, overwrite)
+        self.resume_requested, self.overwrite = resume, overwrite
+        self.use_mlflow = mlflow_wanted(mlflow)
         self.rt = runtime.setup(cfg)
-        self.mlflow = mlflow
         self.accum = accum_per_process(cfg.grad_accum, self.rt.world_size)
 
     # --- state -------------------------------------------------------------------------
@@ -178,18 +182,29 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=not rt.distributed)
         return loss_sum, grad_norm
 
-    def run(self, max_iters: int | None = None) -> dict[str, Any]:
+    def _claim_out_dir(self) -> None:
+        """The run is known to start (inputs checked, checkpoint restored): only now does OUT
+        change; a refused run leaves it as it was."""
+        if not self.rt.is_main:
+            return
+        if self.overwrite:
+            run_dir.clear(self.out_dir)
+        write_json(self.out_dir / PLAN_NAME, self.cfg.to_dict())
+        if self.planner_report:
+            write_json(self.out_dir / PLAN_ESTIMATES_NAME, self.planner_report)
+
+    def run(self) -> dict[str, Any]:
         cfg, rt = self.cfg, self.rt
-        max_iters = cfg.max_iters if max_iters is None else max_iters
         self._build()
-        self.report = Reporter(self.out_dir, enabled=rt.is_main, use_mlflow=mlflow_wanted(self.mlflow))
+        self._claim_out_dir()
+        self.report = Reporter(self.out_dir, enabled=rt.is_main, use_mlflow=self.use_mlflow)
         # the planner's scalar estimates ride along, so MLflow compares planned with measured
         estimates = {f"plan.{k}": v for k, v in self.planner_report.items()
                      if isinstance(v, (int, float, str, bool))}
         self.report.start({**cfg.to_dict(), **estimates}, resuming=self.resumed_from is not None,
                           bins_dir=self.bins.dir)
         try:
-            return self._loop(max_iters)
+            return self._loop(cfg.max_iters)
         except BaseException as exc:
             self.report.close(error=exc)
             raise
@@ -288,14 +303,27 @@ class Trainer:
 
 def planner_report(plan_path: str | Path) -> dict[str, Any]:
     """What a plan carries besides the config (estimates, hardware, warnings); {} for a bare one."""
-    data = json.loads(Path(plan_path).read_text())
-    return {k: v for k, v in data.items() if k in PLAN_REPORT_KEYS}
+    return {k: v for k, v in read_plan(plan_path).items() if k in PLAN_REPORT_KEYS}
 
 
-def load_plan(plan_path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    """The plan's TrainConfig with `--set` overrides; every error names the plan file."""
+def load_plan(plan_path: str | Path, overrides: list[str] | None = None,
+              max_iters: int | None = None) -> TrainConfig:
+    """The run's TrainConfig from a plan file; every error names the plan file.
+
+    `max_iters` re-derives the plan's schedule for that many steps with `plan.reschedule` (the
+    planner's own rule, fed the plan's step-time estimate), then re-applies the fields the plan
+    was made with `--set`, exactly as `finegpt plan --set max_iters=N` would; `overrides`
+    (`--set key=value`, `--eval-every`, `--checkpoint-every`) win over both."""
+    data = read_plan(plan_path)
     try:
-        cfg = TrainConfig.from_json(plan_path)
+        cfg = TrainConfig.from_dict(data, source=str(plan_path))
+        if max_iters is not None:
+            if max_iters < 1:
+                raise ValueError(f"--max-iters must be >= 1 (got {max_iters})")
+            cfg = reschedule(cfg, max_iters, data.get("est_step_seconds"))
+            fixed = {k: v for k, v in (data.get("fixed_fields") or {}).items()
+                     if k in cfg.to_dict() and k != "max_iters"}
+            cfg = TrainConfig.from_dict({**cfg.to_dict(), **fixed}, source=str(plan_path))
         return cfg.with_overrides(overrides) if overrides else cfg
     except ValueError as exc:
         if str(plan_path) in str(exc):
@@ -304,30 +332,29 @@ def load_plan(plan_path: str | Path, overrides: list[str] | None = None) -> Trai
 
 
 def train(cfg: TrainConfig, bins_dir: str | Path, out_dir: str | Path, resume: bool = False,
-          max_iters: int | None = None, mlflow: bool | None = None,
-          planner: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train to `max_iters` (default cfg.max_iters); returns the run summary. `planner` is the
-    plan's report (`planner_report`), kept beside the run and logged with it."""
-    trainer = Trainer(cfg, bins_dir, out_dir, resume=resume, mlflow=mlflow, planner_report=planner)
+          mlflow: bool | None = None, planner: dict[str, Any] | None = None,
+          overwrite: bool = False) -> dict[str, Any]:
+    """Train to cfg.max_iters; returns the run summary. `planner` is the plan's report
+    (`planner_report`), kept beside the run and logged with it. An `out_dir` holding a run
+    needs `resume` (continue it) or `overwrite` (start over)."""
+    trainer = Trainer(cfg, bins_dir, out_dir, resume=resume, mlflow=mlflow, planner_report=planner,
+                      overwrite=overwrite)
+    if trainer.rt.device_type == "cpu":
+        allocator.keep_freed_memory()
     try:
-        if trainer.rt.is_main:
-            write_json(Path(out_dir) / PLAN_NAME, cfg.to_dict())
-            if planner:
-                write_json(Path(out_dir) / PLAN_ESTIMATES_NAME, planner)
-        return trainer.run(max_iters)
+        return trainer.run()
     finally:
         runtime.teardown(trainer.rt)
 
 
 def _handle(args: argparse.Namespace) -> int:
     overrides = list(args.set or [])
-    for flag, key in (("eval_every", "eval_interval"), ("checkpoint_every", "checkpoint_interval"),
-                      ("max_iters", "max_iters")):
+    for flag, key in (("eval_every", "eval_interval"), ("checkpoint_every", "checkpoint_interval")):
         if getattr(args, flag) is not None:
             overrides.append(f"{key}={getattr(args, flag)}")
-    cfg = load_plan(args.plan, overrides)
-    summary = train(cfg, args.bins, args.out, resume=args.resume,
-                    mlflow=True if args.mlflow else None, planner=planner_report(args.plan))
+    cfg = load_plan(args.plan, overrides, max_iters=args.max_iters)
+    summary = train(cfg, args.bins, args.out, resume=args.resume, overwrite=args.overwrite,
+                    mlflow=args.mlflow, planner=planner_report(args.plan))
     if args.json:
         print(json.dumps(summary, indent=2))
     return 0
@@ -339,14 +366,19 @@ def add_cli(subparsers) -> None:
     p.add_argument("--bins", required=True, help="directory with train.bin, val.bin, meta.json")
     p.add_argument("--plan", required=True, help="plan JSON (`finegpt plan --json`)")
     p.add_argument("--out", required=True, help="run directory: ckpt.pt, plan.json, summary.json")
-    p.add_argument("--max-iters", type=int, help="stop after this many steps (overrides the plan)")
+    p.add_argument("--max-iters", type=int,
+                   help="train N steps on the plan's schedule re-derived for N (warmup, decay, "
+                        "eval and checkpoint cadence, as `finegpt plan --set max_iters=N`)")
     p.add_argument("--eval-every", type=int, help="val loss every N steps (plan: eval_interval)")
     p.add_argument("--checkpoint-every", type=int,
                    help="checkpoint every N steps (plan: checkpoint_interval)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over in an OUT that holds a run (its files are replaced)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a plan field")
-    p.add_argument("--mlflow", action="store_true",
-                   help="log to MLflow even if MLFLOW_TRACKING_URI is unset (default store)")
+    p.add_argument("--mlflow", action=argparse.BooleanOptionalAction, default=None,
+                   help="log to MLflow (default: on, to MLFLOW_TRACKING_URI or the store under "
+                        "FINEGPT_HOME; --no-mlflow: off)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON at the end")
     p.set_defaults(func=_handle)
 

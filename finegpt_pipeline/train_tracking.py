@@ -15,19 +15,25 @@ from pathlib import Path
 from typing import Any
 
 from finegpt_pipeline.atomic import write_text
+from finegpt_pipeline.run_dir import LOG_NAME, MLFLOW_RUN_FILE
 
-LOG_NAME = "train_log.jsonl"
-MLFLOW_RUN_FILE = "mlflow_run_id"
 # Set by the Dagster asset so the MLflow run names the Dagster run and asset that launched it.
 DAGSTER_RUN_ID_ENV = "FINEGPT_DAGSTER_RUN_ID"
 ASSET_KEY_ENV = "FINEGPT_ASSET_KEY"
 
 
 def mlflow_wanted(flag: bool | None) -> bool:
-    """--mlflow / --no-mlflow win; otherwise track when a tracking URI is configured."""
-    if flag is not None:
-        return flag
-    return bool(os.environ.get("MLFLOW_TRACKING_URI"))
+    """Track by default, to MLFLOW_TRACKING_URI or else the store under FINEGPT_HOME (the
+    environment contract); --no-mlflow (False) opts out. Where mlflow is not installed (a bare
+    GPU box) the default is off, and --mlflow (True) an error, before anything runs."""
+    if flag is False:
+        return False
+    if importlib.util.find_spec("mlflow") is None:
+        if flag:
+            raise ValueError("--mlflow: mlflow is not installed in this environment; install it "
+                             "or pass --no-mlflow")
+        return False
+    return True
 
 
 class Reporter:
@@ -89,8 +95,11 @@ class Reporter:
             from mlflow.data.dataset_source_registry import resolve_dataset_source
             from mlflow.data.meta_dataset import MetaDataset
 
+            # MLflow keeps one dataset per (name, digest) in an experiment and gives a later
+            # run with the same digest the first one's source: the path is part of the digest,
+            # so equal bins elsewhere (a copy, another FINEGPT_HOME) name their own directory
             meta = bins_dir / "meta.json"
-            fingerprint = meta.read_text() if meta.exists() else ""
+            fingerprint = str(bins_dir.resolve()) + "|" + (meta.read_text() if meta.exists() else "")
             for split in ("train", "val"):
                 fingerprint += f"|{split}:{(bins_dir / (split + '.bin')).stat().st_size}"
             digest = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
@@ -131,19 +140,23 @@ class Reporter:
                 cm.__exit__(type(error), error, error.__traceback__)
 
     # -- reporting -------------------------------------------------------------------------
+    # Under Dagster Pipes a line goes to the Dagster run as a Pipes log message only: the
+    # launching process shares our stdout, so printing it too showed every line twice.
     def info(self, message: str) -> None:
         if not self.enabled:
             return
-        print(message, flush=True)
         if self.pipes is not None:
             self.pipes.log.info(message)
+        else:
+            print(message, flush=True)
 
     def warning(self, message: str) -> None:
         if not self.enabled:
             return
-        print(f"warning: {message}", flush=True)
         if self.pipes is not None:
             self.pipes.log.warning(message)
+        else:
+            print(f"warning: {message}", flush=True)
 
     def metrics(self, step: int, values: dict[str, float]) -> None:
         """One record per step into the JSONL log (appended across resumes) and MLflow."""

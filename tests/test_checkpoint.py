@@ -73,9 +73,25 @@ def test_unreadable_checkpoint_named_in_error(tmp_path):
         checkpoint.load(tmp_path / "missing.pt")
 
 
+def test_non_checkpoint_given_to_sample_is_one_line_naming_it(tmp_path):
+    bad = tmp_path / "notes.pt"
+    bad.write_bytes(b"\x80\x02not a checkpoint at all")
+    proc = subprocess.run([sys.executable, "-m", "finegpt_pipeline.sample", "--ckpt", str(bad)],
+                          capture_output=True, text=True, env=child_env(), timeout=60)
+    assert proc.returncode == 2
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith(f"finegpt sample: error: {bad}: not a loadable checkpoint (")
+    assert "weights_only" not in line and "expected a ckpt.pt" in line
+    tensor = tmp_path / "tensor.pt"
+    torch.save(torch.zeros(2), tensor)
+    with pytest.raises(ValueError, match="holds a Tensor, not a dict"):
+        checkpoint.load(tensor)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.pt", "tensor.pt"]
+
+
 def _train_cmd(bins, plan, out, *extra):
     return [sys.executable, "-m", "finegpt_pipeline.train", "--bins", str(bins), "--plan",
-            str(plan), "--out", str(out), *extra]
+            str(plan), "--out", str(out), "--no-mlflow", *extra]
 
 
 def _losses(out) -> dict[int, float]:

@@ -23,7 +23,7 @@ def test_two_process_ddp_matches_single_process(sample_bins, tmp_path):
                   checkpoint_interval=3, log_interval=1, device="cpu")
     # one plan: one process runs both micro-batches of a step, two ranks one each
     plan = write_plan(tmp_path / "plan.json", grad_accum=2, **common)
-    module = ["-m", "finegpt_pipeline.train", "--bins", str(sample_bins)]
+    module = ["-m", "finegpt_pipeline.train", "--bins", str(sample_bins), "--no-mlflow"]
     env = child_env(threads=1)
     ddp = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",

@@ -3,10 +3,13 @@ standing in for what `torch.cuda` reports."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
-from finegpt_pipeline import runtime
+from _bins_fixture import sample_bins, write_plan  # noqa: F401
+from finegpt_pipeline import checkpoint, runtime, train
 
 CUDA = torch.device("cuda", 0)
 
@@ -39,9 +42,9 @@ def test_cpu_trains_in_fp32_unless_told_otherwise():
     cpu = torch.device("cpu")
     assert runtime.resolve_dtype("auto", cpu) == torch.float32
     assert runtime.resolve_dtype("bfloat16", cpu) == torch.bfloat16
-    with pytest.raises(ValueError, match="float16 needs a CUDA device"):
-        runtime.resolve_dtype("float16", cpu)
+    assert runtime.resolve_dtype("float16", cpu) == torch.float16
     assert not runtime.Runtime(device=cpu, dtype=torch.float32, compile=False).needs_grad_scaler
+    assert runtime.Runtime(device=cpu, dtype=torch.float16, compile=False).needs_grad_scaler
 
 
 def test_cuda_requested_without_cuda_is_a_clear_error(monkeypatch):
@@ -57,3 +60,48 @@ def test_each_torchrun_process_owns_its_local_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert runtime.resolve_device("auto", 3, True) == torch.device("cuda", 3)
     assert runtime.resolve_device("cuda:1", 0, False) == torch.device("cuda", 1)
+
+
+# The GPU code paths that a CPU can run, run here: bf16 autocast, fp16 with the GradScaler,
+# torch.compile (inductor's CPU backend) and its checkpoint.
+
+def _plan(tmp_path, **fields):
+    base = dict(max_iters=2, lr_decay_iters=2, warmup_iters=1, eval_interval=2, eval_iters=1,
+                checkpoint_interval=1, log_interval=1, n_layer=1, n_head=1, n_embd=16,
+                block_size=16, micro_batch=2, device="cpu")
+    return train.load_plan(write_plan(tmp_path / "plan.json", **{**base, **fields}))
+
+
+def test_bf16_autocast_trains_on_cpu(sample_bins, tmp_path):
+    summary = train.train(_plan(tmp_path, dtype="bfloat16"), sample_bins, tmp_path / "run",
+                          mlflow=False)
+    assert summary["dtype"] == "bfloat16" and summary["steps"] == 2
+    assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in
+               json.loads((tmp_path / "run" / "summary.json").read_text())["history"])
+
+
+def test_fp16_trains_with_the_grad_scaler_and_resumes_its_state(sample_bins, tmp_path):
+    out = tmp_path / "run"
+    train.train(_plan(tmp_path, dtype="float16"), sample_bins, out, mlflow=False)
+    scaler = checkpoint.load(out / "ckpt.pt")["resume"]["scaler"]
+    assert scaler["scale"] == 65536.0 and scaler["_growth_tracker"] == 2  # 2 finite steps
+    longer = _plan(tmp_path, dtype="float16", max_iters=3, lr_decay_iters=3)
+    summary = train.train(longer, sample_bins, out, resume=True, mlflow=False)
+    assert summary["dtype"] == "float16" and summary["resumed_from"] == 2
+    # the resumed run continued the saved scaler, not a fresh one
+    assert checkpoint.load(out / "ckpt.pt")["resume"]["scaler"]["_growth_tracker"] == 3
+
+
+def test_compiled_model_trains_and_saves_a_checkpoint_with_clean_names(sample_bins, tmp_path):
+    summary = train.train(_plan(tmp_path, compile="true", checkpoint_interval=2), sample_bins,
+                          tmp_path / "run", mlflow=False)
+    assert summary["compile"] is True
+    ckpt = checkpoint.load(tmp_path / "run" / "ckpt.pt")
+    assert "transformer.wte.weight" in ckpt["model"]
+    assert not [n for n in ckpt["model"] if "_orig_mod" in n or n.startswith("module.")]
+    # reloaded uncompiled, it gives the compiled model's validation loss
+    model = checkpoint.model_from_checkpoint(ckpt).eval()
+    batches = train.BatchSource(train.Bins(sample_bins), 16, 2, 1337, torch.device("cpu"))
+    with torch.no_grad():
+        _, loss = model(*batches.val_batch(0))
+    assert float(loss) == pytest.approx(summary["final_val_loss"], abs=1e-4)

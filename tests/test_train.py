@@ -88,7 +88,7 @@ def test_cli_reports_bad_plan_in_one_line(sample_bins, tmp_path):
     plan = write_plan(tmp_path / "plan.json", n_embd=30, n_head=4)
     proc = subprocess.run(
         [sys.executable, "-m", "finegpt_pipeline.train", "--bins", str(sample_bins),
-         "--plan", str(plan), "--out", str(tmp_path / "run")],
+         "--plan", str(plan), "--out", str(tmp_path / "run"), "--no-mlflow"],
         capture_output=True, text=True, env=child_env(), timeout=60)
     assert proc.returncode == 2
     assert "n_embd (30) must be divisible by n_head (4)" in proc.stderr
@@ -124,3 +124,96 @@ def test_set_overrides_and_report_keys(tmp_path):
     with pytest.raises(ValueError, match="unknown config key 'nlayer'"):
         train.load_plan(plan, ["nlayer=3"])
     assert json.loads(plan.read_text())["warnings"] == ["x"]
+
+
+def _tiny(tmp_path, name="plan.json", **fields):
+    base = dict(max_iters=2, lr_decay_iters=2, warmup_iters=1, eval_interval=2, eval_iters=1,
+                checkpoint_interval=2, log_interval=1, n_embd=16, block_size=16, micro_batch=2)
+    return write_plan(tmp_path / name, **{**base, **fields})
+
+
+def test_fresh_run_into_an_out_that_holds_a_run_is_refused(sample_bins, tmp_path):
+    out = tmp_path / "run"
+    train.train(train.load_plan(_tiny(tmp_path, max_iters=3, lr_decay_iters=3)), sample_bins, out,
+                mlflow=False)
+    before = {name: (out / name).read_bytes() for name in ("ckpt.pt", "train_log.jsonl")}
+    short = train.load_plan(_tiny(tmp_path, "short.json"))
+    with pytest.raises(ValueError, match=re.escape(f"{out}: already holds a run (ckpt.pt, "
+                                                   "summary.json, train_log.jsonl); pass --resume")):
+        train.train(short, sample_bins, out, mlflow=False)
+    assert {name: (out / name).read_bytes() for name in before} == before
+    # --overwrite starts over: one run's checkpoint and log, not two mixed
+    train.train(short, sample_bins, out, mlflow=False, overwrite=True)
+    assert torch.load(out / "ckpt.pt", weights_only=True)["iter_num"] == 2
+    steps = [row["step"] for row in map(json.loads, (out / "train_log.jsonl").read_text().splitlines())]
+    assert steps == [0, 1, 2, 2]  # val at 0, train 1, 2, val at 2
+
+
+def test_refused_resume_leaves_the_out_dir_as_it_was(sample_bins, tmp_path):
+    out = tmp_path / "run"
+    train.train(train.load_plan(_tiny(tmp_path)), sample_bins, out, mlflow=False,
+                planner={"est_hours": 0.5})
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    other_model = train.load_plan(_tiny(tmp_path, "wide.json", n_embd=32))
+    with pytest.raises(ValueError, match="differs from the plan's"):
+        train.train(other_model, sample_bins, out, resume=True, mlflow=False,
+                    planner={"est_hours": 9.0})
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_max_iters_keeps_the_plans_schedule_as_the_planner_derives_it(tmp_path):
+    from finegpt_pipeline import plan as planner
+
+    made = planner.make_plan("cpu", 10_000_000, hours=0.05, overrides=["max_iters=80"])
+    assert made["max_iters"] == 80
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(made))
+    short = train.load_plan(path, max_iters=12)
+    # what `finegpt plan --set max_iters=12` plans, schedule fields included
+    replanned = planner.make_plan("cpu", 10_000_000, hours=0.05, overrides=["max_iters=12"])
+    assert short == TrainConfig.from_dict(replanned)
+    assert short == planner.reschedule(train.load_plan(path), 12, made["est_step_seconds"])
+    assert short.lr_decay_iters == 12 and train.lr_at(12, short) == short.min_lr
+    longer = train.load_plan(path, max_iters=200)
+    assert longer.lr_decay_iters == 200  # no steps at min_lr after the plan's end
+    # explicit flags win over the re-derived cadence; fields fixed when planning stay fixed
+    assert train.load_plan(path, ["eval_interval=3"], max_iters=12).eval_interval == 3
+    path.write_text(json.dumps({**made, "fixed_fields": {"max_iters": 80, "warmup_iters": 7}}))
+    assert train.load_plan(path, max_iters=12).warmup_iters == 7
+    with pytest.raises(ValueError, match=re.escape(f"{path}: --max-iters must be >= 1")):
+        train.load_plan(path, max_iters=0)
+
+
+def test_binary_plan_is_a_one_line_error_and_leaves_nothing(sample_bins, tmp_path):
+    plan = tmp_path / "plan.bin"
+    plan.write_bytes(b"\x80\x04\x95\x00\xff" * 50)
+    proc = subprocess.run(
+        [sys.executable, "-m", "finegpt_pipeline.train", "--bins", str(sample_bins),
+         "--plan", str(plan), "--out", str(tmp_path / "run"), "--no-mlflow"],
+        capture_output=True, text=True, env=child_env(), timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"finegpt train: error: {plan}: not a plan (binary, not UTF-8 JSON text); pass the "
+        "JSON that `finegpt plan --json` writes"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_hand_run_tracks_in_the_default_store_and_names_the_bins_it_read(
+        sample_bins, tmp_path, monkeypatch):
+    import shutil
+
+    import mlflow
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("FINEGPT_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    copy = shutil.copytree(sample_bins, tmp_path / "other_bins")  # same bytes, another place
+    cfg = train.load_plan(_tiny(tmp_path))
+    first = train.train(cfg, sample_bins, tmp_path / "a")
+    second = train.train(cfg, copy, tmp_path / "b")
+    assert (home / "mlflow.db").exists()
+    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
+    for summary, bins in ((first, sample_bins), (second, copy)):
+        [dataset] = mlflow.get_run(summary["mlflow_run_id"]).inputs.dataset_inputs
+        assert json.loads(dataset.dataset.source)["uri"] == str(bins.resolve())
+    assert train.train(cfg, copy, tmp_path / "c", mlflow=False)["mlflow_run_id"] is None

@@ -12,6 +12,8 @@ import mlflow
 from _bins_fixture import make_bins, write_plan
 from assets.resources import FineGPTPaths
 from assets.training import TrainingLaunchConfig, run_key, train_command, trained_checkpoint
+from finegpt_pipeline.config import TrainConfig
+from finegpt_pipeline.plan import reschedule
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,13 +49,13 @@ def test_run_directory_follows_plan_bins_and_launch_settings(tmp_path):
 
 
 def test_trained_checkpoint_materializes_with_mlflow_run(finegpt_home, sample_shard, tmp_path,
-                                                         monkeypatch):
+                                                         monkeypatch, capfd):
     # MLflow logs a system-metrics sample only after a full interval (10 s by default) of a
     # running run; this run lasts a second or two, so sample every 0.1 s
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.1")
     bins_dir = make_bins(sample_shard, finegpt_home / "bins")
-    plan = json.loads(write_plan(tmp_path / "plan.json", max_iters=6, lr_decay_iters=6,
-                                 eval_interval=3, log_interval=2, checkpoint_interval=3,
+    # a 40-step plan launched for 6 steps: the trainer re-derives the plan's schedule for 6
+    plan = json.loads(write_plan(tmp_path / "plan.json", max_iters=40, lr_decay_iters=40,
                                  peak_flops=1e12).read_text())
 
     @dg.asset(name="training_config")
@@ -65,20 +67,32 @@ def test_trained_checkpoint_materializes_with_mlflow_run(finegpt_home, sample_sh
         return {"dir": str(bins_dir)}
 
     instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize(
-        [training_config_input, tokenized_bins_input, trained_checkpoint],
-        resources={"finegpt_paths": FineGPTPaths(home=str(finegpt_home))},
-        selection=["trained_checkpoint", "training_config", "tokenized_bins"],
-        instance=instance,
-    )
+
+    def materialize():
+        return dg.materialize(
+            [training_config_input, tokenized_bins_input, trained_checkpoint],
+            resources={"finegpt_paths": FineGPTPaths(home=str(finegpt_home))},
+            selection=["trained_checkpoint", "training_config", "tokenized_bins"],
+            instance=instance,
+            run_config={"ops": {"trained_checkpoint": {"config": {"max_iters": 6}}}},
+        )
+
+    result = materialize()
     assert result.success
+    # each trainer line shows once in the run's output: as a Pipes log message, not also as
+    # the child's stdout, which the launching process shares
+    out, err = capfd.readouterr()
+    assert (out + err).count("iter 5: loss") == 1, out + err
     # the trainer's log lines stream into the Dagster run through Pipes
     messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
     assert any(m.startswith("training ") and "tokens/step" in m for m in messages)
     assert any(m.startswith("iter 6: loss") for m in messages)
     [mat] = [m for m in result.asset_materializations_for_node("trained_checkpoint")]
     md = mat.metadata
-    assert md["steps"].value == 6
+    assert md["steps"].value == 6 and md["reused"].value is False
+    run_dir = Path(md["run_dir"].value)
+    used = TrainConfig.from_json(run_dir / "plan.json")
+    assert used == reschedule(TrainConfig.from_dict(plan), 6)  # as `finegpt plan` schedules 6
     assert md["tokens_seen"].value == 6 * 4 * 32
     for key in ("best_val_loss", "final_val_loss", "checkpoint", "mlflow_run_url", "run_dir",
                 "wall_time_s", "tokens_per_s", "mfu", "command"):
@@ -98,7 +112,18 @@ def test_trained_checkpoint_materializes_with_mlflow_run(finegpt_home, sample_sh
     assert run.data.params["plan.est_hours"] == "0.001"  # the planner's estimates ride along
     assert "system/cpu_utilization_percentage" in run.data.metrics
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "train_loss")
-    assert sorted(m.step for m in history) == [2, 4, 6]
+    assert sorted(m.step for m in history) == [1, 2, 3, 4, 5, 6]
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
     assert {"ckpt.pt", "plan.json", "plan_estimates.json", "summary.json"} <= artifacts
     assert mlflow.get_run(value["mlflow_run_id"]).info.run_id in md["mlflow_run_url"].value
+
+    # unchanged inputs, finished run: the same run comes back, the trainer is not launched
+    log_before = (run_dir / "train_log.jsonl").read_bytes()
+    again = materialize()
+    assert again.success
+    [mat2] = again.asset_materializations_for_node("trained_checkpoint")
+    assert mat2.metadata["reused"].value is True and mat2.metadata["steps"].value == 6
+    assert again.output_for_node("trained_checkpoint") == value
+    assert (run_dir / "train_log.jsonl").read_bytes() == log_before
+    assert not any(m.startswith(("launching", "resuming")) for m in
+                   (e.user_message for e in instance.all_logs(again.run_id)))
