@@ -82,6 +82,7 @@ def trained_checkpoint(
     if finished is not None:
         context.log.info(f"reusing the finished run in {out_dir} ({finished['steps']} steps): "
                          "same plan, bins and launch settings")
+        _log_closing_summary(context, finished)
         return _output(finished, out_dir, {"reused": dg.MetadataValue.bool(True)},
                        data_version=dg.DataVersion(f"{out_dir.name}@{finished['steps']}"))
     plan_path = out_dir / "launch_plan.json"
@@ -111,7 +112,27 @@ def trained_checkpoint(
     summary = json.loads((out_dir / run_dir.SUMMARY_NAME).read_text())
     metadata = {**(materialization.metadata or {}), "reused": dg.MetadataValue.bool(False),
                 "command": dg.MetadataValue.text(" ".join(command))}
+    _log_closing_summary(context, summary)
     return _output(summary, out_dir, metadata, materialization.data_version)
+
+
+def dagster_run_url(run_id: str) -> str:
+    """Where a run shows in the Dagster UI (`dagster dev`, port 3000 unless FINEGPT_DAGSTER_UI)."""
+    return f"{os.environ.get('FINEGPT_DAGSTER_UI', 'http://127.0.0.1:3000')}/runs/{run_id}"
+
+
+def _log_closing_summary(context: dg.AssetExecutionContext, summary: dict) -> None:
+    """The lines a user reads at the end of a run: what was trained, how well, where to look."""
+    def loss(key: str) -> str:
+        value = summary.get(key)
+        return f"{value:.4f}" if isinstance(value, (int, float)) else "n/a"
+
+    context.log.info(
+        f"trained_checkpoint: {summary.get('checkpoint')} ({summary.get('steps')} steps, "
+        f"{summary.get('tokens_seen') or 0:,} tokens, {summary.get('params') or 0:,} params); "
+        f"val loss {loss('final_val_loss')} (best {loss('best_val_loss')})")
+    context.log.info(f"MLflow run: {summary.get('mlflow_run_url') or 'not tracked'}")
+    context.log.info(f"Dagster run: {dagster_run_url(context.run_id)}")
 
 
 def _output(summary: dict, out_dir: Path, metadata: dict, data_version) -> dg.Output[dict]:

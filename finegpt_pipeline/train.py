@@ -85,13 +85,18 @@ class Trainer:
         self.planner_report = planner_report or {}
         self.out_dir = Path(out_dir)
         self.ckpt_path = self.out_dir / checkpoint.CKPT_NAME
-        # input checks first: nothing is allocated or written for a run that cannot start
+        # input checks first: nothing is allocated or written for a run that cannot start.
+        # The bins stay locked (shared) until close(), so nothing re-tokenizes them mid-run.
         self.bins = Bins(bins_dir)
-        self.bins.check(cfg.block_size, cfg.vocab_size)
-        run_dir.check_start(self.out_dir, resume, overwrite)
-        self.resume_requested, self.overwrite = resume, overwrite
-        self.use_mlflow = mlflow_wanted(mlflow)
-        self.rt = runtime.setup(cfg)
+        try:
+            self.bins.check(cfg.block_size, cfg.vocab_size)
+            run_dir.check_start(self.out_dir, resume, overwrite)
+            self.resume_requested, self.overwrite = resume, overwrite
+            self.use_mlflow = mlflow_wanted(mlflow)
+            self.rt = runtime.setup(cfg)
+        except BaseException:
+            self.bins.close()
+            raise
         self.accum = accum_per_process(cfg.grad_accum, self.rt.world_size)
 
     # --- state -------------------------------------------------------------------------
@@ -344,6 +349,7 @@ def train(cfg: TrainConfig, bins_dir: str | Path, out_dir: str | Path, resume: b
     try:
         return trainer.run()
     finally:
+        trainer.bins.close()
         runtime.teardown(trainer.rt)
 
 

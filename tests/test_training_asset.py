@@ -87,6 +87,12 @@ def test_trained_checkpoint_materializes_with_mlflow_run(finegpt_home, sample_sh
     messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
     assert any(m.startswith("training ") and "tokens/step" in m for m in messages)
     assert any(m.startswith("iter 6: loss") for m in messages)
+    # the run ends with what a user wants: the checkpoint, the val loss and both UIs' links
+    closing = messages[messages.index(next(m for m in messages
+                                           if m.startswith("trained_checkpoint: "))):]
+    assert "ckpt.pt (6 steps" in closing[0] and "val loss " in closing[0]
+    assert closing[1].startswith("MLflow run: http://127.0.0.1:5000/#/experiments/")
+    assert closing[2] == f"Dagster run: http://127.0.0.1:3000/runs/{result.run_id}"
     [mat] = [m for m in result.asset_materializations_for_node("trained_checkpoint")]
     md = mat.metadata
     assert md["steps"].value == 6 and md["reused"].value is False
