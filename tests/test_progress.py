@@ -65,7 +65,7 @@ def test_cli_sample_says_two_lines_on_stderr(sample_shard, tmp_path, capsys):
     assert stats.main([str(sample_shard), "--db", str(tmp_path / "w.duckdb"), "--json"]) == 0
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 2, lines
-    assert lines[0] == f"stats: {sample_shard}: recounting 300 docs in 3 row groups"
+    assert lines[0] == f"stats: {sample_shard.resolve()}: recounting 300 docs in 3 row groups"
     assert lines[1].startswith("stats: 300 docs, 215,790 tokens in")
 
 
