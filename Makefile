@@ -15,8 +15,9 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= 1
 export DAGSTER_HOME ?= $(CURDIR)/.finegpt/dagster
 export FINEGPT_HOME ?= $(CURDIR)/.finegpt
-# `dagster job execute` is what CI runs; its notice that `dg launch` supersedes it is noise here.
-export PYTHONWARNINGS ?= ignore:Function `job_execute_command` is superseded
+# `dagster job execute` and `definitions validate` are what CI runs; their notices that the `dg`
+# CLI supersedes them are noise here.
+export PYTHONWARNINGS ?= ignore:Function `job_execute_command` is superseded,ignore:Function `definitions_validate_command` is superseded
 
 .PHONY: venv dagster-home run test test-slow unit validate data-job train-job
 
