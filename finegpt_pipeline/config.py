@@ -108,13 +108,19 @@ class TrainConfig:
         """Apply `key=value` strings (the CLI's `--set`), typed by the field's type."""
         data = self.to_dict()
         for item in assignments:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"--set expects key=value, got {item!r}")
-            if key not in data:
-                raise ValueError(f"--set: unknown config key {key!r}")
+            key, value = parse_assignment(item, data)
             data[key] = value
         return type(self).from_dict(data, source="--set")
+
+
+def parse_assignment(item: str, known) -> tuple[str, str]:
+    """One `--set key=value` string, split; the key must be one of `known`."""
+    key, sep, value = item.partition("=")
+    if not sep:
+        raise ValueError(f"--set expects key=value, got {item!r}")
+    if key not in known:
+        raise ValueError(f"--set: unknown config key {key!r}; known: {sorted(known)}")
+    return key, value
 
 
 def read_plan(path: str | Path) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import math
 from typing import Any, Callable, Iterable
 
 from finegpt_pipeline.arithmetic import flops_per_token, param_count
-from finegpt_pipeline.config import TrainConfig, _coerce, padded_vocab_size
+from finegpt_pipeline.config import TrainConfig, _coerce, padded_vocab_size, parse_assignment
 from finegpt_pipeline.hardware import GIB, Hardware, get_hardware
 from finegpt_pipeline.plan_data import (  # noqa: F401 (tokens_from_*: read here by the CLI and assets)
     block_size_for, eval_iters_for, tokens_from_bins, tokens_from_meta,
@@ -153,11 +153,7 @@ def _parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
     known = TrainConfig().to_dict()
     fixed = {}
     for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects key=value, got {item!r}")
-        if key not in known:
-            raise ValueError(f"--set: unknown config key {key!r}; known: {sorted(known)}")
+        key, value = parse_assignment(item, known)
         fixed[key] = _coerce(TrainConfig, key, value)
     trial = {**known, "n_head": 1, "min_lr": 0.0, **fixed}
     if "n_head" in fixed and "n_embd" not in fixed:

@@ -16,6 +16,7 @@ import pytest
 from finegpt_pipeline import bins
 from finegpt_pipeline.batches import Bins
 from finegpt_pipeline.locks import Busy
+from _holder import hold, release
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,20 +70,6 @@ def test_write_meta_makes_foreign_bins_readable(tmp_path):
         assert b.tokens == {"train": 100, "val": 40}
 
 
-def _holder(code: str, *args: str) -> subprocess.Popen:
-    """A second process that takes a lock, says 'ready', and holds it until stdin closes."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], env=env, text=True,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    assert proc.stdout.readline().strip() == "ready"
-    return proc
-
-
-def _release(proc: subprocess.Popen) -> None:
-    proc.stdin.close()
-    assert proc.wait(timeout=30) == 0
-
-
 HOLD_BINS = ("import sys; from finegpt_pipeline.batches import Bins; b = Bins(sys.argv[1]); "
              "print('ready', flush=True); sys.stdin.read()")
 HOLD_TOKENIZE_LOCK = ("import sys; from finegpt_pipeline.locks import Lock; "
@@ -93,7 +80,7 @@ HOLD_TOKENIZE_LOCK = ("import sys; from finegpt_pipeline.locks import Lock; "
 def test_tokenize_refuses_bins_a_training_reads(tokenized, sample_shard, tmp_path):
     d = _copy(tokenized, tmp_path / "d")
     before = {n: (d / n).read_bytes() for n in (*bins.BIN_NAMES, bins.META_NAME)}
-    reader = _holder(HOLD_BINS, str(d))
+    reader = hold(HOLD_BINS, str(d))
     try:
         with pytest.raises(Busy) as err:
             bins.tokenize_shard(sample_shard, d, val_fraction=0.2, num_workers=1)
@@ -108,19 +95,19 @@ def test_tokenize_refuses_bins_a_training_reads(tokenized, sample_shard, tmp_pat
         assert {n: (d / n).read_bytes() for n in before} == before
         assert not [p for p in d.iterdir() if ".tmp-" in p.name]
     finally:
-        _release(reader)
+        release(reader)
     meta = bins.tokenize_shard(sample_shard, d, val_fraction=0.2, num_workers=1)
     assert bins.verify_files(d) == meta and meta["split"]["val_fraction"] == 0.2
 
 
 def test_training_refuses_bins_being_tokenized(tokenized, tmp_path):
     d = _copy(tokenized, tmp_path / "d")
-    writer = _holder(HOLD_TOKENIZE_LOCK, str(d))
+    writer = hold(HOLD_TOKENIZE_LOCK, str(d))
     try:
         with pytest.raises(Busy, match=f"being tokenized by pid {writer.pid}"):
             Bins(d)
     finally:
-        _release(writer)
+        release(writer)
     Bins(d).close()
 
 

@@ -16,25 +16,13 @@ import pytest
 
 from finegpt_pipeline import stats, warehouse
 from finegpt_pipeline.locks import Busy
+from _holder import hold, release
 
 REPO = Path(__file__).resolve().parents[1]
 HOLD = ("import sys, duckdb; c = duckdb.connect(sys.argv[1], read_only=sys.argv[2] == 'ro'); "
         "print('ready', flush=True); sys.stdin.readline(); "
         "print(c.execute('SELECT count(*) FROM documents').fetchone()[0], flush=True); "
         "sys.stdin.read()")
-
-
-def _holder(code: str, *args: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)},
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    assert proc.stdout.readline().strip() == "ready"
-    return proc
-
-
-def _release(proc: subprocess.Popen) -> None:
-    proc.stdin.close()
-    assert proc.wait(timeout=30) == 0
 
 
 @pytest.fixture
@@ -50,7 +38,7 @@ def _rows(db: Path) -> dict:
 
 
 def test_read_only_connection_elsewhere_never_blocks(db, sample_shard, tmp_path):
-    reader = _holder(HOLD, str(db), "ro")
+    reader = hold(HOLD, str(db), "ro")
     try:
         summary = stats.compute_stats(sample_shard, db, shard_key="second")  # no wait, no error
         assert summary["documents"] == 300
@@ -59,26 +47,26 @@ def test_read_only_connection_elsewhere_never_blocks(db, sample_shard, tmp_path)
         reader.stdin.flush()
         assert reader.stdout.readline().strip() == "300"  # its snapshot still reads
     finally:
-        _release(reader)
+        release(reader)
     assert _rows(db) == {"first": 300, "second": 300}
     assert stat.S_IMODE(db.stat().st_mode) == 0o666 & ~_umask()
     assert sorted(p.name for p in db.parent.iterdir()) == ["w.duckdb", "w.duckdb.lock"]
 
 
 def test_cli_stats_beside_a_notebook_reader(db, sample_shard):
-    reader = _holder(HOLD, str(db), "ro")
+    reader = hold(HOLD, str(db), "ro")
     try:
         proc = subprocess.run([sys.executable, "-m", "finegpt_pipeline", "stats",
                                str(sample_shard), "--db", str(db), "--json"],
                               env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
                               text=True, timeout=120)
     finally:
-        _release(reader)
+        release(reader)
     assert proc.returncode == 0, proc.stderr
 
 
 def test_read_write_holder_fails_in_one_line_with_pid(db, sample_shard):
-    writer = _holder(HOLD, str(db), "rw")
+    writer = hold(HOLD, str(db), "rw")
     try:
         start = time.monotonic()
         with pytest.raises(Busy) as err:
@@ -100,7 +88,7 @@ def test_read_write_holder_fails_in_one_line_with_pid(db, sample_shard):
         assert lines[-1] == f"finegpt stats: error: {message}"
         assert any(line.endswith("waiting up to 1 s") for line in lines[:-1])
     finally:
-        _release(writer)
+        release(writer)
     assert _rows(db) == {"first": 300}
     assert not [p for p in db.parent.iterdir() if ".tmp-" in p.name]
 
@@ -109,13 +97,13 @@ def test_writers_take_turns(db):
     code = ("import sys; from finegpt_pipeline.locks import Lock; "
             "l = Lock(sys.argv[1] + '.lock', shared=False); print('ready', flush=True); "
             "sys.stdin.read()")
-    other = _holder(code, str(db))
+    other = hold(code, str(db))
     try:
         with pytest.raises(Busy, match=f"being written by pid {other.pid}"):
             with warehouse.writing(db, timeout=0.5):
                 pass
     finally:
-        _release(other)
+        release(other)
     with warehouse.writing(db, timeout=0.5) as con:
         con.execute("DELETE FROM documents WHERE shard = 'first'")
     assert _rows(db) == {}
