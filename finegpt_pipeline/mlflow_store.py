@@ -1,5 +1,6 @@
-"""MLflow plumbing shared by every stage: one place decides the tracking store, the
-experiment and the tags that tie a run to its Dagster run and git commit."""
+"""The MLflow store every stage logs to: one place decides the tracking store, the
+experiment and the tags that tie a run to its Dagster run and git commit. (What a training
+run reports, and where, is `train_reporter`.)"""
 
 from __future__ import annotations
 

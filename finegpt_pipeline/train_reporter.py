@@ -1,5 +1,6 @@
-"""Where a training run reports: stdout, a JSONL log beside the checkpoint, MLflow (live, when
-configured) and Dagster Pipes (when launched by Dagster). Only rank 0 reports.
+"""Where a training run reports (`Reporter`): stdout, a JSONL log beside the checkpoint, MLflow
+(live, when configured; the store is `mlflow_store`) and Dagster Pipes (when launched by
+Dagster). Only rank 0 reports.
 
 mlflow and dagster_pipes are imported only when used: the trainer also runs on GPU machines
 that have neither installed.
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from finegpt_pipeline.atomic import write_text
+from finegpt_pipeline.layout import bins_fingerprint
 from finegpt_pipeline.run_dir import LOG_NAME, MLFLOW_RUN_FILE
 
 # Set by the Dagster asset so the MLflow run names the Dagster run and asset that launched it.
@@ -65,9 +67,9 @@ class Reporter:
     def _start_mlflow(self, params: dict[str, Any], resuming: bool) -> None:
         import mlflow
 
-        from finegpt_pipeline import tracking
+        from finegpt_pipeline import mlflow_store
 
-        tracking.configure()
+        mlflow_store.configure()
         run_file = self.out_dir / MLFLOW_RUN_FILE
         previous = run_file.read_text().strip() if resuming and run_file.exists() else None
         system_metrics = importlib.util.find_spec("psutil") is not None
@@ -75,7 +77,7 @@ class Reporter:
             # a resumed run continues its MLflow run: one loss curve, not two
             run = mlflow.start_run(run_id=previous, log_system_metrics=system_metrics)
         else:
-            tags = tracking.run_tags("train", os.environ.get(DAGSTER_RUN_ID_ENV),
+            tags = mlflow_store.run_tags("train", os.environ.get(DAGSTER_RUN_ID_ENV),
                                      os.environ.get(ASSET_KEY_ENV))
             run = mlflow.start_run(run_name=self.out_dir.name, tags=tags,
                                    log_system_metrics=system_metrics)
@@ -83,26 +85,21 @@ class Reporter:
             write_text(run_file, run.info.run_id + "\n")
         self.mlflow = mlflow
         self.mlflow_run_id = run.info.run_id
-        self.mlflow_run_url = tracking.run_url(self.mlflow_run_id)
+        self.mlflow_run_url = mlflow_store.run_url(self.mlflow_run_id)
         self.info(f"MLflow run {self.mlflow_run_id}: {self.mlflow_run_url}")
 
     def _log_bins_input(self, bins_dir: Path) -> None:
         """The bins as the run's MLflow dataset input (lineage); never fatal to training."""
         try:
-            import hashlib
             import warnings
 
             from mlflow.data.dataset_source_registry import resolve_dataset_source
             from mlflow.data.meta_dataset import MetaDataset
 
             # MLflow keeps one dataset per (name, digest) in an experiment and gives a later
-            # run with the same digest the first one's source: the path is part of the digest,
+            # run with the same digest the first one's source: the fingerprint holds the path,
             # so equal bins elsewhere (a copy, another FINEGPT_HOME) name their own directory
-            meta = bins_dir / "meta.json"
-            fingerprint = str(bins_dir.resolve()) + "|" + (meta.read_text() if meta.exists() else "")
-            for split in ("train", "val"):
-                fingerprint += f"|{split}:{(bins_dir / (split + '.bin')).stat().st_size}"
-            digest = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
+            digest = bins_fingerprint(bins_dir)
             with warnings.catch_warnings():
                 # a local path matches two registered local sources; both are the same class
                 warnings.simplefilter("ignore", UserWarning)
@@ -174,9 +171,3 @@ def _param(value: Any) -> Any:
     text = value if isinstance(value, (int, float, bool)) else str(value)
     return text[:500] if isinstance(text, str) else text
 
-
-def read_log(out_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(out_dir) / LOG_NAME
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
