@@ -1,14 +1,15 @@
 """`tokenized_bins`: the raw shard as nanoGPT train.bin/val.bin, plus its checks.
-Thin wrapper: the work and the verification logic live in `finegpt_pipeline.bins`."""
+Thin wrapper: the work is `finegpt_pipeline.tokenized_bins`, the directory's name and files
+`finegpt_pipeline.layout`, the verification `finegpt_pipeline.bins_checks`."""
 
 
-from pathlib import Path
 from typing import Optional
 
 import dagster as dg
 
 from assets.resources import FineGPTPaths
-from finegpt_pipeline import bins, bins_checks
+from finegpt_pipeline import bins_checks, layout, tokenized_bins as stage
+from finegpt_pipeline.config import GPT2_VOCAB_SIZE
 from finegpt_pipeline.locks import Busy
 from finegpt_pipeline.shard import ShardError
 from finegpt_pipeline.tokenizer import TokenizerUnavailable
@@ -17,29 +18,10 @@ ROUNDTRIP_SAMPLE_DOCS = 5000  # evenly spaced; shards with fewer documents are c
 
 
 class TokenizeConfig(dg.Config):
-    val_fraction: float = bins.DEFAULT_VAL_FRACTION
-    # None: bins.DEFAULT_MIN_VAL_DOCS, or a tenth of a smaller shard
+    val_fraction: float = stage.DEFAULT_VAL_FRACTION
+    # None: tokenized_bins.DEFAULT_MIN_VAL_DOCS, or a tenth of a smaller shard
     min_val_docs: Optional[int] = None
     force: bool = False  # re-tokenize even when finished bins for this shard and split exist
-
-
-def bins_key(sha256: str, config: TokenizeConfig) -> str:
-    """The bins directory's name: the shard's content and the split settings, so bins of
-    another split never land in (or replace) the directory a training reads."""
-    min_docs = "auto" if config.min_val_docs is None else config.min_val_docs
-    return f"{sha256[:12]}-val{config.val_fraction:g}-min{min_docs}"
-
-
-def _reusable(out_dir: Path, sha256: str, config: TokenizeConfig) -> dict | None:
-    """Finished bins of the same shard and split settings, or None."""
-    try:
-        meta = bins.verify_files(out_dir)
-    except (FileNotFoundError, ValueError):
-        return None
-    split = meta.get("split", {})
-    same = (meta.get("source_sha256") == sha256 and split.get("val_fraction") == config.val_fraction
-            and split.get("min_val_docs_requested") == config.min_val_docs)
-    return meta if same else None
 
 
 @dg.asset(
@@ -50,18 +32,20 @@ def _reusable(out_dir: Path, sha256: str, config: TokenizeConfig) -> dict | None
 )
 def tokenized_bins(context: dg.AssetExecutionContext, config: TokenizeConfig,
                    finegpt_paths: FineGPTPaths, raw_shard: dict) -> dg.MaterializeResult:
-    out_dir = finegpt_paths.bins_dir() / bins_key(raw_shard["sha256"], config)
-    meta = None if config.force else _reusable(out_dir, raw_shard["sha256"], config)
+    sha256 = raw_shard["sha256"]
+    out_dir = finegpt_paths.bins_dir() / layout.bins_key(sha256, config.val_fraction,
+                                                         config.min_val_docs)
+    meta = None if config.force else stage.finished_bins(out_dir, sha256, config.val_fraction,
+                                                         config.min_val_docs)
     reused = meta is not None
     if reused:
         context.log.info(f"{out_dir}: finished bins for this shard and split exist; reusing them")
     else:
         try:
-            meta = bins.tokenize_shard(raw_shard["path"], out_dir,
-                                       val_fraction=config.val_fraction,
-                                       min_val_docs=config.min_val_docs,
-                                       source_sha256=raw_shard["sha256"],
-                                       progress=context.log.info)
+            meta = stage.tokenize_shard(raw_shard["path"], out_dir,
+                                        val_fraction=config.val_fraction,
+                                        min_val_docs=config.min_val_docs,
+                                        expected_sha256=sha256, progress=context.log.info)
         except (ShardError, TokenizerUnavailable, Busy) as exc:  # one line, not a traceback
             raise dg.Failure(description=str(exc)) from None
     value = {"dir": str(out_dir), **meta}
@@ -86,8 +70,8 @@ def tokenized_bins(context: dg.AssetExecutionContext, config: TokenizeConfig,
                 description="Decoding the bins and splitting at EOT gives exactly the source documents "
                             f"(all of them, or {ROUNDTRIP_SAMPLE_DOCS} evenly spaced on big shards).")
 def tokenized_bins_roundtrip(tokenized_bins: dict) -> dg.AssetCheckResult:
-    result = bins_checks.verify_roundtrip(tokenized_bins["dir"], tokenized_bins["source"],
-                                   max_docs=ROUNDTRIP_SAMPLE_DOCS)
+    result = bins_checks.verify_roundtrip(tokenized_bins["dir"], layout.shard_path_of(tokenized_bins),
+                                          max_docs=ROUNDTRIP_SAMPLE_DOCS)
     return dg.AssetCheckResult(
         passed=result["ok"],
         metadata={"documents": result["documents"], "checked_docs": result["checked"],
@@ -95,7 +79,8 @@ def tokenized_bins_roundtrip(tokenized_bins: dict) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset_check(asset=tokenized_bins, blocking=True, description="Every token id is below vocab_size (50257).")
+@dg.asset_check(asset=tokenized_bins, blocking=True,
+                description=f"Every token id is below vocab_size ({GPT2_VOCAB_SIZE}).")
 def tokenized_bins_ids_in_vocab(tokenized_bins: dict) -> dg.AssetCheckResult:
     result = bins_checks.verify_ids_in_vocab(tokenized_bins["dir"])
     return dg.AssetCheckResult(passed=result["ok"], metadata=result)
@@ -106,4 +91,3 @@ def tokenized_bins_ids_in_vocab(tokenized_bins: dict) -> dg.AssetCheckResult:
 def tokenized_bins_totals_match_stats(tokenized_bins: dict, token_stats: dict) -> dg.AssetCheckResult:
     result = bins_checks.verify_totals(tokenized_bins, token_stats["tokens_tiktoken"], token_stats["documents"])
     return dg.AssetCheckResult(passed=result["ok"], metadata=result)
-

@@ -28,7 +28,7 @@ def raw_shard(context: dg.AssetExecutionContext, config: RawShardConfig,
               finegpt_paths: FineGPTPaths) -> dg.Output[dict]:
     source = finegpt_paths.shard_source()
     try:
-        info = resolve_shard(source, finegpt_paths.home_dir() / "shards",
+        info = resolve_shard(source, finegpt_paths.shards_dir(),
                              max_docs=config.max_docs, max_row_groups=config.max_row_groups)
     except ShardError as exc:
         raise dg.Failure(description=str(exc)) from None
@@ -83,7 +83,7 @@ def token_stats(context: dg.AssetExecutionContext, raw_shard: dict,
     png = stats.token_histogram_png(lengths)
     q = summary["token_quantiles"]
     quantile_md = _md_table(list(q), [[f"{v:,.0f}" if v is not None else "-" for v in q.values()]])
-    png_path = finegpt_paths.home_dir() / "reports" / f"token_histogram-{summary['shard'][:16]}.png"
+    png_path = finegpt_paths.reports_dir() / f"token_histogram-{summary['shard'][:16]}.png"
     write_bytes(png_path, png)
     histogram_md = f"![tokens per document](data:image/png;base64,{base64.b64encode(png).decode()})"
     metadata = {

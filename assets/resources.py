@@ -1,5 +1,6 @@
 """Resources: where artifacts live and where runs are tracked. Empty fields fall back to the
-engine's environment contract (FINEGPT_HOME, FINEGPT_SHARD, MLFLOW_TRACKING_URI)."""
+engine's environment contract (FINEGPT_HOME, FINEGPT_SHARD, MLFLOW_TRACKING_URI); the tree
+under the home is `finegpt_pipeline.layout.Home`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 
 from finegpt_pipeline import paths
+from finegpt_pipeline.layout import Home
 
 
 class FineGPTPaths(dg.ConfigurableResource):
@@ -19,14 +21,33 @@ class FineGPTPaths(dg.ConfigurableResource):
     def home_dir(self) -> Path:
         return Path(self.home).resolve() if self.home else paths.finegpt_home()
 
+    def layout(self) -> Home:
+        return paths.home(self.home_dir())
+
     def shard_source(self) -> str:
         return self.shard or paths.shard_source()
 
     def warehouse(self) -> Path:
-        return paths.warehouse_path(self.home_dir())
+        return self.layout().warehouse
+
+    def shards_dir(self) -> Path:
+        return self.layout().shards
+
+    def reports_dir(self) -> Path:
+        return self.layout().reports
 
     def bins_dir(self) -> Path:
-        return paths.bins_dir(self.home_dir())
+        return self.layout().bins
+
+    def plans_dir(self) -> Path:
+        return self.layout().plans
 
     def runs_dir(self) -> Path:
-        return paths.runs_dir(self.home_dir())
+        return self.layout().runs
+
+    def trained_runs_dir(self) -> Path:
+        return self.layout().trained_runs
+
+    def mlflow_tracking_uri(self) -> str:
+        """MLFLOW_TRACKING_URI, else the SQLite store under this home."""
+        return paths.mlflow_tracking_uri(self.home_dir())

@@ -2,29 +2,28 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import dagster as dg
 
 from assets.jobs import pipeline_job
-from finegpt_pipeline import paths
+from assets.resources import FineGPTPaths
+from finegpt_pipeline.shard import is_hub_source, local_source_path
 
 
 @dg.sensor(
     job=pipeline_job,
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.STOPPED,
-    description="Requests a pipeline run when the local FINEGPT_SHARD file is replaced or modified.",
+    description="Requests a pipeline run when the local shard file (the finegpt_paths resource's "
+                "shard, else FINEGPT_SHARD) is replaced or modified.",
 )
-def shard_changed_sensor(context: dg.SensorEvaluationContext):
-    source = paths.shard_source()
-    if source.startswith("hf://"):
+def shard_changed_sensor(context: dg.SensorEvaluationContext, finegpt_paths: FineGPTPaths):
+    source = finegpt_paths.shard_source()  # the shard raw_shard will read
+    if is_hub_source(source):
         return dg.SkipReason(f"{source} is a hub file; this sensor watches local shards only")
-    path = Path(source)
+    path = local_source_path(source)
     if not path.is_file():
         return dg.SkipReason(f"{path}: shard file not found")
-    stat = os.stat(path)
+    stat = path.stat()
     # size + mtime identify a version cheaply; raw_shard hashes the content itself.
     version = f"{stat.st_size}-{stat.st_mtime_ns}"
     if context.cursor == version:

@@ -1,4 +1,5 @@
-"""Training batches: random windows from the memmapped nanoGPT bins.
+"""Training batches: random windows from the memmapped nanoGPT bins (`Bins` reads a bins
+directory as `layout` describes it; the tokenize stage that writes one is `tokenized_bins`).
 
 Each micro-batch's window offsets come from a generator seeded by (seed, step, micro-batch
 index across all ranks), never from running generator state, so a run resumed at step k draws
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .bins import LOCK_NAME, META_NAME, verify_files
+from .layout import LOCK_NAME, META_NAME, SPLITS, bin_path, verify_files
 from .locks import Busy, describe_holders, try_lock
 
 VAL_STREAM = 2**31 - 1  # seed component that keeps validation batches apart from training ones
@@ -43,7 +44,7 @@ class Bins:
         except BaseException:
             self.close()
             raise
-        self.tokens = {split: int(self.meta[f"{split}_tokens"]) for split in ("train", "val")}
+        self.tokens = {split: int(self.meta[f"{split}_tokens"]) for split in SPLITS}
 
     def close(self) -> None:
         """Release the directory's lock; the bins may be re-tokenized from then on."""
@@ -60,7 +61,7 @@ class Bins:
         """Fail before training if a window cannot fit or the ids cannot be embedded."""
         for split, n in self.tokens.items():
             if n < block_size + 1:
-                raise ValueError(f"{self.dir / (split + '.bin')}: {n} tokens, fewer than "
+                raise ValueError(f"{bin_path(self.dir, split)}: {n} tokens, fewer than "
                                  f"block_size + 1 = {block_size + 1}; lower block_size")
         meta_vocab = self.meta.get("vocab_size")
         if meta_vocab is not None and int(meta_vocab) > vocab_size:
@@ -69,7 +70,7 @@ class Bins:
 
     def memmap(self, split: str) -> np.memmap:
         # a fresh memmap per batch, as nanoGPT does: long-lived memmaps grow resident memory
-        return np.memmap(self.dir / f"{split}.bin", dtype=np.uint16, mode="r")
+        return np.memmap(bin_path(self.dir, split), dtype=np.uint16, mode="r")
 
 
 class BatchSource:

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from finegpt_pipeline import tokenizer
-from finegpt_pipeline.bins import BIN_NAMES, VOCAB_SIZE, Split, doc_hash, read_meta
-from finegpt_pipeline.config import EOT_TOKEN
+from finegpt_pipeline.config import EOT_TOKEN, GPT2_VOCAB_SIZE
+from finegpt_pipeline.layout import BIN_NAMES, read_meta
+from finegpt_pipeline.tokenized_bins import Split, doc_hash
 from finegpt_pipeline.shard import open_shard
 
 
@@ -21,7 +22,7 @@ def _split_from_meta(meta: dict) -> Split:
 
 def verify_ids_in_vocab(bins_dir: str | Path) -> dict:
     top = max_token_id(bins_dir)
-    return {"max_id": top, "vocab_size": VOCAB_SIZE, "ok": top < VOCAB_SIZE}
+    return {"max_id": top, "vocab_size": GPT2_VOCAB_SIZE, "ok": top < GPT2_VOCAB_SIZE}
 
 
 def verify_totals(meta: dict, tokens_tiktoken: int, documents: int) -> dict:

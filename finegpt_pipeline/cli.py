@@ -12,7 +12,7 @@ from finegpt_pipeline.locks import Busy
 # Stage modules that contribute a subcommand, in the order `finegpt --help` lists them.
 STAGE_MODULES = [
     "finegpt_pipeline.stats",
-    "finegpt_pipeline.bins",
+    "finegpt_pipeline.tokenized_bins",
     "finegpt_pipeline.plan",
     "finegpt_pipeline.train",
     "finegpt_pipeline.sample",

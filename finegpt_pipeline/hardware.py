@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 GB = 10**9
-GIB = 2**30
+GIB = 2**30  # the project's one binary-GiB constant: memory figures divide by it
 TFLOPS = 1e12
 
 
@@ -130,6 +130,17 @@ def match_device_name(name: str, memory_bytes: int) -> str | None:
     return None
 
 
+def native_bf16() -> bool:
+    """bf16 in hardware (Ampere and later). torch's default check also counts emulation, which
+    says yes on a V100 or T4, where bf16 runs far slower than fp16."""
+    import torch
+
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # torch without the argument (< 2.3) checks hardware support only
+        return torch.cuda.is_bf16_supported()
+
+
 def detect(remeasure: bool = False) -> Hardware:
     """This machine: CUDA device 0 if torch sees one, else the CPU (both partly measured, the
     measurement cached per machine unless `remeasure`)."""
@@ -139,8 +150,6 @@ def detect(remeasure: bool = False) -> Hardware:
         return detect_cpu(remeasure)
     props = torch.cuda.get_device_properties(0)
     cc = f"{props.major}.{props.minor}"
-    from finegpt_pipeline.runtime import native_bf16
-
     bf16 = native_bf16()
     key = match_device_name(props.name, props.total_memory)
     if key is not None:
@@ -203,11 +212,11 @@ def cached_measurement(name: str, measure: Callable[[], dict[str, Any]], remeasu
     `$FINEGPT_HOME/hardware/<machine-id>/<name>.json` (atomically); `remeasure` takes it afresh.
     The result gains `measured_at` (UTC) and `machine_id`; a kept one must hold `required`."""
     from finegpt_pipeline.atomic import write_json
-    from finegpt_pipeline.paths import hardware_dir
+    from finegpt_pipeline.paths import home as artifact_home
 
     identity = machine_identity()
     mid = machine_id(identity)
-    path = hardware_dir(home) / mid / f"{name}.json"
+    path = artifact_home(home).hardware / mid / f"{name}.json"
     if path.exists() and not remeasure:
         return _read_measurement(path, required)
     result = dict(measure())

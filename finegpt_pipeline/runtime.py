@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from finegpt_pipeline.config import TrainConfig
+from finegpt_pipeline.hardware import native_bf16  # a hardware fact, asked when picking a dtype
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -73,15 +74,6 @@ def resolve_device(spec: str, local_rank: int, distributed: bool) -> torch.devic
     if spec != "cpu":
         raise ValueError(f"device must be auto|cpu|cuda|cuda:N (got {spec!r})")
     return torch.device("cpu")
-
-
-def native_bf16() -> bool:
-    """bf16 in hardware (Ampere and later). torch's default check also counts emulation, which
-    says yes on a V100 or T4, where bf16 runs far slower than fp16."""
-    try:
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    except TypeError:  # torch without the argument (< 2.3) checks hardware support only
-        return torch.cuda.is_bf16_supported()
 
 
 def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:

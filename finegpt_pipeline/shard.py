@@ -1,8 +1,21 @@
-"""The raw shard: find, fetch and validate a FineWeb-schema parquet file."""
+"""The raw shard: find, fetch and validate a FineWeb-schema parquet file.
+
+One front door for every stage: a source is a local path or `hf://OWNER/NAME/PATH`
+(`resolve_shard`; on the command line `add_shard_arguments` / `shard_from_args`), resolved to
+a validated local file whose sha256 is read once (`describe_shard`). A stage handed a
+described shard (token_stats, tokenized_bins) checks the file against the recorded sha256 and
+refuses bytes that changed since (`verified_sha256`: read once per process and file version,
+so a Dagster step in its own process re-reads it, a CLI that resolves and then tokenizes does not).
+
+Names: `ShardInfo.source` is what the user asked for (a path or hf:// URL), `ShardInfo.path`
+the local file it resolved to (the bins' meta.json calls that `source_path`).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -77,12 +90,45 @@ def parse_hf_source(source: str) -> tuple[str, str]:
     return "/".join(parts[:2]), "/".join(parts[2:])
 
 
+def is_hub_source(source: str) -> bool:
+    return str(source).startswith(HF_PREFIX)
+
+
+def local_source_path(source: str | Path) -> Path:
+    """A local source as `resolve_shard` reads it (user and relative parts resolved)."""
+    return Path(source).expanduser().resolve()
+
+
 def sha256_file(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(_HASH_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+_HASHED: dict[tuple, str] = {}  # (path, device, inode, size, mtime_ns) -> sha256, this process
+_RACY_S = 2.0
+
+
+def verified_sha256(path: str | Path, expected: str | None = None) -> str:
+    """The file's sha256, read once per process and file version (a CLI that resolves a shard,
+    then tokenizes it, reads it once); with `expected`, what an upstream stage recorded, a file
+    whose bytes changed since is refused in one line."""
+    st = os.stat(path)
+    version = (str(Path(path).resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    actual = _HASHED.get(version)
+    if actual is None:
+        actual = sha256_file(path)
+        # as git does with its index: a file modified within the clock's granularity of now
+        # could change again under the same mtime, so only an older one is remembered
+        if time.time() - st.st_mtime > _RACY_S:
+            _HASHED[version] = actual
+    if expected and actual != expected:
+        raise ShardError(f"{path}: content changed since it was resolved (sha256 "
+                         f"{actual[:12]}..., expected {expected[:12]}...); "
+                         "re-materialize raw_shard")
+    return actual
 
 
 def validate_parquet(pf: pq.ParquetFile, name: str) -> None:
@@ -156,10 +202,10 @@ def resolve_shard(source: str | Path, dest_dir: str | Path, max_docs: int | None
     _check_limit("max_row_groups", max_row_groups)
     source = str(source)
     head = max_docs is not None or max_row_groups is not None
-    if source.startswith(HF_PREFIX):
+    if is_hub_source(source):
         local = _resolve_hf(source, Path(dest_dir), max_docs, max_row_groups, head)
     else:
-        local = Path(source).expanduser().resolve()
+        local = local_source_path(source)
         pf = open_shard(local)
         rows_wanted = sum(pf.metadata.row_group(i).num_rows
                           for i in head_row_groups(pf, max_docs, max_row_groups))
@@ -194,14 +240,32 @@ def _resolve_hf(source: str, dest_dir: Path, max_docs, max_row_groups, head: boo
                          f"({type(exc).__name__}: {exc})") from None
 
 
-def describe_shard(path: str | Path, source: str | None = None) -> ShardInfo:
-    """Validate a local parquet shard and collect its metadata (sha256 streamed, not loaded)."""
+def describe_shard(path: str | Path, source: str | None = None,
+                   expected_sha256: str | None = None) -> ShardInfo:
+    """Validate a local parquet shard and collect its metadata (sha256 streamed, not loaded;
+    checked against `expected_sha256` when given, see `verified_sha256`)."""
     path = Path(path)
     pf = open_shard(path)
     names = pf.schema_arrow.names
     return ShardInfo(
         path=str(path), source=str(source if source is not None else path),
-        sha256=sha256_file(path), bytes=path.stat().st_size, rows=pf.metadata.num_rows,
+        sha256=verified_sha256(path, expected_sha256), bytes=path.stat().st_size, rows=pf.metadata.num_rows,
         row_groups=pf.metadata.num_row_groups, columns=list(names),
         missing_columns=missing_fineweb_columns(pf),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line's front door: every stage that reads a shard takes it the same way.
+
+def add_shard_arguments(parser) -> None:
+    parser.add_argument("shard", help="local parquet path or hf://OWNER/NAME/PATH")
+    parser.add_argument("--max-docs", type=int, default=None, help="only the first N documents")
+
+
+def shard_from_args(args) -> ShardInfo:
+    """The shard named on the command line, resolved as raw_shard does (heads and hub files
+    kept under FINEGPT_HOME/shards)."""
+    from finegpt_pipeline import paths
+
+    return resolve_shard(args.shard, paths.home().shards, max_docs=args.max_docs)

@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from finegpt_pipeline import paths, warehouse
 from finegpt_pipeline.progress import Progress, Report, duration, to_stderr
-from finegpt_pipeline.shard import ShardError, describe_shard, open_shard, resolve_shard
+from finegpt_pipeline.shard import add_shard_arguments, describe_shard, open_shard, shard_from_args
 from finegpt_pipeline.tokenizer import count_tokens, get_encoding
 
 SHORT_DOC_TOKENS = 50  # "very short": fewer GPT-2 tokens than this (empty documents included)
@@ -86,14 +86,12 @@ def compute_stats(shard_path: str | Path, db_path: str | Path, shard_key: str | 
                   expected_sha256: str | None = None,
                   progress: Report | None = None) -> dict[str, Any]:
     """Load a shard's per-document statistics into the warehouse and return its summary.
-    `expected_sha256` refuses a file whose bytes changed since it was described upstream;
-    `progress` gets progress lines (`finegpt_pipeline.progress`)."""
+    `expected_sha256` (what raw_shard recorded) refuses a file whose bytes changed since
+    (`shard.verified_sha256`, the policy tokenized_bins follows too); `progress` gets progress
+    lines (`finegpt_pipeline.progress`)."""
     start = time.monotonic()
-    info = describe_shard(shard_path)  # validates before the warehouse is touched
-    if expected_sha256 and info.sha256 != expected_sha256:
-        raise ShardError(f"{info.path}: content changed since it was resolved (sha256 "
-                         f"{info.sha256[:12]}..., expected {expected_sha256[:12]}...); "
-                         "re-materialize raw_shard")
+    # validates (and hashes, once) before the warehouse is touched
+    info = describe_shard(shard_path, expected_sha256=expected_sha256)
     get_encoding()  # tokenizer files present, or one clear error before any work
     key = shard_key or info.sha256
     recount = recount_tokens(info.path, progress)
@@ -270,17 +268,16 @@ def add_cli(subparsers) -> None:
     p = subparsers.add_parser("stats", help="token statistics of a shard into the DuckDB warehouse",
                               description="Recount GPT-2 tokens and summarize a parquet shard; "
                                           "per-document rows go to the DuckDB warehouse.")
-    p.add_argument("shard", help="local parquet path or hf://OWNER/NAME/PATH")
-    p.add_argument("--db", default=None, help=f"DuckDB warehouse (default: {paths.warehouse_path()})")
-    p.add_argument("--max-docs", type=int, default=None, help="only the first N documents")
+    add_shard_arguments(p)
+    p.add_argument("--db", default=None, help=f"DuckDB warehouse (default: {paths.home().warehouse})")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run_cli)
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    info = resolve_shard(args.shard, paths.finegpt_home() / "shards", max_docs=args.max_docs)
-    summary = compute_stats(info.path, args.db or paths.warehouse_path(), shard_key=info.sha256,
-                            progress=to_stderr)
+    info = shard_from_args(args)
+    summary = compute_stats(info.path, args.db or paths.home().warehouse, shard_key=info.sha256,
+                            expected_sha256=info.sha256, progress=to_stderr)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary), file=sys.stdout)
     return 0
 

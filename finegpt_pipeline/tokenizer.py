@@ -17,10 +17,9 @@ from typing import Sequence
 
 import numpy as np
 
-from finegpt_pipeline.config import EOT_TOKEN
+from finegpt_pipeline.config import EOT_TOKEN, GPT2_VOCAB_SIZE
 
-ENCODING_NAME = "gpt2"
-GPT2_VOCAB = 50257  # ids 0..50256; 50256 is <|endoftext|>
+ENCODING_NAME = "gpt2"  # ids 0..GPT2_VOCAB_SIZE-1; EOT_TOKEN (50256) is <|endoftext|>
 
 _pools: dict[int, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
@@ -38,7 +37,7 @@ def get_encoding():
         enc = tiktoken.get_encoding(ENCODING_NAME)
     except Exception as exc:  # tiktoken only reads its cache or downloads: either failed
         raise TokenizerUnavailable(_missing_files_message(exc)) from None
-    assert enc.eot_token == EOT_TOKEN and enc.n_vocab == GPT2_VOCAB
+    assert enc.eot_token == EOT_TOKEN and enc.n_vocab == GPT2_VOCAB_SIZE
     return enc
 
 
@@ -49,12 +48,6 @@ def _missing_files_message(exc: Exception) -> str:
     return (f"tiktoken's {ENCODING_NAME} files (vocab.bpe, encoder.json) are not in {where} and "
             f"could not be downloaded ({type(exc).__name__}); offline, set TIKTOKEN_CACHE_DIR "
             "to a directory holding them (CI uses ../shared/tiktoken-cache)")
-
-
-def tiktoken_version() -> str:
-    import tiktoken
-
-    return getattr(tiktoken, "__version__", "unknown")
 
 
 def default_threads() -> int:
@@ -112,8 +105,8 @@ def encode_docs_uint16(texts: Sequence[str]) -> np.ndarray:
         return np.empty(0, dtype=np.uint16)
     ids = np.concatenate(pieces)
     top = int(ids.max())
-    if top >= GPT2_VOCAB:  # cannot happen with GPT-2; checked so a cast never wraps silently
-        raise ValueError(f"token id {top} is outside the GPT-2 vocabulary ({GPT2_VOCAB})")
+    if top >= GPT2_VOCAB_SIZE:  # cannot happen with GPT-2; checked so a cast never wraps silently
+        raise ValueError(f"token id {top} is outside the GPT-2 vocabulary ({GPT2_VOCAB_SIZE})")
     return ids.astype(np.uint16)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from finegpt_pipeline.bins import write_meta
+from finegpt_pipeline.layout import write_meta
 from finegpt_pipeline.config import EOT_TOKEN
 from finegpt_pipeline.tokenizer import encode_batch
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -14,9 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from finegpt_pipeline import bins, bins_checks, tokenizer
+from finegpt_pipeline import bins_checks, layout, tokenized_bins, tokenizer
 from finegpt_pipeline.config import EOT_TOKEN
-from finegpt_pipeline.shard import ShardError
+from finegpt_pipeline.shard import ShardError, sha256_file
 
 SAMPLE_TOKENS = 215_790  # tiktoken recount of the 300-document sample
 SAMPLE_SPLIT_TOKENS = (199_859, 16_231)  # (train, val) tokens of the sample under the default split
@@ -43,7 +44,7 @@ def sample_texts(sample_shard) -> list[str]:
 @pytest.fixture(scope="module")
 def sample_bins(sample_shard, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("bins")
-    return out, bins.tokenize_shard(sample_shard, out, num_workers=2)  # the process-pool path
+    return out, tokenized_bins.tokenize_shard(sample_shard, out, num_workers=2)  # the process-pool path
 
 
 def test_roundtrip_real_sample_in_split_order(sample_bins, sample_texts, sample_shard):
@@ -81,8 +82,8 @@ def test_meta_and_nanogpt_format(sample_bins, sample_shard):
     assert meta["train_tokens"] + meta["val_tokens"] == SAMPLE_TOKENS + 300
     assert (out / "train.bin").stat().st_size == 2 * meta["train_tokens"]
     assert (out / "val.bin").stat().st_size == 2 * meta["val_tokens"]
-    assert meta["source_sha256"] == bins.file_sha256(sample_shard)
-    assert meta["split"]["val_fraction"] == bins.DEFAULT_VAL_FRACTION
+    assert meta["source_sha256"] == sha256_file(sample_shard)
+    assert meta["split"]["val_fraction"] == tokenized_bins.DEFAULT_VAL_FRACTION
     assert bins_checks.verify_ids_in_vocab(out) == {"max_id": EOT_TOKEN, "vocab_size": 50257, "ok": True}
     assert leftovers(out) == [".lock", "meta.json", "train.bin", "val.bin"]  # no temp files
 
@@ -91,18 +92,18 @@ def test_split_independent_of_row_groups_and_workers(sample_bins, sample_shard, 
     out, meta = sample_bins
     relaid = tmp_path / "relaid.parquet"
     pq.write_table(pq.read_table(sample_shard), relaid, row_group_size=7)
-    again = bins.tokenize_shard(relaid, tmp_path / "b", num_workers=1)
-    for name in bins.BIN_NAMES:
+    again = tokenized_bins.tokenize_shard(relaid, tmp_path / "b", num_workers=1)
+    for name in layout.BIN_NAMES:
         assert (tmp_path / "b" / name).read_bytes() == (out / name).read_bytes()
     assert again["split"] == meta["split"]
 
 
 def test_val_fraction_and_min_val_docs(sample_shard, sample_texts, tmp_path):
-    meta = bins.tokenize_shard(sample_shard, tmp_path / "a", val_fraction=0.2, num_workers=1)
+    meta = tokenized_bins.tokenize_shard(sample_shard, tmp_path / "a", val_fraction=0.2, num_workers=1)
     assert 30 <= meta["val_docs"] <= 90  # ~60 expected from a uniform hash
     expected = sum(meta_split_is_val(meta, t, i) for i, t in enumerate(sample_texts))
     assert meta["val_docs"] == expected
-    meta = bins.tokenize_shard(sample_shard, tmp_path / "b", val_fraction=0.0, min_val_docs=5,
+    meta = tokenized_bins.tokenize_shard(sample_shard, tmp_path / "b", val_fraction=0.0, min_val_docs=5,
                                num_workers=1)
     assert meta["val_docs"] == 5
     assert split_docs(tmp_path / "b" / "val.bin") == [
@@ -110,24 +111,24 @@ def test_val_fraction_and_min_val_docs(sample_shard, sample_texts, tmp_path):
 
 
 def test_default_min_val_docs_scales_with_shard_size():
-    assert bins.min_val_docs_for(300) == 30  # the sample: 10%
-    assert bins.min_val_docs_for(120) == 12 and bins.min_val_docs_for(5) == 1
+    assert tokenized_bins.min_val_docs_for(300) == 30  # the sample: 10%
+    assert tokenized_bins.min_val_docs_for(120) == 12 and tokenized_bins.min_val_docs_for(5) == 1
     # a full shard: 30 is far below its 0.5% (~5,000), so the hash fraction alone decides
-    assert bins.min_val_docs_for(1_000_000) == 30
-    assert bins.min_val_docs_for(1_000_000, requested=7) == 7
-    assert bins.min_val_docs_for(300, requested=0) == 0
+    assert tokenized_bins.min_val_docs_for(1_000_000) == 30
+    assert tokenized_bins.min_val_docs_for(1_000_000, requested=7) == 7
+    assert tokenized_bins.min_val_docs_for(300, requested=0) == 0
 
 
 def test_tiny_shard_default_split(tmp_path):
     shard = _write(tmp_path / "two.parquet", pa.table({"text": ["first", "second"]}))
-    meta = bins.tokenize_shard(shard, tmp_path / "o")
+    meta = tokenized_bins.tokenize_shard(shard, tmp_path / "o")
     assert (meta["train_docs"], meta["val_docs"]) == (1, 1)
 
 
 def test_exact_duplicates_split_by_index_tiebreak(tmp_path):
     shard = tmp_path / "dups.parquet"
     pq.write_table(pa.table({"text": ["same text"] * 6 + ["other"]}), shard)
-    meta = bins.tokenize_shard(shard, tmp_path / "o", val_fraction=0.0, min_val_docs=2)
+    meta = tokenized_bins.tokenize_shard(shard, tmp_path / "o", val_fraction=0.0, min_val_docs=2)
     assert meta["val_docs"] == 2 and meta["train_docs"] == 5
     assert split_docs(tmp_path / "o" / "train.bin") + split_docs(tmp_path / "o" / "val.bin") \
         in (["same text"] * 4 + ["other"] + ["same text"] * 2,
@@ -167,7 +168,7 @@ def test_bad_input_clear_error_and_no_artifacts(case, tmp_path):
         shard = _write(tmp_path / "s.parquet", pa.table({"text": ["a", "b", "c"]}))
         msg, kwargs = "val fraction must be in", {"val_fraction": 1.5}
     with pytest.raises((ShardError, ValueError, FileNotFoundError)) as err:
-        bins.tokenize_shard(shard, out, **kwargs)
+        tokenized_bins.tokenize_shard(shard, out, **kwargs)
     assert msg in str(err.value)
     if case not in ("bad_fraction",):
         assert str(shard) in str(err.value) or shard.name in str(err.value)
@@ -176,14 +177,14 @@ def test_bad_input_clear_error_and_no_artifacts(case, tmp_path):
 
 def test_failed_rerun_leaves_the_previous_output_as_it_was(sample_shard, tmp_path):
     out = tmp_path / "out"
-    bins.tokenize_shard(sample_shard, out, num_workers=1)
+    tokenized_bins.tokenize_shard(sample_shard, out, num_workers=1)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     bad = _write(tmp_path / "bad.parquet",
                  pa.table({"text": ["fine"] * 20 + [None]}), row_group_size=5)
     with pytest.raises(ShardError, match="null"):
-        bins.tokenize_shard(bad, out, num_workers=1)
+        tokenized_bins.tokenize_shard(bad, out, num_workers=1)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temp files either
-    assert bins.verify_files(out)["source_sha256"] == bins.file_sha256(sample_shard)
+    assert layout.verify_files(out)["source_sha256"] == sha256_file(sample_shard)
 
 
 @pytest.mark.parametrize("existing", [False, True])
@@ -193,27 +194,53 @@ def test_interrupted_while_replacing_leaves_nothing_under_final_names(
     a run can stop half done. Neither a new nor an old directory keeps mixed bins."""
     out = tmp_path / "out"
     if existing:
-        bins.tokenize_shard(sample_shard, out, val_fraction=0.2, num_workers=1)
+        tokenized_bins.tokenize_shard(sample_shard, out, val_fraction=0.2, num_workers=1)
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt("interrupted before meta.json")
 
-    monkeypatch.setattr(bins, "write_json", interrupted)
+    monkeypatch.setattr(tokenized_bins, "write_json", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        bins.tokenize_shard(sample_shard, out, num_workers=1)
+        tokenized_bins.tokenize_shard(sample_shard, out, num_workers=1)
     assert [n for n in leftovers(out) if not n.startswith(".lock")] == []
 
 
 def test_cli(sample_shard, tmp_path, capsys):
     out = tmp_path / "cli"
-    assert bins.main(["tokenize", str(sample_shard), "--out", str(out), "--val-fraction", "0.1",
+    assert tokenized_bins.main(["tokenize", str(sample_shard), "--out", str(out), "--val-fraction", "0.1",
                       "--workers", "1"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["train_docs"] + printed["val_docs"] == 300
-    assert bins.read_meta(out)["split"]["val_fraction"] == 0.1
-    assert bins.main(["tokenize", str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "x")]) == 2
+    assert layout.read_meta(out)["split"]["val_fraction"] == 0.1
+    assert tokenized_bins.main(["tokenize", str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "x")]) == 2
     assert "shard file not found" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_cli_takes_shards_through_the_front_door_stats_uses(sample_shard, finegpt_home, tmp_path,
+                                                           capsys):
+    """hf:// sources and --max-docs, as `finegpt stats` and raw_shard take them."""
+    hub = "hf://finegpt-tests/never-cached/data/shard.parquet"  # offline: never fetched
+    assert tokenized_bins.main(["tokenize", hub, "--out", str(tmp_path / "hub")]) == 2
+    err = capsys.readouterr().err
+    assert hub in err and "cannot fetch from the Hugging Face hub" in err
+    assert not (tmp_path / "hub").exists()
+    assert tokenized_bins.main(["tokenize", str(sample_shard), "--max-docs", "40", "--workers", "1",
+                                "--out", str(tmp_path / "head")]) == 0
+    meta = layout.read_meta(tmp_path / "head")
+    assert meta["train_docs"] + meta["val_docs"] == 40
+    assert Path(meta["source_path"]).parent == finegpt_home / "shards"
+
+
+def test_changed_shard_is_refused_as_token_stats_refuses_it(sample_shard, tmp_path):
+    """One policy for a described shard: its bytes are hashed once more and must match."""
+    out = tmp_path / "o"
+    with pytest.raises(ShardError, match="content changed since it was resolved"):
+        tokenized_bins.tokenize_shard(sample_shard, out, num_workers=1, expected_sha256="0" * 64)
+    assert not out.exists()
+    meta = tokenized_bins.tokenize_shard(sample_shard, out, num_workers=1,
+                                         expected_sha256=sha256_file(sample_shard))
+    assert meta["source_sha256"] == sha256_file(sample_shard)
 
 
 def test_verifiers_catch_damage(sample_bins, tmp_path, sample_shard):
@@ -242,7 +269,7 @@ def test_dagster_asset_and_checks(sample_shard, finegpt_home):
         # The real raw_shard asset lives in another module; this yields the same dict shape.
         pf = pq.ParquetFile(sample_shard)
         return {"path": str(sample_shard), "source": str(sample_shard),
-                "sha256": bins.file_sha256(sample_shard), "bytes": sample_shard.stat().st_size,
+                "sha256": sha256_file(sample_shard), "bytes": sample_shard.stat().st_size,
                 "rows": pf.metadata.num_rows, "row_groups": pf.num_row_groups,
                 "columns": pf.schema_arrow.names, "missing_columns": []}
 
@@ -272,12 +299,12 @@ def test_dagster_asset_and_checks(sample_shard, finegpt_home):
     again = dg.materialize(defs, resources=resources, selection=rerun)
     assert again.asset_materializations_for_node("tokenized_bins")[0].metadata["reused"].value
     # another split is another directory: never the one a training of the first split reads
-    assert Path(value["dir"]).name == f"{bins.file_sha256(sample_shard)[:12]}-val0.005-minauto"
+    assert Path(value["dir"]).name == f"{sha256_file(sample_shard)[:12]}-val0.005-minauto"
     other = dg.materialize(defs, resources=resources, selection=rerun, run_config={
         "ops": {"tokenized_bins": {"config": {"val_fraction": 0.1, "min_val_docs": 3}}}})
     other_dir = Path(other.output_for_node("tokenized_bins")["dir"])
     assert other_dir.name.endswith("-val0.1-min3") and other_dir.parent == Path(value["dir"]).parent
-    assert bins.verify_files(value["dir"])["split"]["val_fraction"] == 0.005
+    assert layout.verify_files(value["dir"])["split"]["val_fraction"] == 0.005
 
 
 def test_dagster_asset_fails_cleanly_on_bad_shard(tmp_path, finegpt_home):
@@ -288,7 +315,7 @@ def test_dagster_asset_fails_cleanly_on_bad_shard(tmp_path, finegpt_home):
 
     @dg.asset(name="raw_shard")
     def raw_shard_stub() -> dict:
-        return {"path": str(bad), "source": str(bad), "sha256": bins.file_sha256(bad)}
+        return {"path": str(bad), "source": str(bad), "sha256": sha256_file(bad)}
 
     result = dg.materialize([raw_shard_stub, bins_assets.tokenized_bins], raise_on_error=False,
                             resources={"finegpt_paths": FineGPTPaths(home=str(finegpt_home))})
@@ -303,12 +330,12 @@ def _open_fds() -> int:
 
 
 def test_bins_have_the_usual_mode_and_no_descriptor_leaks(sample_shard, tmp_path):
-    bins.tokenize_shard(sample_shard, tmp_path / "warm", num_workers=1)  # imports, thread pool
+    tokenized_bins.tokenize_shard(sample_shard, tmp_path / "warm", num_workers=1)  # imports, thread pool
     before = _open_fds()
-    bins.tokenize_shard(sample_shard, tmp_path / "o", num_workers=1)
+    tokenized_bins.tokenize_shard(sample_shard, tmp_path / "o", num_workers=1)
     assert _open_fds() == before
     mode = 0o666 & ~_umask()
-    for name in (*bins.BIN_NAMES, bins.META_NAME):
+    for name in (*layout.BIN_NAMES, layout.META_NAME):
         assert stat.S_IMODE((tmp_path / "o" / name).stat().st_mode) == mode, name
 
 
@@ -316,3 +343,15 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_cli_reads_the_shard_for_its_sha256_once(sample_shard, tmp_path, monkeypatch, finegpt_home):
+    """Resolving the shard hashes it; checking that hash before tokenizing does not read it again."""
+    from finegpt_pipeline import shard
+
+    monkeypatch.setattr(shard, "_HASHED", {})  # as in a fresh process
+    reads, real = [], shard.sha256_file
+    monkeypatch.setattr(shard, "sha256_file", lambda path: reads.append(path) or real(path))
+    assert tokenized_bins.main(["tokenize", str(sample_shard), "--workers", "1",
+                                "--out", str(tmp_path / "o")]) == 0
+    assert len(reads) == 1

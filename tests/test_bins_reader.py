@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from finegpt_pipeline import bins
+from finegpt_pipeline import layout, tokenized_bins
 from finegpt_pipeline.batches import Bins
 from finegpt_pipeline.locks import Busy
 from _holder import hold, release
@@ -24,13 +24,13 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def tokenized(sample_shard, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bins") / "b"
-    bins.tokenize_shard(sample_shard, out, num_workers=1)
+    tokenized_bins.tokenize_shard(sample_shard, out, num_workers=1)
     return out
 
 
 def _copy(src: Path, dst: Path) -> Path:
     dst.mkdir()
-    for name in (*bins.BIN_NAMES, bins.META_NAME):
+    for name in (*layout.BIN_NAMES, layout.META_NAME):
         (dst / name).write_bytes((src / name).read_bytes())
     return dst
 
@@ -64,7 +64,7 @@ def test_write_meta_makes_foreign_bins_readable(tmp_path):
     d.mkdir()
     np.arange(100, dtype=np.uint16).tofile(d / "train.bin")
     np.arange(40, dtype=np.uint16).tofile(d / "val.bin")
-    meta = bins.write_meta(d, note="made elsewhere")
+    meta = layout.write_meta(d, note="made elsewhere")
     assert (meta["train_tokens"], meta["val_tokens"], meta["note"]) == (100, 40, "made elsewhere")
     with Bins(d) as b:
         assert b.tokens == {"train": 100, "val": 40}
@@ -79,11 +79,11 @@ HOLD_TOKENIZE_LOCK = ("import sys; from finegpt_pipeline.locks import Lock; "
 
 def test_tokenize_refuses_bins_a_training_reads(tokenized, sample_shard, tmp_path):
     d = _copy(tokenized, tmp_path / "d")
-    before = {n: (d / n).read_bytes() for n in (*bins.BIN_NAMES, bins.META_NAME)}
+    before = {n: (d / n).read_bytes() for n in (*layout.BIN_NAMES, layout.META_NAME)}
     reader = hold(HOLD_BINS, str(d))
     try:
         with pytest.raises(Busy) as err:
-            bins.tokenize_shard(sample_shard, d, val_fraction=0.2, num_workers=1)
+            tokenized_bins.tokenize_shard(sample_shard, d, val_fraction=0.2, num_workers=1)
         message = str(err.value)
         assert str(d) in message and f"pid {reader.pid}" in message and "\n" not in message
         # the CLI says the same in one line
@@ -96,8 +96,8 @@ def test_tokenize_refuses_bins_a_training_reads(tokenized, sample_shard, tmp_pat
         assert not [p for p in d.iterdir() if ".tmp-" in p.name]
     finally:
         release(reader)
-    meta = bins.tokenize_shard(sample_shard, d, val_fraction=0.2, num_workers=1)
-    assert bins.verify_files(d) == meta and meta["split"]["val_fraction"] == 0.2
+    meta = tokenized_bins.tokenize_shard(sample_shard, d, val_fraction=0.2, num_workers=1)
+    assert layout.verify_files(d) == meta and meta["split"]["val_fraction"] == 0.2
 
 
 def test_training_refuses_bins_being_tokenized(tokenized, tmp_path):
@@ -115,7 +115,7 @@ def test_closed_bins_release_the_lock(tokenized, sample_shard, tmp_path):
     d = _copy(tokenized, tmp_path / "d")
     readers = [Bins(d), Bins(d)]  # shared: DDP ranks read together
     with pytest.raises(Busy):
-        bins.tokenize_shard(sample_shard, d, num_workers=1)
+        tokenized_bins.tokenize_shard(sample_shard, d, num_workers=1)
     for b in readers:
         b.close()
-    bins.tokenize_shard(sample_shard, d, num_workers=1)
+    tokenized_bins.tokenize_shard(sample_shard, d, num_workers=1)

@@ -60,3 +60,23 @@ def test_detect_on_this_cpu_measures_a_rate(finegpt_home):
     assert 1e8 < hw.peak_flops < 5e12
     assert hw.memory_bytes > GIB
     assert "measured" in hw.source
+
+
+def test_native_bf16_is_a_hardware_fact_and_excludes_emulation(monkeypatch):
+    """Asked of `hardware` (the trainer's runtime imports it from there), never counting
+    emulation; a torch without the argument checks hardware support only."""
+    import torch
+
+    from finegpt_pipeline import hardware, runtime
+
+    asked = []
+
+    def supported(including_emulation=True):
+        asked.append(including_emulation)
+        return False
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported)
+    assert hardware.native_bf16() is False and asked == [False]
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)  # torch < 2.3
+    assert hardware.native_bf16() is True
+    assert runtime.native_bf16 is hardware.native_bf16

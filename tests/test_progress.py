@@ -8,7 +8,7 @@ import json
 import dagster as dg
 import pyarrow.parquet as pq
 
-from finegpt_pipeline import bins, stats
+from finegpt_pipeline import stats, tokenized_bins
 from finegpt_pipeline.progress import Progress, duration
 
 
@@ -54,7 +54,7 @@ def test_fast_steps_are_not_reported_more_than_every_10_s():
 
 
 def test_cli_sample_says_two_lines_on_stderr(sample_shard, tmp_path, capsys):
-    assert bins.main(["tokenize", str(sample_shard), "--out", str(tmp_path / "b"),
+    assert tokenized_bins.main(["tokenize", str(sample_shard), "--out", str(tmp_path / "b"),
                       "--workers", "1"]) == 0
     out = capsys.readouterr()
     json.loads(out.out)  # stdout stays the machine-readable result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import shutil
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -182,3 +183,18 @@ def test_hf_source_offline_fails_clearly(max_docs, tmp_path):
         resolve_shard(source, tmp_path / "shards", max_docs=max_docs)
     assert source in str(err.value)
     assert not (tmp_path / "shards").exists()
+
+
+def test_a_rewritten_shard_is_hashed_again_and_refused(sample_shard, tmp_path):
+    """The sha256 is read once per file version: new bytes under the same name are noticed."""
+    from finegpt_pipeline.shard import verified_sha256
+
+    local = tmp_path / "s.parquet"
+    shutil.copyfile(sample_shard, local)
+    first = verified_sha256(local)
+    assert verified_sha256(local, first) == first
+    data = bytearray(local.read_bytes())
+    data[100] ^= 0xFF  # same size, other bytes
+    local.write_bytes(bytes(data))
+    with pytest.raises(ShardError, match="content changed since it was resolved"):
+        verified_sha256(local, first)

@@ -1,0 +1,161 @@
+"""Where every artifact lives: the directories under FINEGPT_HOME, the files of a bins
+directory, its `meta.json` reader, and the one answer to "have the bins changed?".
+
+    $FINEGPT_HOME/
+      warehouse.duckdb             token statistics (`stats`, `warehouse`)
+      shards/                      heads of shards cut by `max_docs` / `max_row_groups`
+      reports/                     token-length histograms
+      bins/<key>/                  tokenized_bins: train.bin, val.bin, meta.json, .lock
+      plans/                       training_config's plans
+      runs/trained_checkpoint/<key>/  a training run (its files: `run_dir`)
+      hardware/<machine-id>/       this machine's measurements (`hardware.cached_measurement`)
+      mlflow.db, mlartifacts/      the default MLflow store
+
+Light on purpose (no pyarrow, tiktoken or torch): the trainer, the planner and the Dagster
+code location all read it. The environment contract (which FINEGPT_HOME) is `paths`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from finegpt_pipeline.atomic import write_json
+from finegpt_pipeline.config import EOT_TOKEN, GPT2_VOCAB_SIZE
+
+# ---------------------------------------------------------------- FINEGPT_HOME
+
+
+@dataclass(frozen=True)
+class Home:
+    """The artifact tree under one FINEGPT_HOME (`paths.home()` for the environment's)."""
+
+    root: Path
+
+    @property
+    def warehouse(self) -> Path:
+        """The persistent DuckDB file holding token statistics, keyed by shard."""
+        return self.root / "warehouse.duckdb"
+
+    @property
+    def shards(self) -> Path:
+        return self.root / "shards"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def bins(self) -> Path:
+        return self.root / "bins"
+
+    @property
+    def plans(self) -> Path:
+        return self.root / "plans"
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def trained_runs(self) -> Path:
+        """trained_checkpoint's run directories, one per run key."""
+        return self.runs / "trained_checkpoint"
+
+    @property
+    def hardware(self) -> Path:
+        """Per-machine hardware measurements (matmul rate, calibration probes), reused by plans."""
+        return self.root / "hardware"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.root / "mlflow.db"
+
+    @property
+    def mlartifacts(self) -> Path:
+        """Where a default (SQLite) MLflow store keeps artifacts: beside it, not in the cwd."""
+        return self.root / "mlartifacts"
+
+
+# ---------------------------------------------------------------- a bins directory
+
+SPLITS = ("train", "val")
+BIN_NAMES = tuple(f"{split}.bin" for split in SPLITS)  # ("train.bin", "val.bin")
+META_NAME = "meta.json"  # written last by the tokenize stage: the marker of complete bins
+LOCK_NAME = ".lock"  # shared by trainings reading the bins, exclusive while tokenizing
+
+
+def bins_key(source_sha256: str, val_fraction: float, min_val_docs: int | None) -> str:
+    """A bins directory's name under `Home.bins`: the shard's content and the split settings,
+    so bins of another split never land in (or replace) the directory a training reads."""
+    min_docs = "auto" if min_val_docs is None else min_val_docs
+    return f"{source_sha256[:12]}-val{val_fraction:g}-min{min_docs}"
+
+
+def bin_path(bins_dir: str | Path, split: str) -> Path:
+    return Path(bins_dir) / f"{split}.bin"
+
+
+def read_meta(bins_dir: str | Path) -> dict:
+    """The bins' meta.json; its absence means the bins are missing or were never finished."""
+    meta_path = Path(bins_dir) / META_NAME
+    try:
+        return json.loads(meta_path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{meta_path}: no meta.json (bins missing or incomplete; run "
+                                "`finegpt tokenize SHARD --out DIR` or tokenized_bins)") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{meta_path}: not valid JSON ({exc})") from None
+
+
+def verify_files(bins_dir: str | Path) -> dict:
+    """meta.json, once train.bin and val.bin are there, uint16-sized, and hold exactly the token
+    counts meta.json records (bins and meta.json of one run); else one line naming the file."""
+    bins_dir = Path(bins_dir)
+    meta = read_meta(bins_dir)
+    for split in SPLITS:
+        path, key = bin_path(bins_dir, split), f"{split}_tokens"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing (expected nanoGPT-format uint16 tokens)")
+        size = path.stat().st_size
+        if size % 2:
+            raise ValueError(f"{path}: odd byte size, not a uint16 token file")
+        if not isinstance(meta.get(key), int):
+            raise ValueError(f"{bins_dir / META_NAME}: no integer {key}; re-run `finegpt tokenize`"
+                             " (or layout.write_meta for bins made elsewhere)")
+        if size // 2 != meta[key]:
+            raise ValueError(f"{path}: {size // 2:,} tokens, but meta.json records {meta[key]:,}: "
+                             "bins and meta.json are not from one run; re-run `finegpt tokenize`")
+    return meta
+
+
+def write_meta(bins_dir: str | Path, **fields) -> dict:
+    """meta.json for bins written by other means (test fixtures, benchmarks, plain nanoGPT
+    bins): token counts from the files' sizes, GPT-2's vocabulary; `fields` add to it."""
+    bins_dir = Path(bins_dir)
+    meta = {"vocab_size": GPT2_VOCAB_SIZE, "eot_token": EOT_TOKEN, "dtype": "uint16",
+            **{f"{split}_tokens": bin_path(bins_dir, split).stat().st_size // 2
+               for split in SPLITS}, **fields}
+    write_json(bins_dir / META_NAME, meta)
+    return meta
+
+
+def shard_path_of(meta: dict) -> str:
+    """The local parquet file the bins were tokenized from (`source_path`; bins written before
+    it was named so call it `source`)."""
+    return meta.get("source_path") or meta["source"]
+
+
+def bins_fingerprint(bins_dir: str | Path) -> str:
+    """Have the bins changed? A digest of where they are (resolved), their meta.json and the
+    files' sizes: equal bins in another directory (a copy, another FINEGPT_HOME) differ.
+    Missing files count as empty, so it never fails."""
+    bins_dir = Path(bins_dir)
+    meta = bins_dir / META_NAME
+    text = str(bins_dir.resolve()) + "|" + (meta.read_text() if meta.exists() else "")
+    for split in SPLITS:
+        path = bin_path(bins_dir, split)
+        text += f"|{split}:{path.stat().st_size if path.exists() else 0}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,116 @@
+"""The artifact layout in one light module: FINEGPT_HOME's tree (engine, resource and sensor
+alike), the bins directory, meta.json, and the one "have the bins changed?" fingerprint."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+
+from _bins_fixture import sample_bins  # noqa: F401
+from assets.resources import FineGPTPaths
+from finegpt_pipeline import layout, paths
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("module", ["finegpt_pipeline.layout", "finegpt_pipeline.batches",
+                                    "finegpt_pipeline.train", "finegpt_pipeline.plan_data"])
+def test_reading_bins_imports_neither_pyarrow_nor_tiktoken(module, sample_bins):
+    """The trainer and the planner read meta.json without the tokenize stage's imports."""
+    code = (f"import sys, {module}; from finegpt_pipeline import layout, plan_data; "
+            "layout.verify_files(sys.argv[1]); plan_data.tokens_from_bins(sys.argv[1]); "
+            "print(sorted(m for m in ('pyarrow', 'tiktoken') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code, str(sample_bins)], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_home_tree_is_one_place_for_engine_and_resource(tmp_path, monkeypatch):
+    monkeypatch.setenv("FINEGPT_HOME", str(tmp_path / "env-home"))
+    tree = paths.home()
+    assert tree.root == (tmp_path / "env-home").resolve()
+    assert (tree.warehouse, tree.bins, tree.trained_runs, tree.hardware) == (
+        tree.root / "warehouse.duckdb", tree.root / "bins", tree.root / "runs" / "trained_checkpoint",
+        tree.root / "hardware")
+    resource = FineGPTPaths(home=str(tmp_path / "other"))
+    other = layout.Home((tmp_path / "other").resolve())
+    assert (resource.warehouse(), resource.shards_dir(), resource.reports_dir(), resource.bins_dir(),
+            resource.plans_dir(), resource.runs_dir(), resource.trained_runs_dir()) == (
+        other.warehouse, other.shards, other.reports, other.bins, other.plans, other.runs,
+        other.trained_runs)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resource.mlflow_tracking_uri() == f"sqlite:///{other.mlflow_db}"
+
+
+def test_bins_key_names_shard_and_split():
+    assert layout.bins_key("ab" * 32, 0.005, None) == "abababababab-val0.005-minauto"
+    assert layout.bins_key("ab" * 32, 0.1, 3) == "abababababab-val0.1-min3"
+
+
+def test_fingerprint_changes_with_the_bins_and_their_place(sample_bins, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(sample_bins, copy, ignore=shutil.ignore_patterns(layout.LOCK_NAME))
+    first = layout.bins_fingerprint(copy)
+    assert layout.bins_fingerprint(copy) == first and len(first) == 16
+    assert layout.bins_fingerprint(sample_bins) != first  # equal bins elsewhere: their own
+    layout.write_meta(copy, note="rewritten")
+    assert layout.bins_fingerprint(copy) != first
+    second = layout.bins_fingerprint(copy)
+    with open(copy / "val.bin", "ab") as fh:
+        fh.write(np.array([1], dtype=np.uint16).tobytes())
+    assert layout.bins_fingerprint(copy) != second
+    assert len(layout.bins_fingerprint(tmp_path / "nothing-here")) == 16  # never fails
+
+
+def test_shard_path_of_reads_new_and_old_meta():
+    assert layout.shard_path_of({"source_path": "/a.parquet"}) == "/a.parquet"
+    assert layout.shard_path_of({"source": "/old.parquet"}) == "/old.parquet"
+
+
+def test_sensor_watches_the_resource_shard_not_the_environment(sample_shard, tmp_path, monkeypatch):
+    from assets.sensors import shard_changed_sensor
+
+    monkeypatch.setenv("FINEGPT_SHARD", str(tmp_path / "not-this-one.parquet"))
+    local = tmp_path / "shard.parquet"
+    shutil.copyfile(sample_shard, local)
+    resources = {"finegpt_paths": FineGPTPaths(home=str(tmp_path / "h"), shard=str(local))}
+    first = shard_changed_sensor(dg.build_sensor_context(resources=resources))
+    assert isinstance(first, dg.RunRequest) and first.run_key.startswith(f"{local}:")
+    hub = {"finegpt_paths": FineGPTPaths(shard="hf://o/n/x.parquet")}
+    assert "hub file" in shard_changed_sensor(dg.build_sensor_context(resources=hub)).skip_message
+
+
+def test_jobs_select_by_group():
+    from assets.jobs import data_job, pipeline_job, train_job
+
+    @dg.asset(group_name="data")
+    def another_data_asset() -> int:
+        return 1
+
+    from assets import definitions
+
+    defs = dg.Definitions(assets=[*dg.load_assets_from_modules(definitions.STAGES), another_data_asset],
+                          jobs=[data_job, train_job, pipeline_job],
+                          resources={"finegpt_paths": FineGPTPaths()})
+    keys = lambda job: {k.to_user_string() for k in  # noqa: E731
+                        defs.resolve_job_def(job).asset_layer.selected_asset_keys}
+    assert keys("data_job") == {"raw_shard", "token_stats", "tokenized_bins", "another_data_asset"}
+    assert keys("train_job") == {"training_config", "trained_checkpoint"}
+    assert keys("pipeline_job") == keys("data_job") | keys("train_job")
+
+
+def test_meta_names_the_local_file_as_source_path(sample_shard, tmp_path):
+    from finegpt_pipeline.tokenized_bins import tokenize_shard
+
+    meta = tokenize_shard(sample_shard, tmp_path / "b", num_workers=1)
+    assert meta["source_path"] == str(sample_shard.resolve()) and "source" not in meta
+    assert json.loads((tmp_path / "b" / layout.META_NAME).read_text()) == meta
