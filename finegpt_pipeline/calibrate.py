@@ -1,5 +1,6 @@
-"""Measured calibration: run a few real training steps of the planned model and replace the
-plan's estimated step time (and, on CUDA, peak memory) with measurements.
+"""Measured calibration: run a few real training steps of the planned model and re-derive the
+plan from measurements: `costs.estimate` is given the measured step time, and on CUDA the
+report's peak memory is the measured one. Called by `plan.build_plan`; imports no planner.
 
 Probes the planned micro-batch (halved until it runs within the memory budget) and one twice
 as large. On CUDA, peak memory is `torch.cuda.max_memory_allocated` per probe; a line through
@@ -178,29 +179,27 @@ def calibrate_plan(plan: dict[str, Any], device: str | None = None, steps: int =
     ref = min(fitted, key=lambda p: abs(p["micro_batch"] - chosen))
     per_sample_s = ref["fwd_bwd_seconds"] / ref["micro_batch"]
     grad_accum = fixed.get("grad_accum") or grad_accum_for(cfg.tokens_per_step, chosen, cfg.block_size)
-    eval_iters = (eval_iters_for(planned["val_tokens"], chosen * cfg.block_size, hw.kind)
-                  if planned.get("val_tokens") else cfg.eval_iters)
-    cfg = replace(cfg, micro_batch=chosen, grad_accum=grad_accum, eval_iters=eval_iters)
-    step_s = per_sample_s * cfg.tokens_per_step / cfg.block_size + ref["optimizer_seconds"]
+    cfg = replace(cfg, micro_batch=chosen, grad_accum=grad_accum)
+    if planned.get("val_tokens"):
+        cfg = replace(cfg, eval_iters=eval_iters_for(planned["val_tokens"], cfg.tokens_per_micro_step, hw.kind))
+    step_s = per_sample_s * cfg.micro_batch * cfg.grad_accum + ref["optimizer_seconds"]
     if planned.get("goal") == "hours" and planned.get("hours_budget"):
         cfg = fit_time_to_budget(cfg, planned["hours_budget"], lambda c: step_s)
     cfg = with_checkpoint_cadence(cfg, step_s)
     cfg = TrainConfig.from_dict({**cfg.to_dict(), **fixed}, source="plan fixed_fields")
     price = planned.get("price_per_kwh", DEFAULT_PRICE_PER_KWH)
     predicted = estimate(cfg, hw, planned["tokens_available"], price_per_kwh=price, budget=budget)
-    report = estimate(cfg, hw, planned["tokens_available"], price_per_kwh=price, budget=budget,
-                      measured_step_s=step_s)
+    fresh = estimate(cfg, hw, planned["tokens_available"], price_per_kwh=price, budget=budget,
+                     measured_step_s=step_s)
+    # the planner's own keys (goal, fixed fields, claims, ...) stay; what estimate() derives is new
+    report = {**planned, **fresh, "warnings": list(dict.fromkeys(planned.get("warnings", []) + fresh["warnings"]))}
     when = f"{ref['measured_at']} on {ref['machine_id']}" if "measured_at" in ref else "now"
-    provenance = dict(report["provenance"], est_step_seconds=f"measured {when}", est_hours="measured step x iters")
+    provenance = dict(fresh["provenance"], est_step_seconds=f"measured {when}", est_hours="measured step x iters")
     if is_cuda:
-        breakdown = dict(report["memory_breakdown"], measured_allocated=measured_alloc)
+        breakdown = dict(fresh["memory_breakdown"], measured_allocated=measured_alloc)
         report.update(peak_memory_bytes=measured_peak(measured_alloc), memory_breakdown=breakdown)
         provenance["peak_memory_bytes"] = ("measured (max_memory_allocated)" if chosen == mb else
                                            "fitted to two measured probes") + f" + allocator slack and context; {when}"
-    for key in ("goal", "hours_budget", "preset", "claims", "fixed_fields", "val_tokens", "bins_dir"):
-        if key in planned:
-            report[key] = planned[key]
-    report["warnings"] = list(dict.fromkeys(planned.get("warnings", []) + report["warnings"]))
     if planned.get("goal") == "hours" and report["est_hours"] > 1.05 * planned["hours_budget"]:
         report["warnings"].append(f"measured: {report['est_hours']:.3g} h exceeds the {planned['hours_budget']:g} h "
                                   "budget even at the minimum step count")

@@ -7,7 +7,9 @@
 `--max-iters N` trains the plan's schedule for N steps (warmup, cosine decay, eval and
 checkpoint cadence), as `finegpt plan --set max_iters=N` would plan it; `--eval-every`,
 `--checkpoint-every` and `--set` win over it. An --out that holds a run is continued with
---resume, started over with --overwrite, or refused. MLflow tracking is on by default
+--resume, started over with --overwrite, or refused. PLAN is a plan file (`config` read
+strictly, `report` kept; a flat version-1 plan or hand-written config also loads); OUT keeps
+one, plan.json: the config trained and that report. MLflow tracking is on by default
 (MLFLOW_TRACKING_URI, else the store under FINEGPT_HOME); --no-mlflow turns it off.
 
 `python -m finegpt_pipeline.train ...` is the same entry point without the other stages'
