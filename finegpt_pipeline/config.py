@@ -213,9 +213,12 @@ def plan_parts(plan: dict[str, Any], source: str = "plan") -> tuple[dict[str, An
             raise ValueError(f"{source}: a version-{PLAN_VERSION} plan holds 'config' and 'report' "
                              f"objects only (got keys {sorted(plan)}); write it as `finegpt plan --json` does")
         return dict(plan["config"]), dict(plan.get("report", {}))
-    if version != 1 or "config" in plan:
+    if version != 1:
         raise ValueError(f"{source}: unknown plan_version {version!r}; this trainer reads versions "
                          f"1 and {PLAN_VERSION}: re-plan with `finegpt plan --json`")
+    if "config" in plan or "report" in plan:
+        raise ValueError(f"{source}: 'config' and 'report' objects need \"plan_version\": "
+                         f"{PLAN_VERSION} beside them (or write the config's fields flat)")
     config = {k: v for k, v in plan.items() if k not in V1_REPORT_KEYS}
     report = {k: v for k, v in plan.items() if k in V1_REPORT_KEYS and k != "plan_version"}
     return config, report

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 import pytest
 
@@ -135,3 +136,21 @@ def test_check_states_its_tolerance_and_counts_memory_in_gib_throughout(capsys):
     verdict = _verdicts(plan, {"vram_gb": str(plan["report"]["peak_memory_bytes"] / 2**30)})["vram_gb"]
     assert verdict["verdict"] == "ok" and verdict["tolerance"] == 0.25
     assert verdict["ours"] == pytest.approx(plan["report"]["peak_memory_bytes"] / 2**30)
+
+
+def test_one_rule_for_checking_claims_in_the_cli_and_the_asset(capsys):
+    """build_plan checks the claims given, else the preset's seed claims: `finegpt plan` and
+    the training_config asset (which both call it) report the same verdicts."""
+    plan = planner.build_plan("rtx4070", 10**9, calibration=False, preset="12gb-40m", hours=6)
+    seed = plan["report"]["claim_verdicts"]
+    assert [v["claim"] for v in seed] == list(PRESETS["12gb-40m"]["claims"])
+    parser = argparse.ArgumentParser()
+    planner.add_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["plan", "--gpu", "rtx4070", "--tokens", "1e9", "--preset", "12gb-40m",
+                              "--hours", "6", "--no-calibrate", "--json"])
+    assert args.func(args) == 0
+    assert json.loads(capsys.readouterr().out)["report"]["claim_verdicts"] == seed
+    given = planner.build_plan("rtx4070", 10**9, calibration=False, preset="12gb-40m", hours=6,
+                               claims={"params": "30e6"})
+    assert [v["claim"] for v in given["report"]["claim_verdicts"]] == ["params"]
+    assert "claim_verdicts" not in planner.build_plan("cpu", 10**6, calibration=False)["report"]

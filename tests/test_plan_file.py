@@ -53,6 +53,7 @@ def test_bad_plan_files_name_the_file_and_the_fix(made, tmp_path):
         ({**made, "est_hours": 1.0}, "a version-2 plan holds 'config' and 'report' objects only"),
         ({**made, "plan_version": 3}, "unknown plan_version 3"),
         ({**_v1(made), "n_layers": 2}, r"unknown config keys \['n_layers'\]"),
+        ({"config": made["config"]}, 'need "plan_version": 2 beside them'),
     ]
     for data, message in cases:
         path.write_text(json.dumps(data))
