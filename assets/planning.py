@@ -1,4 +1,7 @@
-"""`training_config`: the hardware-sized training plan, from the tokenized bins' metadata."""
+"""`training_config`: the hardware-sized training plan, from the tokenized bins' metadata.
+
+The value is the plan file (`{"plan_version": 2, "config": ..., "report": ...}`) that
+`finegpt_pipeline.plan.build_plan` returns, as `finegpt plan --json` prints it."""
 
 import hashlib
 import json
@@ -8,9 +11,10 @@ import dagster as dg
 from assets.resources import FineGPTPaths
 from finegpt_pipeline import tracking
 from finegpt_pipeline.atomic import write_json
-from finegpt_pipeline.calibrate import calibrate_plan, wants_calibration
-from finegpt_pipeline.claims import check_claims, format_verdicts
-from finegpt_pipeline.plan import DEFAULT_PRICE_PER_KWH, make_plan, tokens_from_meta
+from finegpt_pipeline.config import TrainConfig
+from finegpt_pipeline.costs import DEFAULT_PRICE_PER_KWH
+from finegpt_pipeline.plan import build_plan
+from finegpt_pipeline.plan_data import tokens_from_meta
 from finegpt_pipeline.plan_report import requirements_report
 
 
@@ -30,11 +34,11 @@ class PlanConfig(dg.Config):
     remeasure: bool = False
 
 
-def flat_params(plan: dict, prefix: str = "") -> dict[str, str]:
-    """MLflow params: nested dicts flattened with dots; lists and the long report keys skipped."""
+def flat_params(values: dict, prefix: str = "") -> dict[str, str]:
+    """MLflow params: nested dicts flattened with dots; lists (warnings, verdicts, probes) skipped."""
     out = {}
-    for key, value in plan.items():
-        if key in ("warnings", "calibration", "claim_verdicts", "claims"):
+    for key, value in values.items():
+        if isinstance(value, (list, tuple)):
             continue
         if isinstance(value, dict):
             out.update(flat_params(value, f"{prefix}{key}."))
@@ -58,44 +62,39 @@ def training_config(context: dg.AssetExecutionContext, config: PlanConfig,
     import mlflow
 
     source = f"tokenized_bins ({tokenized_bins.get('dir', '?')})"
-    plan = make_plan(config.gpu, tokens_from_meta(tokenized_bins, source), hours=config.hours or None,
-                     tokens_per_param=config.tokens_per_param or None, overrides=config.overrides,
-                     preset=config.preset or None, price_per_kwh=config.price_per_kwh,
-                     val_tokens=tokens_from_meta(tokenized_bins, source, key="val_tokens"),
-                     remeasure=config.remeasure)
-    if wants_calibration(config.calibrate, plan):
-        plan = calibrate_plan(plan, remeasure=config.remeasure)
-    if plan.get("claims"):
-        plan["claim_verdicts"] = check_claims(plan, plan["claims"])
-    plan["bins_dir"] = str(tokenized_bins.get("dir", ""))
+    plan = build_plan(config.gpu, tokens_from_meta(tokenized_bins, source), calibration=config.calibrate,
+                      bins_dir=str(tokenized_bins.get("dir", "")), remeasure=config.remeasure,
+                      hours=config.hours or None, tokens_per_param=config.tokens_per_param or None,
+                      overrides=config.overrides, preset=config.preset or None,
+                      price_per_kwh=config.price_per_kwh,
+                      val_tokens=tokens_from_meta(tokenized_bins, source, key="val_tokens"))
+    cfg, rep = plan["config"], plan["report"]
     report = requirements_report(plan)
-    if plan.get("claim_verdicts"):
-        report += "\nSeed claims:\n\n" + format_verdicts(plan["claim_verdicts"]) + "\n"
     path = finegpt_paths.home_dir() / "plans" / f"plan-{plan_digest(plan)}.json"
     write_json(path, plan)
-    for warning in plan["warnings"]:
+    for warning in rep["warnings"]:
         context.log.warning(warning)
 
     tracking.configure()
     with mlflow.start_run(run_name="training_config",
                           tags=tracking.run_tags("training_config", context.run.run_id, "training_config")) as run:
-        mlflow.log_params(flat_params(plan))
+        mlflow.log_params({**flat_params(cfg), **flat_params(rep)})
         mlflow.log_text(report, "requirements.md")
         mlflow.log_dict(plan, "plan.json")
     return dg.Output(
         plan,
         metadata={
             "plan_path": dg.MetadataValue.path(str(path)),
-            "hardware": plan["gpu_name"],
-            "model": f"{plan['n_layer']}L/{plan['n_head']}H/{plan['n_embd']}d block {plan['block_size']}",
-            "params": dg.MetadataValue.int(plan["params"]),
-            "tokens_per_step": dg.MetadataValue.int(plan["tokens_per_step"]),
-            "max_iters": dg.MetadataValue.int(plan["max_iters"]),
-            "est_hours": dg.MetadataValue.float(plan["est_hours"]),
-            "peak_memory_gib": dg.MetadataValue.float(plan["peak_memory_bytes"] / 2**30),
-            "memory_budget_gib": dg.MetadataValue.float(plan["memory_budget_bytes"] / 2**30),
-            "epochs": dg.MetadataValue.float(plan["epochs"]),
-            "energy_kwh": dg.MetadataValue.float(plan["energy_kwh"]),
+            "hardware": rep["gpu_name"],
+            "model": f"{cfg['n_layer']}L/{cfg['n_head']}H/{cfg['n_embd']}d block {cfg['block_size']}",
+            "params": dg.MetadataValue.int(rep["params"]),
+            "tokens_per_step": dg.MetadataValue.int(rep["tokens_per_step"]),
+            "max_iters": dg.MetadataValue.int(cfg["max_iters"]),
+            "est_hours": dg.MetadataValue.float(rep["est_hours"]),
+            "peak_memory_gib": dg.MetadataValue.float(rep["peak_memory_bytes"] / 2**30),
+            "memory_budget_gib": dg.MetadataValue.float(rep["memory_budget_bytes"] / 2**30),
+            "epochs": dg.MetadataValue.float(rep["epochs"]),
+            "energy_kwh": dg.MetadataValue.float(rep["energy_kwh"]),
             "requirements": dg.MetadataValue.md(report),
             "mlflow_run_id": run.info.run_id,
             "mlflow_run_url": dg.MetadataValue.url(tracking.run_url(run.info.run_id)),
@@ -106,20 +105,18 @@ def training_config(context: dg.AssetExecutionContext, config: PlanConfig,
 @dg.asset_check(asset=training_config, description="The plan fits its memory budget and "
                 "round-trips through the trainer's TrainConfig.")
 def training_config_fits_budget(training_config: dict) -> dg.AssetCheckResult:
-    from finegpt_pipeline.config import TrainConfig
-
+    rep = training_config["report"]
     problems = []
-    if training_config["peak_memory_bytes"] > training_config["memory_budget_bytes"]:
+    if rep["peak_memory_bytes"] > rep["memory_budget_bytes"]:
         problems.append("peak memory exceeds the budget")
     try:
-        TrainConfig.from_dict(training_config, source="training_config")
+        TrainConfig.from_plan(training_config, source="training_config")
     except ValueError as exc:
         problems.append(str(exc))
     return dg.AssetCheckResult(
         passed=not problems,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={"problems": "; ".join(problems) or "none",
-                  "headroom_gib": (training_config["memory_budget_bytes"]
-                                   - training_config["peak_memory_bytes"]) / 2**30,
-                  "epochs": training_config["epochs"]},
+                  "headroom_gib": (rep["memory_budget_bytes"] - rep["peak_memory_bytes"]) / 2**30,
+                  "epochs": rep["epochs"]},
     )

@@ -85,7 +85,9 @@ def trained_checkpoint(
         _log_closing_summary(context, finished)
         return _output(finished, out_dir, {"reused": dg.MetadataValue.bool(True)},
                        data_version=dg.DataVersion(f"{out_dir.name}@{finished['steps']}"))
-    plan_path = out_dir / "launch_plan.json"
+    # the run directory's one plan file: the trainer reads it as --plan, then rewrites it with
+    # the config it trains (launch overrides applied) beside the plan's report
+    plan_path = out_dir / run_dir.PLAN_NAME
     write_json(plan_path, training_config)
     # a checkpoint is continued; without one, whatever an interrupted start left is replaced
     resume = (out_dir / run_dir.CKPT_NAME).exists()

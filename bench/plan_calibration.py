@@ -2,7 +2,8 @@
 
     python bench/plan_calibration.py [--sizes 6x384,12x768,24x1024] [--block 1024] [--steps 3]
 
-Plans each size for the detected device (model fixed, the planner picks the micro-batch),
+Plans each size for the detected device (`plan.build_plan`, uncalibrated: model fixed, the
+planner picks the micro-batch),
 then probes it with `finegpt_pipeline.calibrate.probe` (a few steps of the trainer's program,
 compiled on CUDA as the plan is, eager on CPU) and prints a markdown table for
 docs/benchmarks.md. Targets: memory within +-10 %, step time within +-25 %. The peak FLOP/s is
@@ -21,8 +22,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from finegpt_pipeline.calibrate import probe  # noqa: E402
 from finegpt_pipeline.config import TrainConfig  # noqa: E402
+from finegpt_pipeline.costs import memory_estimate, step_seconds  # noqa: E402
 from finegpt_pipeline.hardware import detect  # noqa: E402
-from finegpt_pipeline.plan import make_plan, memory_estimate, step_seconds  # noqa: E402
+from finegpt_pipeline.plan import build_plan  # noqa: E402
 
 
 def main() -> None:
@@ -47,8 +49,8 @@ def main() -> None:
                      f"block_size={args.block}", "grad_accum=1", "max_iters=10"]
         if args.micro_batch:
             overrides.append(f"micro_batch={args.micro_batch}")
-        plan = make_plan(hw, 10**9, overrides=overrides, strict=False)
-        cfg = TrainConfig.from_dict(plan)
+        plan = build_plan(hw, 10**9, calibration=False, overrides=overrides, strict=False)
+        cfg = TrainConfig.from_plan(plan)
         measured = probe(cfg, device, cfg.micro_batch, steps=args.steps)
         pred_mem = memory_estimate(cfg, hw)["allocated_estimate"]
         pred_s = step_seconds(cfg, hw)

@@ -30,7 +30,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from finegpt_pipeline.arithmetic import flops_per_token  # noqa: E402
+from finegpt_pipeline.config import TrainConfig  # noqa: E402
+from finegpt_pipeline.costs import flops_per_token  # noqa: E402
 from finegpt_pipeline.hardware import detect  # noqa: E402
 
 GPT2 = dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304, bias=False,
@@ -164,7 +165,7 @@ def main() -> int:
         floor = 50_000 if args.smoke else 2_000_000
         how = synthetic_bins(bins, tokens=max(floor, args.micro_batch * (args.model["block_size"] + 1) * 64))
     m = args.model
-    fpt = flops_per_token(m["n_layer"], m["n_embd"], m["vocab_size"], m["block_size"], m["bias"])
+    fpt = flops_per_token(TrainConfig(**m))
     results = {"device": device, "torch": torch.__version__, "bins": how, "peak_flops": peak,
                "micro_batch": args.micro_batch, "grad_accum": args.grad_accum, "steps": args.steps}
     runs = {"finegpt": run_ours(bins, work, args, peak)}

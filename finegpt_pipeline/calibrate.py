@@ -1,5 +1,6 @@
-"""Measured calibration: run a few real training steps of the planned model and replace the
-plan's estimated step time (and, on CUDA, peak memory) with measurements.
+"""Measured calibration: run a few real training steps of the planned model and re-derive the
+plan from measurements: `costs.estimate` is given the measured step time, and on CUDA the
+report's peak memory is the measured one. Called by `plan.build_plan`; imports no planner.
 
 Probes the planned micro-batch (halved until it runs within the memory budget) and one twice
 as large. On CUDA, peak memory is `torch.cuda.max_memory_allocated` per probe; a line through
@@ -20,12 +21,13 @@ import json
 import time
 from typing import Any
 
-from finegpt_pipeline.config import TrainConfig
-from finegpt_pipeline.hardware import Hardware, cached_measurement
-from finegpt_pipeline.plan import (
-    ALLOCATOR_SLACK, CUDA_CONTEXT_BYTES, DEFAULT_PRICE_PER_KWH, estimate, eval_iters_for, eval_seconds,
-    fit_time_to_budget, memory_estimate, with_checkpoint_cadence,
+from finegpt_pipeline.config import GPT2_VOCAB_SIZE, TrainConfig, make_plan_file
+from finegpt_pipeline.costs import (
+    DEFAULT_PRICE_PER_KWH, estimate, fit_time_to_budget, grad_accum_for, measured_peak, memory_estimate,
+    replace, with_checkpoint_cadence,
 )
+from finegpt_pipeline.hardware import Hardware, cached_measurement
+from finegpt_pipeline.plan_data import eval_iters_for
 
 SAFETY = 0.95  # of the memory budget, on top of the budget's own fraction of device memory
 
@@ -39,7 +41,7 @@ def probe(cfg: TrainConfig, device: str, micro_batch: int, steps: int = 3) -> di
     from finegpt_pipeline import runtime
     from finegpt_pipeline.model import GPT, GPTConfig
 
-    run_cfg = TrainConfig(**{**cfg.to_dict(), "device": device, "micro_batch": micro_batch})
+    run_cfg = replace(cfg, device=device, micro_batch=micro_batch)
     rt = runtime.setup(run_cfg)  # the trainer's device, precision and compile decision
     sync = torch.cuda.synchronize if rt.device_type == "cuda" else (lambda: None)
     if rt.compile:
@@ -53,8 +55,8 @@ def probe(cfg: TrainConfig, device: str, micro_batch: int, steps: int = 3) -> di
                                           (cfg.beta1, cfg.beta2), rt.device_type)
     train_model = runtime.wrap_model(model, rt)
     scaler = rt.grad_scaler()
-    x = torch.randint(0, 50257, (micro_batch, cfg.block_size), device=rt.device)
-    y = torch.randint(0, 50257, (micro_batch, cfg.block_size), device=rt.device)
+    x = torch.randint(0, GPT2_VOCAB_SIZE, (micro_batch, cfg.block_size), device=rt.device)
+    y = torch.randint(0, GPT2_VOCAB_SIZE, (micro_batch, cfg.block_size), device=rt.device)
     fwd_bwd, opt = [], []
     try:
         for step in range(steps + 1):
@@ -98,13 +100,8 @@ def wants_calibration(requested: bool | None, plan: dict[str, Any]) -> bool:
     (a catalog GPU may not be the one here, and a CPU probe only costs time)."""
     if requested is not None:
         return requested
-    hw = plan.get("hardware") or {}
+    hw = plan["report"].get("hardware") or {}
     return bool(hw.get("detected")) and hw.get("kind") == "gpu"
-
-
-def measured_peak(allocated: int) -> int:
-    """Device memory a run needs for `allocated` bytes of tensors: allocator slack and context."""
-    return int(allocated * (1 + ALLOCATOR_SLACK) + CUDA_CONTEXT_BYTES)
 
 
 def probe_name(cfg: TrainConfig, device: str, micro_batch: int, steps: int) -> str:
@@ -131,17 +128,20 @@ def _probe_or_oom(cfg: TrainConfig, device: str, micro_batch: int, steps: int,
 
 def calibrate_plan(plan: dict[str, Any], device: str | None = None, steps: int = 3,
                    remeasure: bool = False) -> dict[str, Any]:
-    """The plan with measured step time (and CUDA memory); records what was measured. Fields
-    the user fixed when planning (`fixed_fields`) are kept, as the planner keeps them. Probes
-    this machine already ran for the same inputs are reused unless `remeasure`."""
+    """The plan file with measured step time (and CUDA memory); its report says what was
+    measured. Fields the user fixed when planning (`fixed_fields`) are kept, as the planner
+    keeps them. Probes this machine already ran for the same inputs are reused unless
+    `remeasure`."""
     import torch
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     is_cuda = device.startswith("cuda")
-    hw = Hardware(**plan["hardware"])
-    fixed = dict(plan.get("fixed_fields") or {})
-    cfg = TrainConfig.from_dict(plan, source="plan")
-    limit = SAFETY * plan["memory_budget_bytes"]
+    planned = plan["report"]
+    hw = Hardware(**planned["hardware"])
+    fixed = dict(planned.get("fixed_fields") or {})
+    cfg = TrainConfig.from_plan(plan)
+    budget = planned["memory_budget_bytes"]
+    limit = SAFETY * budget
 
     def fits(p: dict[str, Any]) -> bool:
         return not p.get("oom") and (not is_cuda or measured_peak(p["max_memory_allocated"]) <= limit)
@@ -158,7 +158,7 @@ def calibrate_plan(plan: dict[str, Any], device: str | None = None, steps: int =
                     f"needs {measured_peak(probes[-1]['max_memory_allocated']) / 2**30:.2f} GiB")
             raise ValueError(f"calibration: {cfg.n_layer}L/{cfg.n_embd}d at block_size {cfg.block_size} "
                              f"{need} on {device} at micro_batch {mb}, over the "
-                             f"{plan['memory_budget_bytes'] / 2**30:.2f} GiB budget; plan a smaller "
+                             f"{budget / 2**30:.2f} GiB budget; plan a smaller "
                              f"{'micro_batch' if mb > 1 else 'model'}")
         mb //= 2
     base = probes[-1]
@@ -170,7 +170,7 @@ def calibrate_plan(plan: dict[str, Any], device: str | None = None, steps: int =
         if is_cuda and not bigger.get("oom"):
             per_sample = max(1.0, (bigger["max_memory_allocated"] - measured_alloc) / mb)
             fixed_bytes = measured_alloc - per_sample * mb
-            max_mb = max(mb, plan["tokens_per_step"] // cfg.block_size)
+            max_mb = max(mb, cfg.tokens_per_step // cfg.block_size)
             while (chosen * 2 <= max_mb
                    and measured_peak(int(fixed_bytes + per_sample * chosen * 2)) <= limit):
                 chosen *= 2
@@ -178,41 +178,35 @@ def calibrate_plan(plan: dict[str, Any], device: str | None = None, steps: int =
     fitted = [p for p in probes if not p.get("oom")]
     ref = min(fitted, key=lambda p: abs(p["micro_batch"] - chosen))
     per_sample_s = ref["fwd_bwd_seconds"] / ref["micro_batch"]
-    grad_accum = fixed.get("grad_accum") or max(1, round(plan["tokens_per_step"] / (chosen * cfg.block_size)))
-    cfg = TrainConfig(**{**cfg.to_dict(), "micro_batch": chosen, "grad_accum": grad_accum,
-                         "eval_iters": eval_iters_for(plan.get("val_tokens"), chosen * cfg.block_size, hw.kind)
-                         if plan.get("val_tokens") else cfg.eval_iters})
-    step_s = per_sample_s * chosen * grad_accum + ref["optimizer_seconds"]
-    if plan.get("goal") == "hours" and plan.get("hours_budget"):
-        cfg = fit_time_to_budget(cfg, plan["hours_budget"], lambda c: step_s)
+    grad_accum = fixed.get("grad_accum") or grad_accum_for(cfg.tokens_per_step, chosen, cfg.block_size)
+    cfg = replace(cfg, micro_batch=chosen, grad_accum=grad_accum)
+    if planned.get("val_tokens"):
+        cfg = replace(cfg, eval_iters=eval_iters_for(planned["val_tokens"], cfg.tokens_per_micro_step, hw.kind))
+    step_s = per_sample_s * cfg.micro_batch * cfg.grad_accum + ref["optimizer_seconds"]
+    if planned.get("goal") == "hours" and planned.get("hours_budget"):
+        cfg = fit_time_to_budget(cfg, planned["hours_budget"], lambda c: step_s)
     cfg = with_checkpoint_cadence(cfg, step_s)
     cfg = TrainConfig.from_dict({**cfg.to_dict(), **fixed}, source="plan fixed_fields")
-    new = estimate(cfg, hw, plan["tokens_available"], price_per_kwh=plan.get("price_per_kwh", DEFAULT_PRICE_PER_KWH),
-                   budget=plan["memory_budget_bytes"])
-    predicted = {"est_step_seconds": new["est_step_seconds"], "peak_memory_bytes": new["peak_memory_bytes"]}
-    micro_s = per_sample_s * chosen
-    total_s = cfg.max_iters * step_s + eval_seconds(cfg, micro_s)
-    new.update(est_step_seconds=step_s, est_hours=total_s / 3600,
-               est_tokens_per_second=new["tokens_per_step"] / step_s,
-               energy_kwh=hw.board_watts * total_s / 3.6e6)
-    new["energy_cost"] = new["energy_kwh"] * new["price_per_kwh"]
+    price = planned.get("price_per_kwh", DEFAULT_PRICE_PER_KWH)
+    predicted = estimate(cfg, hw, planned["tokens_available"], price_per_kwh=price, budget=budget)
+    fresh = estimate(cfg, hw, planned["tokens_available"], price_per_kwh=price, budget=budget,
+                     measured_step_s=step_s)
+    # the planner's own keys (goal, fixed fields, claims, ...) stay; what estimate() derives is new
+    report = {**planned, **fresh, "warnings": list(dict.fromkeys(planned.get("warnings", []) + fresh["warnings"]))}
     when = f"{ref['measured_at']} on {ref['machine_id']}" if "measured_at" in ref else "now"
-    provenance = dict(new["provenance"], est_step_seconds=f"measured {when}", est_hours="measured step x iters")
+    provenance = dict(fresh["provenance"], est_step_seconds=f"measured {when}", est_hours="measured step x iters")
     if is_cuda:
-        breakdown = dict(new["memory_breakdown"], measured_allocated=measured_alloc)
-        new.update(peak_memory_bytes=measured_peak(measured_alloc), memory_breakdown=breakdown)
+        breakdown = dict(fresh["memory_breakdown"], measured_allocated=measured_alloc)
+        report.update(peak_memory_bytes=measured_peak(measured_alloc), memory_breakdown=breakdown)
         provenance["peak_memory_bytes"] = ("measured (max_memory_allocated)" if chosen == mb else
                                            "fitted to two measured probes") + f" + allocator slack and context; {when}"
-    for key in ("goal", "hours_budget", "preset", "claims", "fixed_fields", "val_tokens"):
-        if key in plan:
-            new[key] = plan[key]
-    new["warnings"] = list(dict.fromkeys(plan.get("warnings", []) + new["warnings"]))
-    if plan.get("goal") == "hours" and new["est_hours"] > 1.05 * plan["hours_budget"]:
-        new["warnings"].append(f"measured: {new['est_hours']:.3g} h exceeds the {plan['hours_budget']:g} h "
-                               "budget even at the minimum step count")
-    new["provenance"] = provenance
-    new["measured"] = {"est_step_seconds": step_s, "device": device, "measured_at": ref.get("measured_at"),
-                       "machine_id": ref.get("machine_id")}
-    new["calibration"] = {"device": device, "steps": steps, "probes": probes, "predicted": predicted,
-                          "chosen_micro_batch": chosen}
-    return new
+    if planned.get("goal") == "hours" and report["est_hours"] > 1.05 * planned["hours_budget"]:
+        report["warnings"].append(f"measured: {report['est_hours']:.3g} h exceeds the {planned['hours_budget']:g} h "
+                                  "budget even at the minimum step count")
+    report["provenance"] = provenance
+    report["measured"] = {"est_step_seconds": step_s, "device": device, "measured_at": ref.get("measured_at"),
+                          "machine_id": ref.get("machine_id")}
+    report["calibration"] = {"device": device, "steps": steps, "probes": probes, "chosen_micro_batch": chosen,
+                             "predicted": {"est_step_seconds": predicted["est_step_seconds"],
+                                           "peak_memory_bytes": predicted["peak_memory_bytes"]}}
+    return make_plan_file(cfg.to_dict(), report)

@@ -121,11 +121,13 @@ def _fmt_range(lo: float, hi: float, unit: str = "", digits: int = 3) -> str:
 def check_claims(plan: dict[str, Any], claims: dict[str, Any]) -> list[dict[str, Any]]:
     """Verdicts for claimed figures about `plan`'s configuration. Each verdict: claim, claimed,
     ours (our figure; memory in GiB), ratio (claimed / ours, lo-hi), tolerance (the relative
-    difference still "ok"), verdict (ok | wrong | inconsistent | impossible) and detail."""
-    hw = plan["hardware"]
+    difference still "ok"), verdict (ok | wrong | inconsistent | impossible) and detail. `plan`
+    is a plan file (its config and report)."""
+    cfg, rep = plan["config"], plan["report"]
+    hw = rep["hardware"]
     peak = hw["peak_flops"]
-    step_flops = plan["tokens_per_step"] * plan["flops_per_token"]
-    iters = plan["max_iters"]
+    step_flops = rep["tokens_per_step"] * rep["flops_per_token"]
+    iters = cfg["max_iters"]
     ranges = {k: parse_range(v, k) for k, v in claims.items()}
     out = []
 
@@ -140,10 +142,10 @@ def check_claims(plan: dict[str, Any], claims: dict[str, Any]) -> list[dict[str,
 
     if "params" in ranges:
         lo, hi = ranges["params"]
-        n = plan["params"]
+        n = rep["params"]
         ok = near(lo, hi, n, PARAMS_TOLERANCE)
         add("params", n, "ok" if ok else "wrong",
-            f"{plan['n_layer']}L/{plan['n_embd']}d with vocab {plan['vocab_size']} has {n / 1e6:.1f} M "
+            f"{cfg['n_layer']}L/{cfg['n_embd']}d with vocab {cfg['vocab_size']} has {n / 1e6:.1f} M "
             f"parameters; the claim is {_fmt_range(lo / n, hi / n, 'x')} that", PARAMS_TOLERANCE)
     speed = None  # claimed it/s range, from it_per_s or s_per_it
     for key in ("it_per_s", "s_per_it"):
@@ -153,12 +155,12 @@ def check_claims(plan: dict[str, Any], claims: dict[str, Any]) -> list[dict[str,
         its = (lo, hi) if key == "it_per_s" else (1 / hi, 1 / lo)
         speed = speed or its
         need = (its[0] * step_flops / peak, its[1] * step_flops / peak)  # fraction of peak
-        ours = 1 / plan["est_step_seconds"] if key == "it_per_s" else plan["est_step_seconds"]
+        ours = 1 / rep["est_step_seconds"] if key == "it_per_s" else rep["est_step_seconds"]
         if need[0] > 1:
             verdict = "impossible"
             detail = (f"needs {_fmt_range(*need, 'x')} {hw['name']}'s peak dense {hw['dtype']} "
-                      f"{peak / 1e12:.1f} TFLOP/s ({plan['tokens_per_step']:,} tokens/step x "
-                      f"{plan['flops_per_token'] / 1e6:.0f} MFLOP/token)")
+                      f"{peak / 1e12:.1f} TFLOP/s ({rep['tokens_per_step']:,} tokens/step x "
+                      f"{rep['flops_per_token'] / 1e6:.0f} MFLOP/token)")
         elif need[1] > 1:
             verdict = "impossible"
             detail = f"the fast end needs {need[1]:.2f}x peak; even 100 % MFU allows {peak / step_flops:.3g} it/s"
@@ -166,11 +168,11 @@ def check_claims(plan: dict[str, Any], claims: dict[str, Any]) -> list[dict[str,
             verdict, detail = "ok", f"implies {_fmt_range(*need)} of peak (MFU)"
         else:
             verdict = "wrong"
-            detail = f"implies MFU {_fmt_range(*need)}; we expect {plan['expected_mfu']:.2f}"
+            detail = f"implies MFU {_fmt_range(*need)}; we expect {rep['expected_mfu']:.2f}"
         add(key, ours, verdict, detail)
     if "hours" in ranges:
         lo, hi = ranges["hours"]
-        ours = plan["est_hours"]
+        ours = rep["est_hours"]
         parts, verdict = [f"we estimate {ours:,.1f} h for {iters:,} iterations"], "ok"
         if speed:
             implied = (iters / speed[1] / 3600, iters / speed[0] / 3600)
@@ -183,14 +185,14 @@ def check_claims(plan: dict[str, Any], claims: dict[str, Any]) -> list[dict[str,
         add("hours", ours, verdict, "; ".join(parts))
     if "vram_gb" in ranges:
         lo, hi = ranges["vram_gb"]
-        ours = plan["peak_memory_bytes"] / MEMORY_UNIT
+        ours = rep["peak_memory_bytes"] / MEMORY_UNIT
         device = hw["memory_bytes"] / MEMORY_UNIT
         if lo > device:
             verdict = "impossible"
         else:
             verdict = "ok" if near(lo, hi, ours) else "wrong"
         add("vram_gb", ours, verdict,
-            f"we estimate {ours:.2f} GiB peak (device {device:.2f} GiB) at micro_batch {plan['micro_batch']}")
+            f"we estimate {ours:.2f} GiB peak (device {device:.2f} GiB) at micro_batch {cfg['micro_batch']}")
     if "watts" in ranges:
         lo, hi = ranges["watts"]
         board = hw["board_watts"]
@@ -203,16 +205,16 @@ def check_claims(plan: dict[str, Any], claims: dict[str, Any]) -> list[dict[str,
     claimed_data = ranges.get("tokens_available")
     if claimed_data:
         lo, hi = claimed_data
-        ours = plan["tokens_available"]
+        ours = rep["tokens_available"]
         add("tokens_available", ours, "ok" if near(lo, hi, ours, DATA_TOLERANCE) else "wrong",
             f"the data holds {ours / 1e9:.3g} B tokens", DATA_TOLERANCE)
     if "epochs" in ranges:
         lo, hi = ranges["epochs"]
-        ours = plan["epochs"]
-        detail = f"{plan['tokens_total'] / 1e9:,.1f} B tokens seen / {plan['tokens_available'] / 1e9:.3g} B = {ours:,.1f} epochs"
+        ours = rep["epochs"]
+        detail = f"{rep['tokens_total'] / 1e9:,.1f} B tokens seen / {rep['tokens_available'] / 1e9:.3g} B = {ours:,.1f} epochs"
         verdict = "ok" if near(lo, hi, ours) else "wrong"
         if claimed_data:
-            self_epochs = plan["tokens_total"] / claimed_data[1], plan["tokens_total"] / claimed_data[0]
+            self_epochs = rep["tokens_total"] / claimed_data[1], rep["tokens_total"] / claimed_data[0]
             detail += f"; even over the claimed data it is {_fmt_range(*self_epochs)} epochs"
             if not near(lo, hi, sum(self_epochs) / 2, 0.10):
                 verdict = "inconsistent"

@@ -1,9 +1,14 @@
-"""The training configuration: the contract between the planner and the trainer.
+"""The training configuration and the plan file: the contract between planner and trainer.
 
-A plan (`finegpt plan --json`) is a flat JSON object: every `TrainConfig` field, plus the
-planner's report keys (`PLAN_REPORT_KEYS`: estimates, hardware, warnings). The trainer reads
-the fields it knows, ignores the report keys, and rejects anything else, so a typo in a
-hand-written plan or a `--set` override fails before any training starts.
+A plan file (`finegpt plan --json`, a run directory's plan.json) has a seam between what the
+trainer runs and what the planner reported:
+
+    {"plan_version": 2, "config": {...every TrainConfig field...}, "report": {...estimates...}}
+
+The trainer reads `config` strictly (an unknown key is an error, so a typo in a hand-written
+plan or a `--set` override fails before any training starts) and keeps `report` as it is.
+`plan_parts` also reads the older shapes: a flat version-1 plan (config fields beside the
+report keys in `V1_REPORT_KEYS`) and a hand-written flat config.
 """
 
 from __future__ import annotations
@@ -62,6 +67,11 @@ class TrainConfig:
     def tokens_per_micro_step(self) -> int:
         return self.micro_batch * self.block_size
 
+    @property
+    def tokens_per_step(self) -> int:
+        """Tokens per optimizer step, the plan's (all processes together)."""
+        return self.tokens_per_micro_step * self.grad_accum
+
     def model_args(self) -> dict[str, Any]:
         """nanoGPT's `model_args`: exactly its GPTConfig fields."""
         return {k: getattr(self, k) for k in MODEL_KEYS}
@@ -93,7 +103,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> "TrainConfig":
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known - PLAN_REPORT_KEYS)
+        unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"{source}: unknown config keys {unknown}; known: {sorted(known)}")
         cfg = cls(**{k: _coerce(cls, k, v) for k, v in data.items() if k in known})
@@ -101,8 +111,13 @@ class TrainConfig:
         return cfg
 
     @classmethod
+    def from_plan(cls, plan: dict[str, Any], source: str = "plan") -> "TrainConfig":
+        """The config of a plan in any shape `plan_parts` reads."""
+        return cls.from_dict(plan_parts(plan, source)[0], source=source)
+
+    @classmethod
     def from_json(cls, path: str | Path) -> "TrainConfig":
-        return cls.from_dict(read_plan(path), source=str(path))
+        return cls.from_plan(read_plan(path), source=str(path))
 
     def with_overrides(self, assignments: list[str]) -> "TrainConfig":
         """Apply `key=value` strings (the CLI's `--set`), typed by the field's type."""
@@ -168,15 +183,42 @@ def _coerce(cls, key: str, value: Any) -> Any:
 
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "dropout", "bias")
 
-# Keys a plan carries besides the config itself: the planner's estimates and report.
-# The trainer ignores them; anything that is neither a field nor one of these is an error.
-PLAN_REPORT_KEYS = frozenset({
+PLAN_VERSION = 2
+
+# A version-1 plan was flat: these keys sat beside the config fields (estimates, hardware,
+# warnings, claims). Reading one moves them to the report; anything else unknown is an error.
+V1_REPORT_KEYS = frozenset({
     "tokens_per_step", "params", "params_non_embedding", "flops_per_token", "total_flops",
     "peak_memory_bytes", "memory_budget_bytes", "memory_breakdown", "est_step_seconds",
     "est_hours", "est_tokens_per_second", "expected_mfu", "tokens_total", "tokens_available",
     "tokens_per_param", "epochs", "energy_kwh", "energy_cost", "price_per_kwh", "board_watts",
     "hardware", "gpu_name", "goal", "hours_budget", "preset", "provenance", "warnings",
-    "measured", "calibration", "plan_version",
-    # added by the planner: a preset's seed claims, `--check` verdicts, the bins it was sized for
-    "claims", "claim_verdicts", "bins_dir", "fixed_fields", "val_tokens",
+    "measured", "calibration", "plan_version", "claims", "claim_verdicts", "bins_dir",
+    "fixed_fields", "val_tokens",
 })
+
+
+def make_plan_file(config: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
+    """A plan in the current file shape."""
+    return {"plan_version": PLAN_VERSION, "config": dict(config), "report": dict(report)}
+
+
+def plan_parts(plan: dict[str, Any], source: str = "plan") -> tuple[dict[str, Any], dict[str, Any]]:
+    """(config, report) of a plan: version 2 as written; a flat version-1 plan or hand-written
+    config split by `V1_REPORT_KEYS` (the config is checked by `TrainConfig.from_dict`)."""
+    version = plan.get("plan_version", 1)
+    if version == PLAN_VERSION:
+        extra = sorted(set(plan) - {"plan_version", "config", "report"})
+        if extra or not isinstance(plan.get("config"), dict) or not isinstance(plan.get("report", {}), dict):
+            raise ValueError(f"{source}: a version-{PLAN_VERSION} plan holds 'config' and 'report' "
+                             f"objects only (got keys {sorted(plan)}); write it as `finegpt plan --json` does")
+        return dict(plan["config"]), dict(plan.get("report", {}))
+    if version != 1:
+        raise ValueError(f"{source}: unknown plan_version {version!r}; this trainer reads versions "
+                         f"1 and {PLAN_VERSION}: re-plan with `finegpt plan --json`")
+    if "config" in plan or "report" in plan:
+        raise ValueError(f"{source}: 'config' and 'report' objects need \"plan_version\": "
+                         f"{PLAN_VERSION} beside them (or write the config's fields flat)")
+    config = {k: v for k, v in plan.items() if k not in V1_REPORT_KEYS}
+    report = {k: v for k, v in plan.items() if k in V1_REPORT_KEYS and k != "plan_version"}
+    return config, report

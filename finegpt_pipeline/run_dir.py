@@ -12,15 +12,21 @@ import json
 from pathlib import Path
 from typing import Any
 
+from finegpt_pipeline.config import plan_parts
+
 CKPT_NAME = "ckpt.pt"
 SUMMARY_NAME = "summary.json"
 LOG_NAME = "train_log.jsonl"
 MLFLOW_RUN_FILE = "mlflow_run_id"
-PLAN_NAME = "plan.json"  # the config the run used, overrides applied
-PLAN_ESTIMATES_NAME = "plan_estimates.json"  # the --plan file's estimates, hardware, warnings
+# the run's one plan file: the config it trained (overrides applied) and the --plan file's
+# report (estimates, hardware, warnings) as it was; the `trained_checkpoint` asset also
+# launches the trainer with --plan pointing here
+PLAN_NAME = "plan.json"
 # what a run leaves behind; a directory with any of the first three holds a run
-RUN_FILES = (CKPT_NAME, SUMMARY_NAME, LOG_NAME, MLFLOW_RUN_FILE, PLAN_NAME, PLAN_ESTIMATES_NAME)
+RUN_FILES = (CKPT_NAME, SUMMARY_NAME, LOG_NAME, MLFLOW_RUN_FILE, PLAN_NAME)
 _RUN_MARKERS = RUN_FILES[:3]
+# plan files older runs kept beside plan.json: removed with them on --overwrite
+_OLD_PLAN_FILES = ("plan_estimates.json", "launch_plan.json")
 
 
 def held_run(out_dir: str | Path) -> list[str]:
@@ -47,7 +53,7 @@ def check_start(out_dir: str | Path, resume: bool, overwrite: bool) -> None:
 
 def clear(out_dir: str | Path) -> None:
     """Remove a previous run's files (for --overwrite, once the new run is known to start)."""
-    for name in RUN_FILES:
+    for name in RUN_FILES + _OLD_PLAN_FILES:
         (Path(out_dir) / name).unlink(missing_ok=True)
 
 
@@ -59,9 +65,9 @@ def finished_run(out_dir: str | Path) -> dict[str, Any] | None:
     if not (out / CKPT_NAME).exists():
         return None
     try:
-        planned = json.loads((out / PLAN_NAME).read_text())["max_iters"]
+        planned = plan_parts(json.loads((out / PLAN_NAME).read_text()))[0]["max_iters"]
         summary = json.loads((out / SUMMARY_NAME).read_text())
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     if not isinstance(summary, dict) or summary.get("steps") != planned:
         return None

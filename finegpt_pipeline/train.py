@@ -7,7 +7,9 @@
 `--max-iters N` trains the plan's schedule for N steps (warmup, cosine decay, eval and
 checkpoint cadence), as `finegpt plan --set max_iters=N` would plan it; `--eval-every`,
 `--checkpoint-every` and `--set` win over it. An --out that holds a run is continued with
---resume, started over with --overwrite, or refused. MLflow tracking is on by default
+--resume, started over with --overwrite, or refused. PLAN is a plan file (`config` read
+strictly, `report` kept; a flat version-1 plan or hand-written config also loads); OUT keeps
+one, plan.json: the config trained and that report. MLflow tracking is on by default
 (MLFLOW_TRACKING_URI, else the store under FINEGPT_HOME); --no-mlflow turns it off.
 
 `python -m finegpt_pipeline.train ...` is the same entry point without the other stages'
@@ -29,13 +31,12 @@ from typing import Any
 import torch
 
 from finegpt_pipeline import allocator, checkpoint, run_dir, runtime
-from finegpt_pipeline.arithmetic import flops_per_token
 from finegpt_pipeline.atomic import write_json
 from finegpt_pipeline.batches import BatchSource, Bins
-from finegpt_pipeline.config import PLAN_REPORT_KEYS, TrainConfig, read_plan
+from finegpt_pipeline.config import TrainConfig, make_plan_file, plan_parts, read_plan
+from finegpt_pipeline.costs import flops_per_token, reschedule
 from finegpt_pipeline.model import GPT, GPTConfig
-from finegpt_pipeline.plan import reschedule
-from finegpt_pipeline.run_dir import PLAN_ESTIMATES_NAME, PLAN_NAME, SUMMARY_NAME
+from finegpt_pipeline.run_dir import PLAN_NAME, SUMMARY_NAME
 from finegpt_pipeline.train_tracking import Reporter, mlflow_wanted
 
 
@@ -194,9 +195,7 @@ class Trainer:
             return
         if self.overwrite:
             run_dir.clear(self.out_dir)
-        write_json(self.out_dir / PLAN_NAME, self.cfg.to_dict())
-        if self.planner_report:
-            write_json(self.out_dir / PLAN_ESTIMATES_NAME, self.planner_report)
+        write_json(self.out_dir / PLAN_NAME, make_plan_file(self.cfg.to_dict(), self.planner_report))
 
     def run(self) -> dict[str, Any]:
         cfg, rt = self.cfg, self.rt
@@ -218,7 +217,7 @@ class Trainer:
         """Warn where the processes do not keep the plan's tokens per step, or a resumed run's."""
         cfg, world = self.cfg, self.rt.world_size
         if self.accum * world != cfg.grad_accum:
-            planned = cfg.tokens_per_micro_step * cfg.grad_accum
+            planned = cfg.tokens_per_step
             self.report.warning(
                 f"grad_accum {cfg.grad_accum} does not divide among {world} processes: "
                 f"{self.accum} each, so a step is {tokens_per_step:,} tokens, not the planned "
@@ -236,7 +235,7 @@ class Trainer:
         cfg, rt = self.cfg, self.rt
         tokens_per_step = cfg.tokens_per_micro_step * self.accum * rt.world_size
         self._report_process_split(tokens_per_step)
-        fpt = flops_per_token(cfg.n_layer, cfg.n_embd, cfg.vocab_size, cfg.block_size, cfg.bias)
+        fpt = flops_per_token(cfg)
         if self.resumed_from is not None:
             self.report.info(f"resuming from {self.ckpt_path} at iter {self.iter_num}")
         self.report.info(f"training {self.model.get_num_params():,} params on {rt.device} "
@@ -300,33 +299,31 @@ class Trainer:
         if rt.is_main:
             write_json(self.out_dir / SUMMARY_NAME, {**summary, "history": self.history})
         artifacts = [self.ckpt_path, self.out_dir / PLAN_NAME, self.out_dir / SUMMARY_NAME]
-        if (self.out_dir / PLAN_ESTIMATES_NAME).exists():
-            artifacts.append(self.out_dir / PLAN_ESTIMATES_NAME)
         self.report.finish(summary, artifacts, data_version=f"{self.out_dir.name}@{self.iter_num}")
         return summary
 
 
 def planner_report(plan_path: str | Path) -> dict[str, Any]:
-    """What a plan carries besides the config (estimates, hardware, warnings); {} for a bare one."""
-    return {k: v for k, v in read_plan(plan_path).items() if k in PLAN_REPORT_KEYS}
+    """A plan file's report (estimates, hardware, warnings), kept as it is; {} for a bare config."""
+    return plan_parts(read_plan(plan_path), str(plan_path))[1]
 
 
 def load_plan(plan_path: str | Path, overrides: list[str] | None = None,
               max_iters: int | None = None) -> TrainConfig:
     """The run's TrainConfig from a plan file; every error names the plan file.
 
-    `max_iters` re-derives the plan's schedule for that many steps with `plan.reschedule` (the
+    `max_iters` re-derives the plan's schedule for that many steps with `costs.reschedule` (the
     planner's own rule, fed the plan's step-time estimate), then re-applies the fields the plan
     was made with `--set`, exactly as `finegpt plan --set max_iters=N` would; `overrides`
     (`--set key=value`, `--eval-every`, `--checkpoint-every`) win over both."""
-    data = read_plan(plan_path)
     try:
-        cfg = TrainConfig.from_dict(data, source=str(plan_path))
+        config, report = plan_parts(read_plan(plan_path), str(plan_path))
+        cfg = TrainConfig.from_dict(config, source=str(plan_path))
         if max_iters is not None:
             if max_iters < 1:
                 raise ValueError(f"--max-iters must be >= 1 (got {max_iters})")
-            cfg = reschedule(cfg, max_iters, data.get("est_step_seconds"))
-            fixed = {k: v for k, v in (data.get("fixed_fields") or {}).items()
+            cfg = reschedule(cfg, max_iters, report.get("est_step_seconds"))
+            fixed = {k: v for k, v in (report.get("fixed_fields") or {}).items()
                      if k in cfg.to_dict() and k != "max_iters"}
             cfg = TrainConfig.from_dict({**cfg.to_dict(), **fixed}, source=str(plan_path))
         return cfg.with_overrides(overrides) if overrides else cfg
@@ -370,8 +367,10 @@ def add_cli(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a GPT on nanoGPT bins from a plan",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bins", required=True, help="directory with train.bin, val.bin, meta.json")
-    p.add_argument("--plan", required=True, help="plan JSON (`finegpt plan --json`)")
-    p.add_argument("--out", required=True, help="run directory: ckpt.pt, plan.json, summary.json")
+    p.add_argument("--plan", required=True, help="plan JSON (`finegpt plan --json`; a flat "
+                   "config also loads)")
+    p.add_argument("--out", required=True, help="run directory: ckpt.pt, plan.json (the config "
+                   "trained and the plan's report), summary.json")
     p.add_argument("--max-iters", type=int,
                    help="train N steps on the plan's schedule re-derived for N (warmup, decay, "
                         "eval and checkpoint cadence, as `finegpt plan --set max_iters=N`)")

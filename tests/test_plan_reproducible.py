@@ -55,9 +55,9 @@ def test_same_inputs_give_byte_identical_plans(finegpt_home):
              for _ in range(2)]
     first, second = (json.dumps(p, sort_keys=True) for p in plans)
     assert first == second  # was: max_iters 37 -> 36, tokens/step 4,096 -> 3,072
-    hw = plans[0]["hardware"]
+    hw = plans[0]["report"]["hardware"]
     if hw["kind"] == "cpu":
-        assert plans[0]["provenance"]["peak_flops"].startswith(f"measured {hw['measured_at']} on {hw['machine_id']}")
+        assert plans[0]["report"]["provenance"]["peak_flops"].startswith(f"measured {hw['measured_at']} on {hw['machine_id']}")
 
 
 def test_calibration_reuses_this_machines_probes(finegpt_home):
@@ -66,11 +66,11 @@ def test_calibration_reuses_this_machines_probes(finegpt_home):
     first = calibrate_plan(plan, device="cpu", steps=1)
     assert json.dumps(calibrate_plan(plan, device="cpu", steps=1), sort_keys=True) == json.dumps(
         first, sort_keys=True)
-    when, machine = first["calibration"]["probes"][0]["measured_at"], machine_id(machine_identity())
-    assert first["provenance"]["est_step_seconds"] == f"measured {when} on {machine}"
-    assert first["measured"]["machine_id"] == machine
+    when, machine = first["report"]["calibration"]["probes"][0]["measured_at"], machine_id(machine_identity())
+    assert first["report"]["provenance"]["est_step_seconds"] == f"measured {when} on {machine}"
+    assert first["report"]["measured"]["machine_id"] == machine
     fresh = calibrate_plan(plan, device="cpu", steps=1, remeasure=True)
-    assert fresh["calibration"]["probes"][0]["fwd_bwd_seconds"] != first["calibration"]["probes"][0]["fwd_bwd_seconds"]
+    assert fresh["report"]["calibration"]["probes"][0]["fwd_bwd_seconds"] != first["report"]["calibration"]["probes"][0]["fwd_bwd_seconds"]
 
 
 def test_an_unchanged_rerun_of_training_config_reuses_its_plan_file(finegpt_home):
@@ -90,7 +90,7 @@ def test_an_unchanged_rerun_of_training_config_reuses_its_plan_file(finegpt_home
         outputs.append(result.output_for_node("training_config"))
     assert outputs[0] == outputs[1]
     assert len(list((finegpt_home / "plans").glob("plan-*.json"))) == 1  # same digest, same file
-    assert outputs[0]["block_size"] + 1 <= SAMPLE["val_tokens"]
+    assert outputs[0]["config"]["block_size"] + 1 <= SAMPLE["val_tokens"]
 
 
 def test_training_config_shares_the_gpu_pool_with_training():

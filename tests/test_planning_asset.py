@@ -35,16 +35,16 @@ def test_training_config_writes_plan_metadata_and_mlflow(finegpt_home):
     result = _materialize(META, {"gpu": "cpu", "overrides": ["seed=7"]})
     assert result.success
     plan = result.output_for_node("training_config")
-    assert plan["tokens_available"] == 194_000 and plan["seed"] == 7
-    assert plan["bins_dir"] == "/bins/sample"
-    TrainConfig.from_dict(plan)
+    assert plan["report"]["tokens_available"] == 194_000 and plan["config"]["seed"] == 7
+    assert plan["report"]["bins_dir"] == "/bins/sample"
+    TrainConfig.from_plan(plan)
 
     files = list((finegpt_home / "plans").glob("plan-*.json"))
     assert len(files) == 1 and json.loads(files[0].read_text()) == plan
 
     mat = result.asset_materializations_for_node("training_config")[0]
     meta = mat.metadata
-    assert meta["params"].value == plan["params"]
+    assert meta["params"].value == plan["report"]["params"]
     assert "| Parameters |" in meta["requirements"].value
     assert meta["plan_path"].value == str(files[0])
 
@@ -56,7 +56,7 @@ def test_training_config_writes_plan_metadata_and_mlflow(finegpt_home):
     assert run.info.run_name == "training_config"
     assert run.data.tags["finegpt.stage"] == "training_config"
     assert run.data.tags["dagster.run_id"] == result.run_id
-    assert run.data.params["n_layer"] == str(plan["n_layer"])
+    assert run.data.params["n_layer"] == str(plan["config"]["n_layer"])
     assert run.data.params["hardware.key"] == "cpu"
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
     assert {"requirements.md", "plan.json"} <= artifacts
@@ -66,8 +66,8 @@ def test_preset_claims_reach_the_report(finegpt_home):
     result = _materialize({**META, "train_tokens": 850_000_000},
                           {"gpu": "rtx4070", "preset": "12gb-40m", "hours": 6})
     plan = result.output_for_node("training_config")
-    assert plan["n_layer"] == 6 and plan["n_embd"] == 384
-    assert plan["claim_verdicts"][0]["verdict"] == "wrong"
+    assert plan["config"]["n_layer"] == 6 and plan["config"]["n_embd"] == 384
+    assert plan["report"]["claim_verdicts"][0]["verdict"] == "wrong"
     report = result.asset_materializations_for_node("training_config")[0].metadata["requirements"].value
     assert "Seed claims" in report and "30.3 M" in report
 

@@ -162,23 +162,25 @@ def test_refused_resume_leaves_the_out_dir_as_it_was(sample_bins, tmp_path):
 
 
 def test_max_iters_keeps_the_plans_schedule_as_the_planner_derives_it(tmp_path):
+    from finegpt_pipeline import costs
     from finegpt_pipeline import plan as planner
 
     made = planner.make_plan("cpu", 10_000_000, hours=0.05, overrides=["max_iters=80"])
-    assert made["max_iters"] == 80
+    assert made["config"]["max_iters"] == 80
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(made))
     short = train.load_plan(path, max_iters=12)
     # what `finegpt plan --set max_iters=12` plans, schedule fields included
     replanned = planner.make_plan("cpu", 10_000_000, hours=0.05, overrides=["max_iters=12"])
-    assert short == TrainConfig.from_dict(replanned)
-    assert short == planner.reschedule(train.load_plan(path), 12, made["est_step_seconds"])
+    assert short == TrainConfig.from_plan(replanned)
+    assert short == costs.reschedule(train.load_plan(path), 12, made["report"]["est_step_seconds"])
     assert short.lr_decay_iters == 12 and train.lr_at(12, short) == short.min_lr
     longer = train.load_plan(path, max_iters=200)
     assert longer.lr_decay_iters == 200  # no steps at min_lr after the plan's end
     # explicit flags win over the re-derived cadence; fields fixed when planning stay fixed
     assert train.load_plan(path, ["eval_interval=3"], max_iters=12).eval_interval == 3
-    path.write_text(json.dumps({**made, "fixed_fields": {"max_iters": 80, "warmup_iters": 7}}))
+    fixed = {"max_iters": 80, "warmup_iters": 7}
+    path.write_text(json.dumps({**made, "report": {**made["report"], "fixed_fields": fixed}}))
     assert train.load_plan(path, max_iters=12).warmup_iters == 7
     with pytest.raises(ValueError, match=re.escape(f"{path}: --max-iters must be >= 1")):
         train.load_plan(path, max_iters=0)

@@ -13,7 +13,7 @@ from _bins_fixture import make_bins, write_plan
 from assets.resources import FineGPTPaths
 from assets.training import TrainingLaunchConfig, run_key, train_command, trained_checkpoint
 from finegpt_pipeline.config import TrainConfig
-from finegpt_pipeline.plan import reschedule
+from finegpt_pipeline.costs import reschedule
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,7 +98,7 @@ def test_trained_checkpoint_materializes_with_mlflow_run(finegpt_home, sample_sh
     assert md["steps"].value == 6 and md["reused"].value is False
     run_dir = Path(md["run_dir"].value)
     used = TrainConfig.from_json(run_dir / "plan.json")
-    assert used == reschedule(TrainConfig.from_dict(plan), 6)  # as `finegpt plan` schedules 6
+    assert used == reschedule(TrainConfig.from_plan(plan), 6)  # as `finegpt plan` schedules 6
     assert md["tokens_seen"].value == 6 * 4 * 32
     for key in ("best_val_loss", "final_val_loss", "checkpoint", "mlflow_run_url", "run_dir",
                 "wall_time_s", "tokens_per_s", "mfu", "command"):
@@ -120,7 +120,11 @@ def test_trained_checkpoint_materializes_with_mlflow_run(finegpt_home, sample_sh
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "train_loss")
     assert sorted(m.step for m in history) == [1, 2, 3, 4, 5, 6]
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
-    assert {"ckpt.pt", "plan.json", "plan_estimates.json", "summary.json"} <= artifacts
+    assert {"ckpt.pt", "plan.json", "summary.json"} <= artifacts
+    # the run directory's one plan file: the config trained, the plan's report as it was
+    assert not any(name in artifacts for name in ("plan_estimates.json", "launch_plan.json"))
+    assert sorted(p.name for p in run_dir.glob("*plan*")) == ["plan.json"]
+    assert json.loads((run_dir / "plan.json").read_text())["report"] == {"est_hours": 0.001}
     assert mlflow.get_run(value["mlflow_run_id"]).info.run_id in md["mlflow_run_url"].value
 
     # unchanged inputs, finished run: the same run comes back, the trainer is not launched
