@@ -9,10 +9,11 @@ import json
 import dagster as dg
 
 from assets.resources import FineGPTPaths
-from finegpt_pipeline import tracking
+from finegpt_pipeline import mlflow_store
 from finegpt_pipeline.atomic import write_json
 from finegpt_pipeline.config import TrainConfig
 from finegpt_pipeline.costs import DEFAULT_PRICE_PER_KWH
+from finegpt_pipeline.hardware import GIB
 from finegpt_pipeline.plan import build_plan
 from finegpt_pipeline.plan_data import tokens_from_meta
 from finegpt_pipeline.plan_report import requirements_report
@@ -70,14 +71,14 @@ def training_config(context: dg.AssetExecutionContext, config: PlanConfig,
                       val_tokens=tokens_from_meta(tokenized_bins, source, key="val_tokens"))
     cfg, rep = plan["config"], plan["report"]
     report = requirements_report(plan)
-    path = finegpt_paths.home_dir() / "plans" / f"plan-{plan_digest(plan)}.json"
+    path = finegpt_paths.plans_dir() / f"plan-{plan_digest(plan)}.json"
     write_json(path, plan)
     for warning in rep["warnings"]:
         context.log.warning(warning)
 
-    tracking.configure()
+    mlflow_store.configure()
     with mlflow.start_run(run_name="training_config",
-                          tags=tracking.run_tags("training_config", context.run.run_id, "training_config")) as run:
+                          tags=mlflow_store.run_tags("training_config", context.run.run_id, "training_config")) as run:
         mlflow.log_params({**flat_params(cfg), **flat_params(rep)})
         mlflow.log_text(report, "requirements.md")
         mlflow.log_dict(plan, "plan.json")
@@ -91,13 +92,13 @@ def training_config(context: dg.AssetExecutionContext, config: PlanConfig,
             "tokens_per_step": dg.MetadataValue.int(rep["tokens_per_step"]),
             "max_iters": dg.MetadataValue.int(cfg["max_iters"]),
             "est_hours": dg.MetadataValue.float(rep["est_hours"]),
-            "peak_memory_gib": dg.MetadataValue.float(rep["peak_memory_bytes"] / 2**30),
-            "memory_budget_gib": dg.MetadataValue.float(rep["memory_budget_bytes"] / 2**30),
+            "peak_memory_gib": dg.MetadataValue.float(rep["peak_memory_bytes"] / GIB),
+            "memory_budget_gib": dg.MetadataValue.float(rep["memory_budget_bytes"] / GIB),
             "epochs": dg.MetadataValue.float(rep["epochs"]),
             "energy_kwh": dg.MetadataValue.float(rep["energy_kwh"]),
             "requirements": dg.MetadataValue.md(report),
             "mlflow_run_id": run.info.run_id,
-            "mlflow_run_url": dg.MetadataValue.url(tracking.run_url(run.info.run_id)),
+            "mlflow_run_url": dg.MetadataValue.url(mlflow_store.run_url(run.info.run_id)),
         },
     )
 
@@ -117,6 +118,6 @@ def training_config_fits_budget(training_config: dict) -> dg.AssetCheckResult:
         passed=not problems,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={"problems": "; ".join(problems) or "none",
-                  "headroom_gib": (rep["memory_budget_bytes"] - rep["peak_memory_bytes"]) / 2**30,
+                  "headroom_gib": (rep["memory_budget_bytes"] - rep["peak_memory_bytes"]) / GIB,
                   "epochs": rep["epochs"]},
     )

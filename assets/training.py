@@ -16,9 +16,9 @@ from pathlib import Path
 import dagster as dg
 
 from assets.resources import FineGPTPaths
-from finegpt_pipeline import run_dir
+from finegpt_pipeline import layout, run_dir
 from finegpt_pipeline.atomic import write_json
-from finegpt_pipeline.train_tracking import ASSET_KEY_ENV, DAGSTER_RUN_ID_ENV
+from finegpt_pipeline.train_reporter import ASSET_KEY_ENV, DAGSTER_RUN_ID_ENV
 
 TRAIN_MODULE = "finegpt_pipeline.train"
 
@@ -50,9 +50,7 @@ def train_command(bins_dir: Path, plan_path: Path, out_dir: Path, resume: bool,
 def run_key(plan: dict, bins_dir: Path, launch: TrainingLaunchConfig) -> str:
     """Same plan, bins and launch settings -> same run directory, so a retried run resumes;
     changing any of them (an override, max_iters) starts a run of its own."""
-    meta = bins_dir / "meta.json"
-    blob = json.dumps({"plan": plan, "bins": str(bins_dir.resolve()),
-                       "meta": meta.read_text() if meta.exists() else "",
+    blob = json.dumps({"plan": plan, "bins": layout.bins_fingerprint(bins_dir),
                        "overrides": list(launch.overrides), "max_iters": launch.max_iters},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -77,7 +75,7 @@ def trained_checkpoint(
     key = run_key(training_config, bins_dir, config)
     if config.fresh:
         key = f"{key}-{context.run_id[:8]}"
-    out_dir = finegpt_paths.runs_dir() / "trained_checkpoint" / key
+    out_dir = finegpt_paths.trained_runs_dir() / key
     finished = run_dir.finished_run(out_dir)
     if finished is not None:
         context.log.info(f"reusing the finished run in {out_dir} ({finished['steps']} steps): "
@@ -101,8 +99,7 @@ def trained_checkpoint(
     home = finegpt_paths.home_dir()
     env = {
         "FINEGPT_HOME": str(home),
-        "MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI")
-        or f"sqlite:///{home / 'mlflow.db'}",
+        "MLFLOW_TRACKING_URI": finegpt_paths.mlflow_tracking_uri(),
         DAGSTER_RUN_ID_ENV: context.run_id,
         ASSET_KEY_ENV: context.asset_key.to_user_string(),
         "MLFLOW_DISABLE_TELEMETRY": os.environ.get("MLFLOW_DISABLE_TELEMETRY", "true"),

@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from finegpt_pipeline.calibrate import probe  # noqa: E402
 from finegpt_pipeline.config import TrainConfig  # noqa: E402
 from finegpt_pipeline.costs import memory_estimate, step_seconds  # noqa: E402
-from finegpt_pipeline.hardware import detect  # noqa: E402
+from finegpt_pipeline.hardware import GIB, detect  # noqa: E402
 from finegpt_pipeline.plan import build_plan  # noqa: E402
 
 
@@ -56,9 +56,9 @@ def main() -> None:
         pred_s = step_seconds(cfg, hw)
         meas_s = measured["fwd_bwd_seconds"] + measured["optimizer_seconds"]
         meas_mem = measured["max_memory_allocated"]
-        mem_cols = (f"{meas_mem / 2**30:.2f} | {pred_mem / meas_mem - 1:+.0%}" if meas_mem
+        mem_cols = (f"{meas_mem / GIB:.2f} | {pred_mem / meas_mem - 1:+.0%}" if meas_mem
                     else "n/a (CPU) | n/a")
-        print(f"| {layers}L/{width}d T={args.block} | {cfg.micro_batch} | {pred_mem / 2**30:.2f} | "
+        print(f"| {layers}L/{width}d T={args.block} | {cfg.micro_batch} | {pred_mem / GIB:.2f} | "
               f"{mem_cols} | {pred_s:.3g} | {meas_s:.3g} | {pred_s / meas_s - 1:+.0%} |")
 
 

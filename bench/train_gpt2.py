@@ -32,7 +32,8 @@ sys.path.insert(0, str(REPO))
 
 from finegpt_pipeline.config import TrainConfig  # noqa: E402
 from finegpt_pipeline.costs import flops_per_token  # noqa: E402
-from finegpt_pipeline.hardware import detect  # noqa: E402
+from finegpt_pipeline.hardware import GIB, detect  # noqa: E402
+from finegpt_pipeline.layout import write_meta  # noqa: E402
 
 GPT2 = dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304, bias=False,
             dropout=0.0)
@@ -79,8 +80,7 @@ def synthetic_bins(out: Path, tokens: int, seed: int = 0) -> str:
     split = int(len(arr) * 0.95)
     arr[:split].tofile(out / "train.bin")
     arr[split:].tofile(out / "val.bin")
-    (out / "meta.json").write_text(json.dumps({"vocab_size": 50257, "eot_token": EOT,
-                                               "train_tokens": split, "val_tokens": len(arr) - split}))
+    write_meta(out)
     return how
 
 
@@ -98,7 +98,7 @@ def run_ours(bins: Path, work: Path, args, peak: float) -> dict:
     subprocess.run(cmd, check=True, env=env)
     summary = json.loads((work / "ours" / "summary.json").read_text())
     rates = [r["tokens_per_s"] for r in summary["history"] if r["iter"] > args.warmup]
-    return {"tokens_per_s": statistics.median(rates), "peak_memory_gib": summary["peak_memory_bytes"] / 2**30}
+    return {"tokens_per_s": statistics.median(rates), "peak_memory_gib": summary["peak_memory_bytes"] / GIB}
 
 
 def run_nanogpt(bins: Path, work: Path, args) -> dict:
@@ -127,7 +127,7 @@ def run_nanogpt(bins: Path, work: Path, args) -> dict:
     peak = int(re.search(r"PEAK_MEMORY_BYTES (\d+)", proc.stdout).group(1))
     tokens_per_iter = args.micro_batch * args.grad_accum * args.model["block_size"]
     return {"tokens_per_s": tokens_per_iter / (statistics.median(times) / 1000),
-            "peak_memory_gib": peak / 2**30}
+            "peak_memory_gib": peak / GIB}
 
 
 def main() -> int:

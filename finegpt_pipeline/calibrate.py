@@ -26,7 +26,7 @@ from finegpt_pipeline.costs import (
     DEFAULT_PRICE_PER_KWH, estimate, fit_time_to_budget, grad_accum_for, measured_peak, memory_estimate,
     replace, with_checkpoint_cadence,
 )
-from finegpt_pipeline.hardware import Hardware, cached_measurement
+from finegpt_pipeline.hardware import GIB, Hardware, cached_measurement
 from finegpt_pipeline.plan_data import eval_iters_for
 
 SAFETY = 0.95  # of the memory budget, on top of the budget's own fraction of device memory
@@ -155,10 +155,10 @@ def calibrate_plan(plan: dict[str, Any], device: str | None = None, steps: int =
             break
         if mb == 1 or "micro_batch" in fixed:
             need = ("runs out of memory" if probes[-1].get("oom") else
-                    f"needs {measured_peak(probes[-1]['max_memory_allocated']) / 2**30:.2f} GiB")
+                    f"needs {measured_peak(probes[-1]['max_memory_allocated']) / GIB:.2f} GiB")
             raise ValueError(f"calibration: {cfg.n_layer}L/{cfg.n_embd}d at block_size {cfg.block_size} "
                              f"{need} on {device} at micro_batch {mb}, over the "
-                             f"{budget / 2**30:.2f} GiB budget; plan a smaller "
+                             f"{budget / GIB:.2f} GiB budget; plan a smaller "
                              f"{'micro_batch' if mb > 1 else 'model'}")
         mb //= 2
     base = probes[-1]

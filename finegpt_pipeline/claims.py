@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-GIB = 2**30
+from finegpt_pipeline.hardware import GIB
 
 PRESETS: dict[str, dict[str, Any]] = {
     "rtx4070-one-shard": {
@@ -66,7 +66,7 @@ PARAMS_TOLERANCE = 0.10  # parameter counts are exact: only rounding in the clai
 DATA_TOLERANCE = 0.50  # tokens in the data: a shard's count varies with the dump and tokenizer
 # Memory claims ("10-11 GB") are read in GiB (2^30 bytes), the unit nvidia-smi (MiB / 1024) and
 # torch report and that the plan's report uses, so the whole `--check` output has one unit.
-MEMORY_UNIT = 2**30
+MEMORY_UNIT = GIB
 
 
 def tolerance_note() -> str:

@@ -325,7 +325,7 @@ def run_plan(args: argparse.Namespace) -> int:
     if args.bins:
         from pathlib import Path
 
-        from finegpt_pipeline.bins import META_NAME, read_meta
+        from finegpt_pipeline.layout import META_NAME, read_meta
 
         meta, source = read_meta(args.bins), str(Path(args.bins) / META_NAME)
         tokens = tokens_from_meta(meta, source)

@@ -10,7 +10,7 @@ from typing import Any
 
 def tokens_from_bins(bins_dir: str | Path) -> int:
     """Training tokens available, from `tokenized_bins`' meta.json (`train_tokens`)."""
-    from .bins import META_NAME, read_meta  # pyarrow/tiktoken only when bins are read
+    from .layout import META_NAME, read_meta
 
     return tokens_from_meta(read_meta(bins_dir), source=str(Path(bins_dir) / META_NAME))
 

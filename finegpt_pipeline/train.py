@@ -35,9 +35,10 @@ from finegpt_pipeline.atomic import write_json
 from finegpt_pipeline.batches import BatchSource, Bins
 from finegpt_pipeline.config import TrainConfig, make_plan_file, plan_parts, read_plan
 from finegpt_pipeline.costs import flops_per_token, reschedule
+from finegpt_pipeline.hardware import GIB
 from finegpt_pipeline.model import GPT, GPTConfig
 from finegpt_pipeline.run_dir import PLAN_NAME, SUMMARY_NAME
-from finegpt_pipeline.train_tracking import Reporter, mlflow_wanted
+from finegpt_pipeline.train_reporter import Reporter, mlflow_wanted
 
 
 def lr_at(it: int, cfg: TrainConfig) -> float:
@@ -275,7 +276,7 @@ class Trainer:
                 if cfg.peak_flops > 0:
                     row["mfu"] = fpt * tps / (cfg.peak_flops * rt.world_size)
                 if rt.device_type == "cuda":
-                    row["gpu_mem_gb"] = runtime.peak_memory_bytes(rt) / 2**30
+                    row["gpu_mem_gb"] = runtime.peak_memory_bytes(rt) / GIB
                 self.history.append({"iter": float(self.iter_num), **row})
                 self.report.metrics(self.iter_num, row)
                 self.report.info(f"iter {self.iter_num}: loss {loss:.4f} lr {row['lr']:.2e} "
