@@ -11,6 +11,13 @@ from pathlib import Path
 from finegpt_pipeline import paths
 
 EXPERIMENT = os.environ.get("FINEGPT_EXPERIMENT", "finegpt")
+# MLflow's UI opens an experiment in its GenAI mode (traces, evaluation runs) unless this tag
+# says it trains models; with it, the runs table and the model-training views come first.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+# The UI's own mode switch (GenAI by default, kept per browser); a link that carries it opens
+# the model-training views, whatever the browser last showed.
+UI_MODE = "?workflowType=machine_learning"
 
 
 def configure() -> str:
@@ -21,9 +28,14 @@ def configure() -> str:
 
     uri = paths.mlflow_tracking_uri()
     mlflow.set_tracking_uri(uri)
-    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+    experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+    if experiment is None:
         location = paths.mlflow_artifact_root() if uri.startswith("sqlite:") else None
-        mlflow.create_experiment(EXPERIMENT, artifact_location=location)
+        mlflow.create_experiment(EXPERIMENT, artifact_location=location,
+                                 tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
+    elif EXPERIMENT_KIND_TAG not in experiment.tags:  # made before the tag, or by hand
+        mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG,
+                                                 MODEL_TRAINING)
     mlflow.set_experiment(EXPERIMENT)
     return uri
 
@@ -47,9 +59,10 @@ def run_tags(stage: str, dagster_run_id: str | None = None, asset_key: str | Non
 
 
 def run_url(run_id: str) -> str:
-    """Where the run shows in the MLflow UI (`mlflow ui --backend-store-uri URI`, port 5000)."""
+    """Where the run shows in the MLflow UI (`mlflow ui --backend-store-uri URI`, port 5000),
+    in its model-training views: MLflow 3's UI otherwise opens in its GenAI mode."""
     import mlflow
 
     exp = mlflow.get_run(run_id).info.experiment_id
     base = os.environ.get("FINEGPT_MLFLOW_UI", "http://127.0.0.1:5000")
-    return f"{base}/#/experiments/{exp}/runs/{run_id}"
+    return f"{base}/#/experiments/{exp}/runs/{run_id}{UI_MODE}"
