@@ -16,6 +16,7 @@ STAGE_MODULES = [
     "finegpt_pipeline.plan",
     "finegpt_pipeline.train",
     "finegpt_pipeline.sample",
+    "finegpt_pipeline.evaluate",
 ]
 
 

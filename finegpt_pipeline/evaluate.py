@@ -1,0 +1,269 @@
+"""`finegpt eval`: a trained checkpoint measured on every token of a bins directory's val.bin.
+
+- Val loss: val.bin cut into consecutive non-overlapping windows of block_size (the last one
+  shorter), so each of its tokens after the first is predicted exactly once, from the context
+  of its own window; the mean of those per-token losses (nats), EOT targets included.
+- Its standard error: the per-token losses' standard deviation / sqrt(n). It treats the tokens
+  as independent and so ignores their correlation within a document: read it as a lower bound.
+- Bits per byte (nanochat's definition): summed nats / (ln 2 x UTF-8 bytes of the targets'
+  text), EOT targets (`config.EOT_TOKEN`) left out of both sums; it compares across tokenizers.
+- Baselines on the same targets: uniform over GPT-2's vocabulary (ln 50257) and a unigram model
+  of train.bin, add-`UNIGRAM_ALPHA` smoothed over the 50257 ids. A model that does not beat the
+  unigram is flagged (`beats_unigram: false`).
+- Generations for `PROMPTS` x `SEEDS` with the project's sampler, and the run's loss curves.
+
+The report (`report.json`, `report.md`, `report.html`, `loss_curve.png`) is written atomically
+into the output directory once everything is computed: bad input leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from finegpt_pipeline import checkpoint, eval_report_render, run_dir
+from finegpt_pipeline.atomic import write_bytes, write_json, write_text
+from finegpt_pipeline.batches import Bins
+from finegpt_pipeline.config import EOT_TOKEN, GPT2_VOCAB_SIZE
+from finegpt_pipeline.layout import bin_path
+
+UNIGRAM_ALPHA = 0.1  # add-alpha pseudo-count per vocabulary id in the unigram baseline
+PROMPTS = ("", "The history of", "In this article, we")  # "" starts a new document (EOT)
+SEEDS = (1337, 42)
+MAX_NEW_TOKENS = 48
+TOKENS_PER_FORWARD = 4096  # windows per forward pass = this // block_size (bounds logits memory)
+REPORT_FILES = ("report.json", "report.md", "report.html", "loss_curve.png")
+
+
+# ---------------------------------------------------------------- the measurements
+
+
+@torch.no_grad()
+def token_losses(model: torch.nn.Module, tokens: np.ndarray, block_size: int,
+                 device: str | torch.device = "cpu") -> np.ndarray:
+    """Loss (nats, float64) of every token of `tokens` after the first: target j+1 is predicted
+    from the window starting at block_size * (j // block_size), windows not overlapping."""
+    model.eval()
+    n_targets = len(tokens) - 1
+    out = np.empty(max(n_targets, 0), dtype=np.float64)
+    full = n_targets // block_size
+    per_pass = max(1, TOKENS_PER_FORWARD // block_size)
+
+    def run(starts: range, length: int) -> None:
+        x = np.stack([tokens[s:s + length] for s in starts]).astype(np.int64)
+        y = np.stack([tokens[s + 1:s + 1 + length] for s in starts]).astype(np.int64)
+        xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+        logits, _ = model(xt, targets=yt)
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), yt.reshape(-1),
+                               reduction="none")
+        out[starts[0]:starts[-1] + length] = loss.double().cpu().numpy()
+
+    for first in range(0, full, per_pass):
+        run(range(first * block_size, min(full, first + per_pass) * block_size, block_size),
+            block_size)
+    tail = n_targets - full * block_size
+    if tail:
+        run(range(full * block_size, full * block_size + 1), tail)
+    return out
+
+
+def token_byte_lengths(vocab_size: int = GPT2_VOCAB_SIZE) -> np.ndarray:
+    """UTF-8 bytes each GPT-2 id decodes to (concatenated, they are the text's bytes)."""
+    from finegpt_pipeline.tokenizer import get_encoding
+
+    enc = get_encoding()
+    return np.array([len(enc.decode_single_token_bytes(i)) for i in range(vocab_size)],
+                    dtype=np.int64)
+
+
+def bits_per_byte(losses: np.ndarray, targets: np.ndarray, byte_lengths: np.ndarray) -> float:
+    """Summed nats / (ln 2 x bytes), EOT targets excluded from both sums."""
+    keep = targets != EOT_TOKEN
+    n_bytes = int(byte_lengths[targets[keep]].sum())
+    if n_bytes == 0:
+        return float("nan")
+    return float(losses[keep].sum() / (math.log(2) * n_bytes))
+
+
+def unigram_log_probs(train_tokens: np.ndarray, alpha: float = UNIGRAM_ALPHA,
+                      vocab_size: int = GPT2_VOCAB_SIZE) -> np.ndarray:
+    """log p(id) of train.bin's id frequencies, add-alpha smoothed over the vocabulary."""
+    counts = np.bincount(train_tokens, minlength=vocab_size)[:vocab_size].astype(np.float64)
+    return np.log((counts + alpha) / (counts.sum() + alpha * vocab_size))
+
+
+def summarize(losses: np.ndarray, targets: np.ndarray, byte_lengths: np.ndarray,
+              unigram_lp: np.ndarray) -> dict[str, Any]:
+    """The numbers of the report for per-token `losses` of `targets`."""
+    n = int(losses.size)
+    val_loss = float(losses.mean())
+    se = float(losses.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+    uni = -unigram_lp[targets]
+    uniform = math.log(GPT2_VOCAB_SIZE)
+    keep = targets != EOT_TOKEN
+    n_bytes = int(byte_lengths[targets[keep]].sum())
+    unigram_loss = float(uni.mean())
+    return {
+        "tokens": n, "val_loss": val_loss, "val_loss_se": se,
+        "val_loss_se_method": "per-token std / sqrt(n); ignores correlation between tokens",
+        "perplexity": float(math.exp(val_loss)),
+        "val_bpb": bits_per_byte(losses, targets, byte_lengths),
+        "bpb_tokens": int(keep.sum()), "bpb_bytes": n_bytes,
+        "uniform_loss": uniform, "uniform_bpb": bits_per_byte(np.full(n, uniform), targets,
+                                                              byte_lengths),
+        "unigram_loss": unigram_loss, "unigram_bpb": bits_per_byte(uni, targets, byte_lengths),
+        "unigram_alpha": UNIGRAM_ALPHA,
+        "below_uniform": uniform - val_loss, "below_unigram": unigram_loss - val_loss,
+        "beats_unigram": bool(val_loss < unigram_loss),
+    }
+
+
+# ---------------------------------------------------------------- the run's curves
+
+
+def training_curves(run: Path) -> dict[str, list[list[float]]] | None:
+    """(tokens seen, loss) points of train and val from a run directory (summary.json's
+    history, train_log.jsonl's val_loss records); None when the run left neither."""
+    summary_path, log_path = run / run_dir.SUMMARY_NAME, run / run_dir.LOG_NAME
+    try:
+        summary = json.loads(summary_path.read_text())
+    except (OSError, ValueError):
+        return None
+    history = summary.get("history") or []
+    per_step = (summary.get("tokens_seen") or 0) / summary["steps"] if summary.get("steps") else 0
+    train = [[h["tokens_seen"], h["train_loss"]] for h in history
+             if "tokens_seen" in h and "train_loss" in h]
+    val: dict[int, float] = {}
+    if log_path.exists():
+        for line in log_path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue  # a line cut by a kill: the rest of the log still counts
+            if isinstance(rec, dict) and isinstance(rec.get("val_loss"), (int, float)):
+                val[int(rec["step"])] = float(rec["val_loss"])  # a replayed step: last wins
+    points = [[step * per_step, loss] for step, loss in sorted(val.items()) if math.isfinite(loss)]
+    return {"train": train, "val": points} if train or points else None
+
+
+# ---------------------------------------------------------------- the report
+
+
+def generations(ckpt_path: Path, device: str, max_new_tokens: int = MAX_NEW_TOKENS) -> list[dict]:
+    from finegpt_pipeline.sample import generate
+
+    rows = []
+    with torch.no_grad():
+        for prompt in PROMPTS:
+            for seed in SEEDS:
+                [text] = generate(str(ckpt_path), prompt, max_new_tokens, seed=seed, device=device)
+                rows.append({"prompt": prompt, "seed": seed, "text": text})
+    return rows
+
+
+def _device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def evaluate(ckpt_path: str | Path, bins_dir: str | Path, device: str = "cpu",
+             max_new_tokens: int = MAX_NEW_TOKENS) -> dict[str, Any]:
+    """The report's content (JSON-ready) and the loss-curve data; writes nothing."""
+    ckpt_path, device = Path(ckpt_path), _device(device)
+    t0 = time.time()
+    ckpt = checkpoint.load(ckpt_path)
+    try:
+        model = checkpoint.model_from_checkpoint(ckpt, device)
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise ValueError(f"{ckpt_path}: model does not load from the checkpoint "
+                         f"({str(exc).splitlines()[0][:200]})") from None
+    block_size = int(ckpt["model_args"]["block_size"])
+    with Bins(bins_dir) as bins:
+        val = np.asarray(bins.memmap("val"), dtype=np.int64)
+        train = np.asarray(bins.memmap("train"), dtype=np.int64)
+    val_path = bin_path(bins_dir, "val")
+    if val.size < 2:
+        raise ValueError(f"{val_path}: {val.size} tokens; evaluation needs at least 2")
+    if val.max() >= model.config.vocab_size:
+        raise ValueError(f"{val_path}: token id {int(val.max())} is outside the checkpoint's "
+                         f"vocabulary ({model.config.vocab_size}); bins and model do not match")
+    losses = token_losses(model, val, block_size, device)
+    numbers = summarize(losses, val[1:], token_byte_lengths(), unigram_log_probs(train))
+    run = ckpt_path.parent
+    return {
+        **numbers,
+        "checkpoint": str(ckpt_path.resolve()), "bins_dir": str(Path(bins_dir).resolve()),
+        "run_dir": run.name, "iter_num": int(ckpt.get("iter_num", 0)),
+        "params": model.get_num_params(), "model_args": dict(ckpt["model_args"]),
+        "val_file_tokens": int(val.size), "train_file_tokens": int(train.size),
+        "generations": generations(ckpt_path, device, max_new_tokens),
+        "curves": training_curves(run),
+        "device": device, "eval_seconds": time.time() - t0,
+    }
+
+
+def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    """report.json, report.md, report.html (plot inlined) and loss_curve.png, each atomic."""
+    out = Path(out_dir)
+    png = eval_report_render.loss_curve_png(report.get("curves"))
+    files = {name: out / name for name in REPORT_FILES}
+    write_bytes(files["loss_curve.png"], png)
+    write_json(files["report.json"], report)
+    write_text(files["report.md"], eval_report_render.markdown(report))
+    write_text(files["report.html"], eval_report_render.html(report, png))
+    return files
+
+
+def run_eval(ckpt_path: str | Path, bins_dir: str | Path, out_dir: str | Path,
+             device: str = "cpu", max_new_tokens: int = MAX_NEW_TOKENS) -> dict[str, Any]:
+    report = evaluate(ckpt_path, bins_dir, device, max_new_tokens)
+    files = write_report(report, out_dir)
+    return {**report, "files": {k: str(v) for k, v in files.items()}}
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _handle(args: argparse.Namespace) -> int:
+    result = run_eval(args.ckpt, args.bins, args.out, args.device, args.max_new_tokens)
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items() if k != "curves"}, indent=2))
+    else:
+        print(eval_report_render.headline(result))
+        print(f"report: {result['files']['report.md']}")
+    return 0
+
+
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser("eval", help="evaluate a checkpoint on every token of val.bin",
+                              description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", required=True, help="checkpoint file (RUN_DIR/ckpt.pt)")
+    p.add_argument("--bins", required=True, help="directory with train.bin, val.bin, meta.json")
+    p.add_argument("--out", required=True, help="report directory (report.json/.md/.html, "
+                   "loss_curve.png)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    p.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS,
+                   help="tokens per generated sample")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_handle)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m finegpt_pipeline.evaluate ...`: this subcommand alone."""
+    from finegpt_pipeline.cli import run_stage
+
+    return run_stage(add_cli, "eval", argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
