@@ -2,13 +2,13 @@
 
 import dagster as dg
 
-from assets import bins, data, planning, training
+from assets import bins, data, evaluation, planning, training
 from assets.jobs import data_job, pipeline_job, train_job
 from assets.resources import FineGPTPaths
 from assets.schedules import weekly_retrain
 from assets.sensors import shard_changed_sensor
 
-STAGES = [data, bins, planning, training]
+STAGES = [data, bins, planning, training, evaluation]
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(STAGES),

@@ -1,11 +1,12 @@
 """Jobs: the data stage alone (cheap, CI runs it), training from existing bins, and the whole
-chain. Each selects assets by their group (`data`, `training`), so a new asset joins its
-stage's jobs by naming its group."""
+chain. Each selects assets by their group (`data`, `training`, `evaluation`), so a new asset
+joins its stage's jobs by naming its group."""
 
 import dagster as dg
 
 DATA = dg.AssetSelection.groups("data")
 TRAINING = dg.AssetSelection.groups("training")
+EVALUATION = dg.AssetSelection.groups("evaluation")
 # Runs log at INFO: Dagster's per-event DEBUG lines (150 on a sample run) bury what a user reads.
 # A run config that sets `loggers: console: config: log_level: DEBUG` brings them back.
 RUN_DEFAULTS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -26,7 +27,7 @@ train_job = dg.define_asset_job(
 
 pipeline_job = dg.define_asset_job(
     "pipeline_job",
-    selection=DATA | TRAINING,
+    selection=DATA | TRAINING | EVALUATION,
     config=RUN_DEFAULTS,
-    description="The whole chain: shard to trained checkpoint.",
+    description="The whole chain: shard to trained checkpoint and its eval report.",
 )

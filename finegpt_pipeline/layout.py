@@ -5,6 +5,7 @@ directory, its `meta.json` reader, and the one answer to "have the bins changed?
       warehouse.duckdb             token statistics (`stats`, `warehouse`)
       shards/                      heads of shards cut by `max_docs` / `max_row_groups`
       reports/                     token-length histograms
+      reports/eval/<run key>/      eval_report: report.json/.md/.html, loss_curve.png
       bins/<key>/                  tokenized_bins: train.bin, val.bin, meta.json, .lock
       plans/                       training_config's plans
       runs/trained_checkpoint/<key>/  a training run (its files: `run_dir`)
@@ -46,6 +47,11 @@ class Home:
     @property
     def reports(self) -> Path:
         return self.root / "reports"
+
+    @property
+    def eval_reports(self) -> Path:
+        """eval_report's reports, one directory per training run (named as its run directory)."""
+        return self.reports / "eval"
 
     @property
     def bins(self) -> Path:

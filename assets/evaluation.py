@@ -1,0 +1,71 @@
+"""`eval_report`: the trained checkpoint measured on every token of the bins' val.bin
+(`finegpt_pipeline.evaluate`, as `finegpt eval` runs it), with its check against the unigram
+baseline. The report lands in FINEGPT_HOME/reports/eval/<run directory name>/."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from assets.resources import FineGPTPaths
+
+NUMBERS = ("val_loss", "val_loss_se", "val_bpb", "perplexity", "unigram_loss", "uniform_loss",
+           "below_unigram", "below_uniform")
+
+
+class EvalConfig(dg.Config):
+    device: str = "auto"  # auto (CUDA when visible) | cpu | cuda
+    max_new_tokens: int = 48  # per generated sample
+
+
+@dg.asset(
+    group_name="evaluation",
+    kinds={"pytorch"},
+    description="Val loss ± se over every token of val.bin, bits per byte, uniform and unigram "
+                "baselines, generations and loss curves of the trained checkpoint; "
+                "report.md, report.html (self-contained), report.json, loss_curve.png.",
+)
+def eval_report(context: dg.AssetExecutionContext, config: EvalConfig,
+                finegpt_paths: FineGPTPaths, trained_checkpoint: dict,
+                tokenized_bins: dict) -> dg.Output[dict]:
+    from finegpt_pipeline import eval_report_render, evaluate  # torch: only when it runs
+
+    for name, value, key in (("trained_checkpoint", trained_checkpoint, "checkpoint"),
+                             ("tokenized_bins", tokenized_bins, "dir")):
+        if key not in value:
+            raise ValueError(f"{name}: expected a dict with {key!r}, got keys {sorted(value)}")
+    ckpt = Path(trained_checkpoint["checkpoint"])
+    run_name = Path(trained_checkpoint.get("run_dir") or ckpt.parent).name
+    out_dir = finegpt_paths.layout().eval_reports / run_name
+    result = evaluate.run_eval(ckpt, tokenized_bins["dir"], out_dir, config.device,
+                               config.max_new_tokens)
+    context.log.info(f"eval_report: {eval_report_render.headline(result)}")
+    context.log.info(f"report: {result['files']['report.html']}")
+    value = {k: result[k] for k in (*NUMBERS, "tokens", "beats_unigram", "checkpoint")}
+    value["report_dir"] = str(out_dir)
+    png = Path(result["files"]["loss_curve.png"]).read_bytes()
+    metadata = {k: round(float(result[k]), 4) for k in NUMBERS}
+    metadata.update(
+        tokens=dg.MetadataValue.int(result["tokens"]),
+        beats_unigram=dg.MetadataValue.bool(result["beats_unigram"]),
+        report=dg.MetadataValue.md(eval_report_render.markdown(result).replace(
+            "![loss curves](loss_curve.png)", "")),
+        loss_curve=dg.MetadataValue.md(
+            f"![loss curves]({eval_report_render.png_data_uri(png)})"),
+        loss_curve_path=dg.MetadataValue.path(result["files"]["loss_curve.png"]),
+        report_html=dg.MetadataValue.path(result["files"]["report.html"]),
+        report_dir=dg.MetadataValue.path(str(out_dir)),
+    )
+    return dg.Output(value, metadata=metadata)
+
+
+@dg.asset_check(asset=eval_report,
+                description="The model's val loss is below the unigram baseline's (train.bin "
+                            "token frequencies) on the same val tokens.")
+def eval_report_beats_unigram(eval_report: dict) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        passed=bool(eval_report["beats_unigram"]),
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"val_loss": round(eval_report["val_loss"], 4),
+                  "unigram_loss": round(eval_report["unigram_loss"], 4),
+                  "below_unigram": round(eval_report["below_unigram"], 4)},
+    )
