@@ -1,0 +1,225 @@
+"""`finegpt eval` / `eval_report`: val loss over every token, bits per byte, baselines, report."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from _bins_fixture import make_bins, unigram_entropy_nats, write_plan
+from assets.evaluation import eval_report, eval_report_beats_unigram
+from assets.resources import FineGPTPaths
+from finegpt_pipeline import checkpoint, cli, evaluate, train
+from finegpt_pipeline.config import EOT_TOKEN, TrainConfig
+from finegpt_pipeline.layout import write_meta
+from finegpt_pipeline.model import GPT, GPTConfig
+from finegpt_pipeline.tokenizer import encode_batch, get_encoding
+
+BLOCK = 32
+
+
+@pytest.fixture(scope="module")
+def small_bins(tmp_path_factory, sample_shard) -> Path:
+    """60 real documents: 30,075 train and 1,838 val tokens (1,837 targets: 57 windows + 13)."""
+    return make_bins(sample_shard, tmp_path_factory.mktemp("small_bins"), max_docs=60)
+
+
+@pytest.fixture(scope="module")
+def random_ckpt(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    cfg = TrainConfig(n_layer=2, n_head=2, n_embd=32, block_size=BLOCK, device="cpu")
+    model = GPT(GPTConfig(**cfg.model_args()))
+    return checkpoint.save(tmp_path_factory.mktemp("random") / "ckpt.pt", model, None,
+                           cfg.to_dict(), iter_num=0, best_val_loss=float("inf"))
+
+
+@pytest.fixture(scope="module")
+def one_doc_run(tmp_path_factory, sample_shard) -> tuple[Path, Path]:
+    """A tiny model trained 80 steps on one 303-token document; train.bin = val.bin = it."""
+    root = tmp_path_factory.mktemp("one_doc")
+    texts = pq.read_table(sample_shard, columns=["text"]).column("text").to_pylist()
+    [doc] = encode_batch([texts[24]])
+    bins = root / "bins"
+    bins.mkdir()
+    ids = np.array([EOT_TOKEN, *doc], dtype=np.uint16)
+    for split in ("train", "val"):
+        ids.tofile(bins / f"{split}.bin")
+    write_meta(bins)
+    cfg = TrainConfig.from_json(write_plan(root / "plan.json", max_iters=80, lr_decay_iters=80,
+                                           learning_rate=1e-2, min_lr=1e-3, eval_interval=40,
+                                           log_interval=5, checkpoint_interval=80))
+    train.train(cfg, bins, root / "run", mlflow=False)
+    return root / "run" / "ckpt.pt", bins
+
+
+def test_val_loss_is_the_mean_over_every_token_of_val_bin(small_bins, random_ckpt):
+    report = evaluate.evaluate(random_ckpt, small_bins, max_new_tokens=2)
+    val = np.fromfile(small_bins / "val.bin", dtype=np.uint16).astype(np.int64)
+    assert report["tokens"] == val.size - 1 and (val.size - 1) % BLOCK  # a short tail too
+    # independently: the model's own mean loss per window, windows at 0, T, 2T, ...
+    model = checkpoint.model_from_checkpoint(checkpoint.load(random_ckpt)).eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, val.size - 1, BLOCK):
+            x = torch.from_numpy(val[start:start + BLOCK + 1][:-1])[None]
+            y = torch.from_numpy(val[start + 1:start + BLOCK + 1])[None]
+            _, loss = model(x, targets=y)
+            total += float(loss) * y.numel()
+            count += y.numel()
+    assert count == val.size - 1
+    assert report["val_loss"] == pytest.approx(total / count, rel=1e-5)
+    assert report["perplexity"] == pytest.approx(math.exp(report["val_loss"]))
+    assert 0 < report["val_loss_se"] < 0.05
+    assert report["uniform_loss"] == pytest.approx(math.log(50257))
+    # a random-init model is near uniform and far above the unigram: flagged
+    assert report["beats_unigram"] is False and report["below_unigram"] < 0
+    assert abs(report["below_uniform"]) < 0.1
+
+
+def test_bits_per_byte_follows_the_definition():
+    enc = get_encoding()
+    a, b, c = enc.encode_ordinary(" café")[0], enc.encode_ordinary(" the")[0], 13  # "."
+    targets = np.array([EOT_TOKEN, a, b, EOT_TOKEN, c])
+    losses = np.array([5.0, 1.0, 2.0, 7.0, 3.0])
+    lengths = evaluate.token_byte_lengths()
+    n_bytes = len(enc.decode_bytes([a, b, c]))
+    assert evaluate.bits_per_byte(losses, targets, lengths) == pytest.approx(
+        (1 + 2 + 3) / (math.log(2) * n_bytes))  # EOT's nats and bytes both left out
+    text = "Naïve café – 日本語 text\n"  # multi-byte characters split across tokens
+    ids = enc.encode_ordinary(text)
+    assert int(lengths[ids].sum()) == len(text.encode("utf-8"))
+
+
+def test_report_bytes_are_those_of_the_val_text(small_bins, random_ckpt):
+    report = evaluate.evaluate(random_ckpt, small_bins, max_new_tokens=2)
+    val = np.fromfile(small_bins / "val.bin", dtype=np.uint16)[1:]
+    text_ids = [int(t) for t in val if t != EOT_TOKEN]
+    assert report["bpb_bytes"] == len(get_encoding().decode_bytes(text_ids))
+    assert report["bpb_tokens"] == len(text_ids)
+    # unigram baseline: train.bin counts, add-alpha over the 50257 ids, on the same targets
+    counts = np.bincount(np.fromfile(small_bins / "train.bin", dtype=np.uint16), minlength=50257)
+    alpha = report["unigram_alpha"]
+    p = (counts[val] + alpha) / (counts.sum() + alpha * 50257)
+    assert report["unigram_loss"] == pytest.approx(float(-np.log(p).mean()))
+
+
+def test_model_trained_on_a_document_beats_the_unigram_there(one_doc_run, tmp_path):
+    ckpt, bins = one_doc_run
+    result = evaluate.run_eval(ckpt, bins, tmp_path / "out", max_new_tokens=4)
+    assert result["beats_unigram"] is True
+    # below even the best unigram on this text: its own frequencies, unsmoothed
+    assert result["val_loss"] < unigram_entropy_nats(bins / "val.bin")
+    assert len(result["generations"]) == len(evaluate.PROMPTS) * len(evaluate.SEEDS)
+    assert {(g["prompt"], g["seed"]) for g in result["generations"]} == {
+        (p, s) for p in evaluate.PROMPTS for s in evaluate.SEEDS}
+    # the curves come from the run: train every 5 steps, val at 0, 40, 80, against tokens seen
+    curves = result["curves"]
+    assert [x for x, _ in curves["train"]] == [5 * 128.0 * k for k in range(1, 17)]
+    assert [x for x, _ in curves["val"]] == [0.0, 40 * 128.0, 80 * 128.0]
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == sorted(evaluate.REPORT_FILES)
+    png = (out / "loss_curve.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+    page = (out / "report.html").read_text()
+    assert base64.b64encode(png).decode() in page and "<img" in page
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk["val_loss"] == result["val_loss"] and on_disk["beats_unigram"] is True
+    assert "beats the unigram baseline" in (out / "report.md").read_text()
+
+
+def test_cli_json_keys(small_bins, random_ckpt, tmp_path, capsys):
+    out = tmp_path / "report"
+    rc = cli.main(["eval", "--ckpt", str(random_ckpt), "--bins", str(small_bins), "--out",
+                   str(out), "--json", "--max-new-tokens", "2"])
+    assert rc == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {"val_loss", "val_loss_se", "val_bpb", "unigram_loss", "tokens",
+            "beats_unigram"} <= set(data)
+    assert data["tokens"] == 1837 and data["beats_unigram"] is False
+    assert (out / "report.md").exists()
+
+
+@pytest.mark.parametrize("case", ["garbage_ckpt", "missing_ckpt", "missing_bins", "no_val"])
+def test_cli_errors_are_one_line_naming_the_file(case, small_bins, random_ckpt, tmp_path,
+                                                 capsys):
+    ckpt, bins = random_ckpt, small_bins
+    if case == "garbage_ckpt":
+        ckpt = tmp_path / "ckpt.pt"
+        ckpt.write_bytes(b"not a checkpoint")
+    elif case == "missing_ckpt":
+        ckpt = tmp_path / "nope.pt"
+    elif case == "missing_bins":
+        bins = tmp_path / "no_bins"
+    else:
+        bins = tmp_path / "bins"
+        bins.mkdir()
+        (bins / "train.bin").write_bytes((small_bins / "train.bin").read_bytes())
+        (bins / "meta.json").write_text((small_bins / "meta.json").read_text())
+    out = tmp_path / "out"
+    rc = cli.main(["eval", "--ckpt", str(ckpt), "--bins", str(bins), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("finegpt eval: error: ")
+    named = {"garbage_ckpt": ckpt, "missing_ckpt": ckpt, "missing_bins": bins,
+             "no_val": bins / "val.bin"}[case]
+    assert str(named) in err
+    assert not out.exists()  # nothing left behind
+
+
+def _materialize(home: Path, ckpt: Path, bins: Path) -> dg.ExecuteInProcessResult:
+    @dg.asset(name="trained_checkpoint")
+    def trained_checkpoint_input() -> dict:
+        return {"checkpoint": str(ckpt), "run_dir": str(ckpt.parent), "steps": 80}
+
+    @dg.asset(name="tokenized_bins")
+    def tokenized_bins_input() -> dict:
+        return {"dir": str(bins)}
+
+    return dg.materialize(
+        [trained_checkpoint_input, tokenized_bins_input, eval_report, eval_report_beats_unigram],
+        resources={"finegpt_paths": FineGPTPaths(home=str(home))},
+        run_config={"ops": {"eval_report": {"config": {"device": "cpu", "max_new_tokens": 4}}}},
+    )
+
+
+def test_eval_report_asset_materializes_with_its_check(finegpt_home, one_doc_run, random_ckpt,
+                                                       small_bins):
+    ckpt, bins = one_doc_run
+    result = _materialize(finegpt_home, ckpt, bins)
+    assert result.success
+    [mat] = result.asset_materializations_for_node("eval_report")
+    md = mat.metadata
+    for key in ("val_loss", "val_loss_se", "val_bpb", "unigram_loss"):
+        assert md[key].value == round(md[key].value, 4)
+    assert md["beats_unigram"].value is True
+    assert "| val loss (nats/token) |" in md["report"].value
+    assert md["loss_curve"].value.startswith("![loss curves](data:image/png;base64,")
+    report_dir = finegpt_home / "reports" / "eval" / ckpt.parent.name
+    assert Path(md["report_dir"].value) == report_dir
+    assert sorted(p.name for p in report_dir.iterdir()) == sorted(evaluate.REPORT_FILES)
+    [check] = result.get_asset_check_evaluations()
+    assert check.check_name == "eval_report_beats_unigram" and check.passed
+    assert check.severity == dg.AssetCheckSeverity.ERROR
+
+    # a random-init model: the report is written, the check fails at severity ERROR
+    flagged = _materialize(finegpt_home, random_ckpt, small_bins)
+    [check] = flagged.get_asset_check_evaluations()
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    assert check.metadata["below_unigram"].value < 0
+
+
+def test_pipeline_job_ends_at_eval_report_and_train_job_does_not():
+    from assets.definitions import defs
+
+    pipeline = defs.resolve_job_def("pipeline_job")
+    train_job = defs.resolve_job_def("train_job")
+    assert "eval_report" in {n.name for n in pipeline.graph.node_defs}
+    assert "eval_report" not in {n.name for n in train_job.graph.node_defs}
