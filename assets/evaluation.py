@@ -35,7 +35,7 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig,
             raise ValueError(f"{name}: expected a dict with {key!r}, got keys {sorted(value)}")
     ckpt = Path(trained_checkpoint["checkpoint"])
     run_name = Path(trained_checkpoint.get("run_dir") or ckpt.parent).name
-    out_dir = finegpt_paths.layout().eval_reports / run_name
+    out_dir = finegpt_paths.eval_reports_dir() / run_name
     result = evaluate.run_eval(ckpt, tokenized_bins["dir"], out_dir, config.device,
                                config.max_new_tokens)
     context.log.info(f"eval_report: {eval_report_render.headline(result)}")

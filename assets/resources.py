@@ -36,6 +36,9 @@ class FineGPTPaths(dg.ConfigurableResource):
     def reports_dir(self) -> Path:
         return self.layout().reports
 
+    def eval_reports_dir(self) -> Path:
+        return self.layout().eval_reports
+
     def bins_dir(self) -> Path:
         return self.layout().bins
 

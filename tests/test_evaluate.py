@@ -146,7 +146,8 @@ def test_cli_json_keys(small_bins, random_ckpt, tmp_path, capsys):
     assert (out / "report.md").exists()
 
 
-@pytest.mark.parametrize("case", ["garbage_ckpt", "missing_ckpt", "missing_bins", "no_val"])
+@pytest.mark.parametrize("case", ["garbage_ckpt", "missing_ckpt", "missing_bins", "no_val",
+                                  "out_is_a_file"])
 def test_cli_errors_are_one_line_naming_the_file(case, small_bins, random_ckpt, tmp_path,
                                                  capsys):
     ckpt, bins = random_ckpt, small_bins
@@ -157,21 +158,23 @@ def test_cli_errors_are_one_line_naming_the_file(case, small_bins, random_ckpt, 
         ckpt = tmp_path / "nope.pt"
     elif case == "missing_bins":
         bins = tmp_path / "no_bins"
-    else:
+    elif case == "no_val":
         bins = tmp_path / "bins"
         bins.mkdir()
         (bins / "train.bin").write_bytes((small_bins / "train.bin").read_bytes())
         (bins / "meta.json").write_text((small_bins / "meta.json").read_text())
     out = tmp_path / "out"
+    if case == "out_is_a_file":
+        out.write_text("a file")
     rc = cli.main(["eval", "--ckpt", str(ckpt), "--bins", str(bins), "--out", str(out)])
     err = capsys.readouterr().err
     assert rc == 2
     assert len(err.strip().splitlines()) == 1, err
     assert err.startswith("finegpt eval: error: ")
     named = {"garbage_ckpt": ckpt, "missing_ckpt": ckpt, "missing_bins": bins,
-             "no_val": bins / "val.bin"}[case]
+             "no_val": bins / "val.bin", "out_is_a_file": out}[case]
     assert str(named) in err
-    assert not out.exists()  # nothing left behind
+    assert out.is_file() if case == "out_is_a_file" else not out.exists()  # nothing left behind
 
 
 def _materialize(home: Path, ckpt: Path, bins: Path) -> dg.ExecuteInProcessResult:

@@ -105,7 +105,7 @@ def test_jobs_select_by_group():
                         defs.resolve_job_def(job).asset_layer.selected_asset_keys}
     assert keys("data_job") == {"raw_shard", "token_stats", "tokenized_bins", "another_data_asset"}
     assert keys("train_job") == {"training_config", "trained_checkpoint"}
-    assert keys("pipeline_job") == keys("data_job") | keys("train_job")
+    assert keys("pipeline_job") == keys("data_job") | keys("train_job") | {"eval_report"}
 
 
 def test_meta_names_the_local_file_as_source_path(sample_shard, tmp_path):
