@@ -40,21 +40,27 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig,
                                config.max_new_tokens)
     context.log.info(f"eval_report: {eval_report_render.headline(result)}")
     context.log.info(f"report: {result['files']['report.html']}")
+    run_id = trained_checkpoint.get("mlflow_run_id")
+    if run_id:  # the report joins the training run it measures
+        evaluate.log_to_training_run(result, result["files"], run_id,
+                                     finegpt_paths.mlflow_tracking_uri())
+        context.log.info(f"logged to MLflow run {trained_checkpoint.get('mlflow_run_url') or run_id}")
     value = {k: result[k] for k in (*NUMBERS, "tokens", "beats_unigram", "checkpoint")}
-    value["report_dir"] = str(out_dir)
+    value.update(report_dir=str(out_dir), mlflow_run_id=run_id)
     png = Path(result["files"]["loss_curve.png"]).read_bytes()
     metadata = {k: round(float(result[k]), 4) for k in NUMBERS}
     metadata.update(
         tokens=dg.MetadataValue.int(result["tokens"]),
         beats_unigram=dg.MetadataValue.bool(result["beats_unigram"]),
-        report=dg.MetadataValue.md(eval_report_render.markdown(result).replace(
-            "![loss curves](loss_curve.png)", "")),
+        report=dg.MetadataValue.md(eval_report_render.markdown(result, image=None)),
         loss_curve=dg.MetadataValue.md(
             f"![loss curves]({eval_report_render.png_data_uri(png)})"),
         loss_curve_path=dg.MetadataValue.path(result["files"]["loss_curve.png"]),
         report_html=dg.MetadataValue.path(result["files"]["report.html"]),
         report_dir=dg.MetadataValue.path(str(out_dir)),
     )
+    if trained_checkpoint.get("mlflow_run_url"):
+        metadata["mlflow_run_url"] = dg.MetadataValue.url(trained_checkpoint["mlflow_run_url"])
     return dg.Output(value, metadata=metadata)
 
 

@@ -75,7 +75,8 @@ def numbers_table(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     ]
 
 
-def markdown(report: dict[str, Any]) -> str:
+def markdown(report: dict[str, Any], image: str | None = "loss_curve.png") -> str:
+    """The report in Markdown; `image` is the plot's address (None: no plot)."""
     r = report
     lines = [f"# Eval report: {r['run_dir']}", "",
              f"Checkpoint `{r['checkpoint']}` (iter {r['iter_num']}, {r['params']:,} params), "
@@ -85,7 +86,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [f"| {a} | {b} | {c} |" for a, b, c in numbers_table(r)]
     lines += ["", "Every token of val.bin after the first is predicted once, in consecutive "
               "non-overlapping windows of block_size (the last one shorter).", "",
-              "## Loss curves", "", "![loss curves](loss_curve.png)", "", "## Generations", ""]
+              *(["## Loss curves", "", f"![loss curves]({image})", ""] if image else []),
+              "## Generations", ""]
     for g in r["generations"]:
         prompt = g["prompt"] or "(new document)"
         text = g["text"].replace("\n", " ")

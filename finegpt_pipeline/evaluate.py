@@ -243,6 +243,24 @@ def run_eval(ckpt_path: str | Path, bins_dir: str | Path, out_dir: str | Path,
     return {**report, "files": {k: str(v) for k, v in files.items()}}
 
 
+MLFLOW_METRICS = ("val_loss", "val_loss_se", "val_bpb", "perplexity", "unigram_loss")
+
+
+def log_to_training_run(report: dict[str, Any], files: dict[str, str | Path], run_id: str,
+                        tracking_uri: str) -> None:
+    """The report's numbers (`eval/val_loss`, ... at the checkpoint's step) and files (under
+    `eval_report/`) into the MLflow run that trained the checkpoint."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    step = int(report["iter_num"])
+    for key in MLFLOW_METRICS:
+        if math.isfinite(report[key]):
+            client.log_metric(run_id, f"eval/{key}", float(report[key]), step=step)
+    for path in files.values():
+        client.log_artifact(run_id, str(path), artifact_path="eval_report")
+
+
 # ---------------------------------------------------------------- CLI
 
 

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import dagster as dg
+import mlflow
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -16,7 +17,7 @@ import torch
 from _bins_fixture import make_bins, unigram_entropy_nats, write_plan
 from assets.evaluation import eval_report, eval_report_beats_unigram
 from assets.resources import FineGPTPaths
-from finegpt_pipeline import checkpoint, cli, evaluate, train
+from finegpt_pipeline import checkpoint, cli, evaluate, mlflow_store, train
 from finegpt_pipeline.config import EOT_TOKEN, TrainConfig
 from finegpt_pipeline.layout import write_meta
 from finegpt_pipeline.model import GPT, GPTConfig
@@ -177,10 +178,13 @@ def test_cli_errors_are_one_line_naming_the_file(case, small_bins, random_ckpt, 
     assert out.is_file() if case == "out_is_a_file" else not out.exists()  # nothing left behind
 
 
-def _materialize(home: Path, ckpt: Path, bins: Path) -> dg.ExecuteInProcessResult:
+def _materialize(home: Path, ckpt: Path, bins: Path,
+                 mlflow_run_id: str | None = None) -> dg.ExecuteInProcessResult:
     @dg.asset(name="trained_checkpoint")
     def trained_checkpoint_input() -> dict:
-        return {"checkpoint": str(ckpt), "run_dir": str(ckpt.parent), "steps": 80}
+        return {"checkpoint": str(ckpt), "run_dir": str(ckpt.parent), "steps": 80,
+                "mlflow_run_id": mlflow_run_id,
+                "mlflow_run_url": mlflow_store.run_url(mlflow_run_id) if mlflow_run_id else None}
 
     @dg.asset(name="tokenized_bins")
     def tokenized_bins_input() -> dict:
@@ -196,7 +200,10 @@ def _materialize(home: Path, ckpt: Path, bins: Path) -> dg.ExecuteInProcessResul
 def test_eval_report_asset_materializes_with_its_check(finegpt_home, one_doc_run, random_ckpt,
                                                        small_bins):
     ckpt, bins = one_doc_run
-    result = _materialize(finegpt_home, ckpt, bins)
+    mlflow_store.configure()  # the training run the report joins: a real one in this home's store
+    with mlflow.start_run() as run:
+        mlflow.log_metric("val_loss", 5.0, step=80)
+    result = _materialize(finegpt_home, ckpt, bins, mlflow_run_id=run.info.run_id)
     assert result.success
     [mat] = result.asset_materializations_for_node("eval_report")
     md = mat.metadata
@@ -211,6 +218,14 @@ def test_eval_report_asset_materializes_with_its_check(finegpt_home, one_doc_run
     [check] = result.get_asset_check_evaluations()
     assert check.check_name == "eval_report_beats_unigram" and check.passed
     assert check.severity == dg.AssetCheckSeverity.ERROR
+    # the report's numbers and files joined the training run in MLflow
+    client = mlflow.MlflowClient()
+    logged = client.get_run(run.info.run_id).data.metrics
+    assert logged["eval/val_loss"] == pytest.approx(result.output_for_node("eval_report")["val_loss"])
+    assert {"eval/val_loss_se", "eval/val_bpb", "eval/unigram_loss"} <= set(logged)
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "eval_report")} == {
+        f"eval_report/{name}" for name in evaluate.REPORT_FILES}
+    assert run.info.run_id in md["mlflow_run_url"].value
 
     # a random-init model: the report is written, the check fails at severity ERROR
     flagged = _materialize(finegpt_home, random_ckpt, small_bins)
