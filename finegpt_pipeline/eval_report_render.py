@@ -58,6 +58,11 @@ def headline(report: dict[str, Any]) -> str:
             f"{report['uniform_loss']:.4f}; " + verdict(report).replace("**", ""))
 
 
+def _gap(nats: float) -> str:
+    """How far the model sits from a baseline, in words that keep their sign."""
+    return f"model {nats:.4f} below" if nats >= 0 else f"model {-nats:.4f} ABOVE"
+
+
 def numbers_table(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(measure, model, note) rows shared by the Markdown and the HTML."""
     r = report
@@ -68,10 +73,9 @@ def numbers_table(report: dict[str, Any]) -> list[tuple[str, str, str]]:
         ("bits per byte", f"{r['val_bpb']:.4f}",
          f"EOT excluded: {r['bpb_tokens']:,} tokens, {r['bpb_bytes']:,} UTF-8 bytes"),
         ("unigram baseline", f"{r['unigram_loss']:.4f} ({r['unigram_bpb']:.4f} bpb)",
-         f"train.bin frequencies, add-{r['unigram_alpha']:g}; model "
-         f"{r['below_unigram']:+.4f} below"),
+         f"train.bin frequencies, add-{r['unigram_alpha']:g}; {_gap(r['below_unigram'])}"),
         ("uniform baseline", f"{r['uniform_loss']:.4f} ({r['uniform_bpb']:.4f} bpb)",
-         f"ln 50257; model {r['below_uniform']:+.4f} below"),
+         f"ln 50257; {_gap(r['below_uniform'])}"),
     ]
 
 
