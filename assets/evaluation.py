@@ -44,7 +44,8 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig,
     if run_id:  # the report joins the training run it measures
         evaluate.log_to_training_run(result, result["files"], run_id,
                                      finegpt_paths.mlflow_tracking_uri())
-        context.log.info(f"logged to MLflow run {trained_checkpoint.get('mlflow_run_url') or run_id}")
+        where = trained_checkpoint.get("mlflow_run_url") or run_id
+        context.log.info(f"logged to MLflow run {where}")
     value = {k: result[k] for k in (*NUMBERS, "tokens", "beats_unigram", "checkpoint")}
     value.update(report_dir=str(out_dir), mlflow_run_id=run_id)
     png = Path(result["files"]["loss_curve.png"]).read_bytes()

@@ -221,7 +221,8 @@ def test_eval_report_asset_materializes_with_its_check(finegpt_home, one_doc_run
     # the report's numbers and files joined the training run in MLflow
     client = mlflow.MlflowClient()
     logged = client.get_run(run.info.run_id).data.metrics
-    assert logged["eval/val_loss"] == pytest.approx(result.output_for_node("eval_report")["val_loss"])
+    value = result.output_for_node("eval_report")
+    assert logged["eval/val_loss"] == pytest.approx(value["val_loss"])
     assert {"eval/val_loss_se", "eval/val_bpb", "eval/unigram_loss"} <= set(logged)
     assert {a.path for a in client.list_artifacts(run.info.run_id, "eval_report")} == {
         f"eval_report/{name}" for name in evaluate.REPORT_FILES}
@@ -241,3 +242,7 @@ def test_pipeline_job_ends_at_eval_report_and_train_job_does_not():
     train_job = defs.resolve_job_def("train_job")
     assert "eval_report" in {n.name for n in pipeline.graph.node_defs}
     assert "eval_report" not in {n.name for n in train_job.graph.node_defs}
+    [spec] = eval_report.specs
+    assert spec.group_name == "evaluation" and spec.kinds == {"pytorch"}
+    assert {d.asset_key.to_user_string() for d in spec.deps} == {"trained_checkpoint",
+                                                                 "tokenized_bins"}
