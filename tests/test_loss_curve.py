@@ -1,0 +1,46 @@
+"""`loss_curve`: the run's train/val loss against tokens seen, as a PNG in its run directory."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from finegpt_pipeline.atomic import artifact_mode
+from finegpt_pipeline.loss_curve import curve_points, write_loss_curve
+
+
+def _summary(tmp_path, **extra):
+    history = [{"iter": float(i), "tokens_seen": 128.0 * i, "train_loss": 10.0 - i / 4} for i in range(1, 9)]
+    val = [{"iter": 0.0, "tokens_seen": 0.0, "val_loss": 10.9}, {"iter": 4.0, "tokens_seen": 512.0, "val_loss": 9.5},
+           {"iter": 4.0, "tokens_seen": 512.0, "val_loss": 9.4},  # a resumed run evaluates step 4 again
+           {"iter": 8.0, "tokens_seen": 1024.0, "val_loss": 8.7}]
+    (tmp_path / "summary.json").write_text(json.dumps({"steps": 8, "history": history, "val_history": val, **extra}))
+
+
+def test_points_are_one_per_step_in_step_order_the_last_record_winning():
+    rows = [{"iter": 4.0, "tokens_seen": 512.0, "val_loss": 9.5}, {"iter": 0.0, "tokens_seen": 0.0, "val_loss": 11.0},
+            {"iter": 4.0, "tokens_seen": 512.0, "val_loss": 9.4}, {"iter": 2.0, "tokens_seen": 256.0, "lr": 1.0}]
+    assert curve_points(rows, "val_loss") == [(0.0, 11.0), (512.0, 9.4)]
+
+
+def test_writes_a_png_atomically_into_the_run_dir(tmp_path):
+    _summary(tmp_path)
+    path = write_loss_curve(tmp_path)
+    assert path == tmp_path / "loss_curve.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+    assert os.stat(path).st_mode & 0o777 == artifact_mode()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loss_curve.png", "summary.json"]
+
+
+def test_a_run_without_val_history_still_plots_its_train_curve(tmp_path):
+    (tmp_path / "summary.json").write_text(json.dumps(
+        {"steps": 2, "history": [{"iter": 1.0, "tokens_seen": 8.0, "train_loss": 10.0}]}))
+    assert write_loss_curve(tmp_path).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_no_summary_is_a_one_line_error_naming_the_file_and_leaves_nothing(tmp_path):
+    with pytest.raises(ValueError, match=r"summary\.json: no readable run summary .*train the run"):
+        write_loss_curve(tmp_path)
+    assert list(tmp_path.iterdir()) == []
