@@ -80,8 +80,9 @@ def histogram_table(lengths: list[int]) -> str:
     for n in lengths:
         counts[bisect.bisect_right(HISTOGRAM_EDGES, n)] += 1
     top = max(counts) or 1
-    rows = [[label, count, "█" * round(HISTOGRAM_BAR * count / top) or ("▏" if count else "")]
-            for label, count in zip(labels, counts) if count or label != "0"]
+    used = [i for i, count in enumerate(counts) if count] or [0]  # empty bins at the ends left out
+    rows = [[labels[i], counts[i], "█" * round(HISTOGRAM_BAR * counts[i] / top) or ("▏" if counts[i] else "")]
+            for i in range(used[0], used[-1] + 1)]
     return _md_table(["tokens", "documents", ""], rows)
 
 

@@ -50,6 +50,8 @@ def test_sample_materializes_with_metadata_and_checks(finegpt_home, sample_shard
     # "[Show Markdown]", so the histogram is a short table with text bars
     histogram = meta["token_histogram"].value
     assert histogram.startswith("| tokens | documents |") and "█" in histogram
+    rows = [row.split("|")[1].strip() for row in histogram.splitlines()[2:]]
+    assert rows == ["30-99", "100-299", "300-999", "1,000-2,999", "3,000-9,999"]  # p1 73, max 9,709
     assert len(histogram) < INLINE_MARKDOWN_CHARS
     assert sum(int(row.split("|")[2]) for row in histogram.splitlines()[2:]) == 300
     assert open(meta["token_histogram_png"].value, "rb").read(4) == b"\x89PNG"
