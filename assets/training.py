@@ -18,9 +18,9 @@ import dagster as dg
 from assets.metadata_format import OWNERS, float_value
 from assets.resources import FineGPTPaths
 from finegpt_pipeline import layout, mlflow_store, run_dir
+from finegpt_pipeline.atomic import write_json
 from finegpt_pipeline.hardware import GIB
 from finegpt_pipeline.loss_curve import LOSS_CURVE_NAME, curve_points, write_loss_curve
-from finegpt_pipeline.atomic import write_json
 from finegpt_pipeline.train_reporter import ASSET_KEY_ENV, DAGSTER_RUN_ID_ENV
 
 TRAIN_MODULE = "finegpt_pipeline.train"

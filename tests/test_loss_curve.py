@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
+from _bins_fixture import child_env, sample_bins, write_plan  # noqa: F401
 from finegpt_pipeline.atomic import artifact_mode
 from finegpt_pipeline.loss_curve import curve_points, write_loss_curve
 
@@ -45,3 +48,25 @@ def test_no_summary_is_a_one_line_error_naming_the_file_and_leaves_nothing(tmp_p
     with pytest.raises(ValueError, match=r"summary\.json: no readable run summary .*train the run"):
         write_loss_curve(tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_trainer_records_val_history_across_a_resume(sample_bins, tmp_path):
+    """summary.json's `val_history` (what the curve's val line reads) survives a resume."""
+    plan = write_plan(tmp_path / "plan.json", max_iters=6, lr_decay_iters=6, eval_interval=2,
+                      checkpoint_interval=2)
+    out = tmp_path / "run"
+
+    def train(*extra):
+        subprocess.run([sys.executable, "-m", "finegpt_pipeline.train", "--bins", str(sample_bins),
+                        "--plan", str(plan), "--out", str(out), "--no-mlflow", *extra],
+                       env=child_env(), check=True, capture_output=True, timeout=120)
+
+    train("--max-iters=4")
+    first = json.loads((out / "summary.json").read_text())["val_history"]
+    assert int(first[0]["iter"]) == 0 and int(first[-1]["iter"]) == 4 and len(first) >= 2
+    assert all(r["tokens_seen"] == 128 * r["iter"] for r in first)  # 4 x 32 tokens a step
+    train("--resume")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["val_history"][:len(first)] == first  # kept through the checkpoint
+    tokens = [t for t, _ in curve_points(summary["val_history"], "val_loss")]
+    assert tokens == sorted(set(tokens)) and tokens[-1] == 6 * 128 and 512.0 in tokens
