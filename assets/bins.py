@@ -7,6 +7,7 @@ from typing import Optional
 
 import dagster as dg
 
+from assets.metadata_format import OWNERS, size_entries
 from assets.resources import FineGPTPaths
 from finegpt_pipeline import bins_checks, layout, tokenized_bins as stage
 from finegpt_pipeline.config import GPT2_VOCAB_SIZE
@@ -29,6 +30,8 @@ class TokenizeConfig(dg.Config):
     description="nanoGPT-format train.bin/val.bin (uint16 GPT-2 ids, EOT before every document) "
                 "and meta.json, split deterministically by document hash.",
     kinds={"python", "numpy"},
+    owners=OWNERS,
+    code_version="1",
 )
 def tokenized_bins(context: dg.AssetExecutionContext, config: TokenizeConfig,
                    finegpt_paths: FineGPTPaths, raw_shard: dict) -> dg.MaterializeResult:
@@ -58,7 +61,7 @@ def tokenized_bins(context: dg.AssetExecutionContext, config: TokenizeConfig,
             "val_tokens": meta["val_tokens"],
             "train_docs": meta["train_docs"],
             "val_docs": meta["val_docs"],
-            "bytes": 2 * (meta["train_tokens"] + meta["val_tokens"]),
+            **size_entries("size", 2 * (meta["train_tokens"] + meta["val_tokens"])),
             "val_fraction": meta["split"]["val_fraction"],
             "source_sha256": meta["source_sha256"],
             "reused": reused,

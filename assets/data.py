@@ -1,12 +1,13 @@
 """Data stage assets: `raw_shard` (fetch + validate) and `token_stats` (DuckDB warehouse),
 with their asset checks. Thin wrappers: the logic is in `finegpt_pipeline.shard` / `.stats`."""
 
-import base64
+import bisect
 import json
 from typing import Optional
 
 import dagster as dg
 
+from assets.metadata_format import OWNERS, float_value, size_entries
 from assets.resources import FineGPTPaths
 from finegpt_pipeline import stats
 from finegpt_pipeline.atomic import write_bytes
@@ -22,7 +23,8 @@ class RawShardConfig(dg.Config):
     max_row_groups: Optional[int] = None
 
 
-@dg.asset(group_name="data", description="A validated local FineWeb parquet shard "
+@dg.asset(group_name="data", kinds={"parquet"}, owners=OWNERS, code_version="1",
+          description="A validated local FineWeb parquet shard "
           "(local file or Hugging Face hub file, optionally just its head).")
 def raw_shard(context: dg.AssetExecutionContext, config: RawShardConfig,
               finegpt_paths: FineGPTPaths) -> dg.Output[dict]:
@@ -42,7 +44,7 @@ def raw_shard(context: dg.AssetExecutionContext, config: RawShardConfig,
             # not "path": the IO manager's own metadata key would overwrite it
             "shard_path": dg.MetadataValue.path(info.path),
             "source": info.source,
-            "bytes": info.bytes,
+            **size_entries("size", info.bytes),
             "rows": info.rows,
             "row_groups": info.row_groups,
             "columns": ", ".join(info.columns),
@@ -65,7 +67,27 @@ def _counts_table(entries: list[dict], col: str) -> str:
                      [[e[col], e["documents"], f"{e['share']:.1%}"] for e in entries])
 
 
-@dg.asset(group_name="data", description="Per-document and per-shard token statistics in the "
+# Log-spaced bins of the inline histogram: the UI shows a Markdown table, not a large image.
+HISTOGRAM_EDGES = [1, 10, 30, 100, 300, 1_000, 3_000, 10_000, 30_000, 100_000]
+HISTOGRAM_BAR = 30  # characters of the longest bar
+
+
+def histogram_table(lengths: list[int]) -> str:
+    """Tokens per document as a Markdown table with text bars, short enough to show inline."""
+    labels = ["0"] + [f"{lo:,}-{hi - 1:,}" for lo, hi in zip(HISTOGRAM_EDGES, HISTOGRAM_EDGES[1:])]
+    labels.append(f">= {HISTOGRAM_EDGES[-1]:,}")
+    counts = [0] * len(labels)
+    for n in lengths:
+        counts[bisect.bisect_right(HISTOGRAM_EDGES, n)] += 1
+    top = max(counts) or 1
+    used = [i for i, count in enumerate(counts) if count] or [0]  # empty bins at the ends left out
+    rows = [[labels[i], counts[i], "█" * round(HISTOGRAM_BAR * counts[i] / top) or ("▏" if counts[i] else "")]
+            for i in range(used[0], used[-1] + 1)]
+    return _md_table(["tokens", "documents", ""], rows)
+
+
+@dg.asset(group_name="data", kinds={"duckdb"}, owners=OWNERS, code_version="1",
+          description="Per-document and per-shard token statistics in the "
           "DuckDB warehouse; the summary is this asset's value.")
 def token_stats(context: dg.AssetExecutionContext, raw_shard: dict,
                 finegpt_paths: FineGPTPaths) -> dg.Output[dict]:
@@ -85,30 +107,30 @@ def token_stats(context: dg.AssetExecutionContext, raw_shard: dict,
     quantile_md = _md_table(list(q), [[f"{v:,.0f}" if v is not None else "-" for v in q.values()]])
     png_path = finegpt_paths.reports_dir() / f"token_histogram-{summary['shard'][:16]}.png"
     write_bytes(png_path, png)
-    histogram_md = f"![tokens per document](data:image/png;base64,{base64.b64encode(png).decode()})"
     metadata = {
         "warehouse": dg.MetadataValue.path(str(db)),
         "shard": summary["shard"],
         "documents": summary["documents"],
         "characters": summary["characters"],
-        "utf8_bytes": summary["utf8_bytes"],
+        **size_entries("text_size", summary["utf8_bytes"]),
         "tokens_tiktoken": summary["tokens_tiktoken"],
         "tokens_listed": summary["tokens_listed"] if summary["tokens_listed"] is not None else "n/a",
         "docs_count_equal": summary["docs_count_equal"],
         "docs_count_compared": summary["docs_count_compared"],
-        "total_relative_difference": summary["total_relative_difference"]
+        "total_relative_difference": float_value(summary["total_relative_difference"], 3)
         if summary["total_relative_difference"] is not None else "n/a",
-        "bytes_per_token": summary["bytes_per_token"] or 0.0,
+        "bytes_per_token": float_value(summary["bytes_per_token"] or 0.0, 4),
         "empty_docs": summary["empty_docs"],
         "null_texts": summary["null_texts"],
         f"short_docs (<{summary['short_doc_tokens']} tokens)": summary["short_docs"],
         "duplicate_docs": summary["duplicate_docs"],
         "token_quantiles": dg.MetadataValue.md(quantile_md),
         "languages": dg.MetadataValue.md(_counts_table(summary["languages"][:20], "language")),
-        "language_score": dg.MetadataValue.json(summary["language_score"] or {}),
+        "language_score": dg.MetadataValue.json(
+            {k: round(v, 3) for k, v in (summary["language_score"] or {}).items()}),
         "dumps": dg.MetadataValue.md(_counts_table(summary["dumps"][:20], "dump")),
         "top_domains": dg.MetadataValue.md(_counts_table(summary["top_domains"], "domain")),
-        "token_histogram": dg.MetadataValue.md(histogram_md),
+        "token_histogram": dg.MetadataValue.md(histogram_table(lengths)),
         "token_histogram_png": dg.MetadataValue.path(str(png_path)),
     }
     context.log.info(json.dumps({k: summary[k] for k in ("documents", "tokens_tiktoken", "tokens_listed")}))

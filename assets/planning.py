@@ -8,6 +8,7 @@ import json
 
 import dagster as dg
 
+from assets.metadata_format import OWNERS, float_value
 from assets.resources import FineGPTPaths
 from finegpt_pipeline import mlflow_store
 from finegpt_pipeline.atomic import write_json
@@ -56,7 +57,8 @@ def plan_digest(plan: dict) -> str:
 # pool is fixed when the definitions load, but whether a plan measures the machine (detection,
 # calibration) is only known from the run's config; a measurement taken beside a running
 # training would share its GPU (or CPU) and be kept for this machine's later plans.
-@dg.asset(group_name="training", pool="gpu", description="Model, batch and schedule sized for "
+@dg.asset(group_name="training", pool="gpu", kinds={"python", "mlflow"}, owners=OWNERS,
+          code_version="1", description="Model, batch and schedule sized for "
           "this hardware and the tokenized data, with a requirements report (time, memory, energy).")
 def training_config(context: dg.AssetExecutionContext, config: PlanConfig,
                     finegpt_paths: FineGPTPaths, tokenized_bins: dict) -> dg.Output:
@@ -91,11 +93,11 @@ def training_config(context: dg.AssetExecutionContext, config: PlanConfig,
             "params": dg.MetadataValue.int(rep["params"]),
             "tokens_per_step": dg.MetadataValue.int(rep["tokens_per_step"]),
             "max_iters": dg.MetadataValue.int(cfg["max_iters"]),
-            "est_hours": dg.MetadataValue.float(rep["est_hours"]),
-            "peak_memory_gib": dg.MetadataValue.float(rep["peak_memory_bytes"] / GIB),
-            "memory_budget_gib": dg.MetadataValue.float(rep["memory_budget_bytes"] / GIB),
-            "epochs": dg.MetadataValue.float(rep["epochs"]),
-            "energy_kwh": dg.MetadataValue.float(rep["energy_kwh"]),
+            "est_hours": float_value(rep["est_hours"], 3),
+            "est_peak_memory_gib": float_value(rep["peak_memory_bytes"] / GIB, 3),
+            "memory_budget_gib": float_value(rep["memory_budget_bytes"] / GIB, 3),
+            "epochs": float_value(rep["epochs"], 3),
+            "energy_kwh": float_value(rep["energy_kwh"], 3),
             "requirements": dg.MetadataValue.md(report),
             "mlflow_run_id": run.info.run_id,
             "mlflow_run_url": dg.MetadataValue.url(mlflow_store.run_url(run.info.run_id)),
@@ -103,8 +105,9 @@ def training_config(context: dg.AssetExecutionContext, config: PlanConfig,
     )
 
 
-@dg.asset_check(asset=training_config, description="The plan fits its memory budget and "
-                "round-trips through the trainer's TrainConfig.")
+# Blocking: a plan that does not fit (or does not load as a TrainConfig) stops trained_checkpoint.
+@dg.asset_check(asset=training_config, blocking=True, description="The plan fits its memory "
+                "budget and round-trips through the trainer's TrainConfig; failing blocks training.")
 def training_config_fits_budget(training_config: dict) -> dg.AssetCheckResult:
     rep = training_config["report"]
     problems = []
@@ -118,6 +121,6 @@ def training_config_fits_budget(training_config: dict) -> dg.AssetCheckResult:
         passed=not problems,
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={"problems": "; ".join(problems) or "none",
-                  "headroom_gib": (rep["memory_budget_bytes"] - rep["peak_memory_bytes"]) / GIB,
-                  "epochs": rep["epochs"]},
+                  "headroom_gib": float_value((rep["memory_budget_bytes"] - rep["peak_memory_bytes"]) / GIB, 3),
+                  "epochs": float_value(rep["epochs"], 3)},
     )

@@ -15,9 +15,12 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.metadata_format import OWNERS, float_value
 from assets.resources import FineGPTPaths
-from finegpt_pipeline import layout, run_dir
+from finegpt_pipeline import layout, mlflow_store, run_dir
 from finegpt_pipeline.atomic import write_json
+from finegpt_pipeline.hardware import GIB
+from finegpt_pipeline.loss_curve import LOSS_CURVE_NAME, curve_points, write_loss_curve
 from finegpt_pipeline.train_reporter import ASSET_KEY_ENV, DAGSTER_RUN_ID_ENV
 
 TRAIN_MODULE = "finegpt_pipeline.train"
@@ -60,6 +63,8 @@ def run_key(plan: dict, bins_dir: Path, launch: TrainingLaunchConfig) -> str:
     group_name="training",
     pool="gpu",
     kinds={"pytorch", "mlflow"},
+    owners=OWNERS,
+    code_version="1",
     description="A GPT trained on the tokenized bins under the plan; nanoGPT-format ckpt.pt.",
 )
 def trained_checkpoint(
@@ -81,7 +86,7 @@ def trained_checkpoint(
         context.log.info(f"reusing the finished run in {out_dir} ({finished['steps']} steps): "
                          "same plan, bins and launch settings")
         _log_closing_summary(context, finished)
-        return _output(finished, out_dir, {"reused": dg.MetadataValue.bool(True)},
+        return _output(context, finegpt_paths, finished, out_dir, {"reused": dg.MetadataValue.bool(True)},
                        data_version=dg.DataVersion(f"{out_dir.name}@{finished['steps']}"))
     # the run directory's one plan file: the trainer reads it as --plan, then rewrites it with
     # the config it trains (launch overrides applied) beside the plan's report
@@ -109,10 +114,11 @@ def trained_checkpoint(
                                             cwd=str(Path(__file__).resolve().parents[1]))
     materialization = result.get_materialize_result()
     summary = json.loads((out_dir / run_dir.SUMMARY_NAME).read_text())
-    metadata = {**(materialization.metadata or {}), "reused": dg.MetadataValue.bool(False),
-                "command": dg.MetadataValue.text(" ".join(command))}
+    # the metadata is built from summary.json (as for a reused run), not from the trainer's
+    # streamed materialization, so both read alike: rounded floats, the plot, units
+    metadata = {"reused": dg.MetadataValue.bool(False), "command": dg.MetadataValue.text(" ".join(command))}
     _log_closing_summary(context, summary)
-    return _output(summary, out_dir, metadata, materialization.data_version)
+    return _output(context, finegpt_paths, summary, out_dir, metadata, materialization.data_version)
 
 
 def dagster_run_url(run_id: str) -> str:
@@ -134,16 +140,76 @@ def _log_closing_summary(context: dg.AssetExecutionContext, summary: dict) -> No
     context.log.info(f"Dagster run: {dagster_run_url(context.run_id)}")
 
 
-def _output(summary: dict, out_dir: Path, metadata: dict, data_version) -> dg.Output[dict]:
+def _output(context: dg.AssetExecutionContext, finegpt_paths: FineGPTPaths, summary: dict,
+            out_dir: Path, metadata: dict, data_version) -> dg.Output[dict]:
     """The asset's value and metadata from a run's summary.json, launched now or reused."""
     value = {k: summary.get(k) for k in (
         "steps", "tokens_seen", "best_val_loss", "final_val_loss", "checkpoint",
         "mlflow_run_id", "mlflow_run_url", "params")}
     value["run_dir"] = str(out_dir)
-    metadata = {**metadata, "run_dir": dg.MetadataValue.path(str(out_dir))}
-    for key in ("steps", "tokens_seen", "best_val_loss", "final_val_loss", "checkpoint"):
-        if key not in metadata and summary.get(key) is not None:
-            metadata[key] = summary[key]
-    if summary.get("mlflow_run_url"):
-        metadata["mlflow_run_url"] = dg.MetadataValue.url(summary["mlflow_run_url"])
+    png = write_loss_curve(out_dir)
+    metadata = {**metadata, "run_dir": dg.MetadataValue.path(str(out_dir)),
+                **summary_metadata(summary), "loss_curve_png": dg.MetadataValue.path(str(png))}
+    metadata["loss_curve"] = dg.MetadataValue.md(
+        _loss_curve_md(context, finegpt_paths.mlflow_tracking_uri(), summary, png))
+    metadata["val_loss_by_tokens"] = dg.MetadataValue.md(val_loss_table(summary))
     return dg.Output(value, metadata=metadata, data_version=data_version)
+
+
+def summary_metadata(summary: dict) -> dict:
+    """What a user reads of a finished run: counts as ints, floats rounded, memory in GiB
+    where it was measured (CUDA), never a 0 standing for "not measured"."""
+    meta = {}
+    for key in ("steps", "tokens_seen", "params"):
+        if summary.get(key) is not None:
+            meta[key] = dg.MetadataValue.int(int(summary[key]))
+    for key, digits in (("best_val_loss", 4), ("final_val_loss", 4), ("wall_time_s", 4),
+                        ("tokens_per_s", 4), ("mfu", 3)):
+        if isinstance(summary.get(key), (int, float)):
+            meta[key] = float_value(summary[key], digits)
+    if summary.get("checkpoint"):
+        meta["checkpoint"] = dg.MetadataValue.path(summary["checkpoint"])
+    device = str(summary.get("device") or "?")
+    if device.startswith("cuda") and summary.get("peak_memory_bytes"):
+        meta["peak_memory"] = dg.MetadataValue.text(f"{summary['peak_memory_bytes'] / GIB:.2f} GiB")
+        meta["peak_memory_bytes"] = dg.MetadataValue.int(int(summary["peak_memory_bytes"]))
+    else:
+        meta["peak_memory"] = dg.MetadataValue.text(f"not measured on {device.split(':')[0]}")
+    for key in ("device", "dtype", "world_size"):
+        if summary.get(key) is not None:
+            meta[key] = dg.MetadataValue.text(str(summary[key]))
+    if summary.get("mlflow_run_url"):
+        meta["mlflow_run_url"] = dg.MetadataValue.url(summary["mlflow_run_url"])
+    return meta
+
+
+VAL_TABLE_ROWS = 8  # the UI shows short Markdown inline
+
+
+def val_loss_table(summary: dict) -> str:
+    """Val loss against tokens seen (up to VAL_TABLE_ROWS evaluations, the last included)."""
+    points = curve_points(summary.get("val_history") or [], "val_loss")
+    if not points:
+        return "_no evaluations recorded_"
+    n = len(points)
+    picks = sorted({round(i * (n - 1) / (VAL_TABLE_ROWS - 1)) for i in range(VAL_TABLE_ROWS)})
+    rows = "\n".join(f"| {int(points[i][0]):,} | {points[i][1]:.4f} |" for i in picks)
+    return "| tokens seen | val loss |\n|---|---|\n" + rows
+
+
+def _loss_curve_md(context: dg.AssetExecutionContext, tracking_uri: str, summary: dict,
+                   png: Path) -> str:
+    """The loss-curve image by URL (the UI inlines short Markdown only, never a data URI):
+    the PNG is logged to the run's MLflow run and served by the MLflow UI."""
+    run_id = summary.get("mlflow_run_id")
+    if not run_id:
+        return f"_no MLflow run to serve the plot; it is at `{png}`_"
+    try:
+        import mlflow
+
+        mlflow.MlflowClient(tracking_uri=tracking_uri).log_artifact(run_id, str(png))
+    except Exception as exc:  # the plot is a nicety: report it, keep the checkpoint
+        context.log.warning(f"loss curve not logged to MLflow run {run_id} ({type(exc).__name__}: {exc})")
+        return f"_not logged to MLflow; the plot is at `{png}`_"
+    return (f"![loss curve]({mlflow_store.artifact_url(run_id, LOSS_CURVE_NAME)})\n\n"
+            f"(served by the MLflow UI at {mlflow_store.ui_base()})")

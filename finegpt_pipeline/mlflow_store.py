@@ -64,5 +64,14 @@ def run_url(run_id: str) -> str:
     import mlflow
 
     exp = mlflow.get_run(run_id).info.experiment_id
-    base = os.environ.get("FINEGPT_MLFLOW_UI", "http://127.0.0.1:5000")
-    return f"{base}/#/experiments/{exp}/runs/{run_id}{UI_MODE}"
+    return f"{ui_base()}/#/experiments/{exp}/runs/{run_id}{UI_MODE}"
+
+
+def ui_base() -> str:
+    """The MLflow UI's base URL: FINEGPT_MLFLOW_UI, else `mlflow ui`'s default port 5000."""
+    return os.environ.get("FINEGPT_MLFLOW_UI", "http://127.0.0.1:5000")
+
+
+def artifact_url(run_id: str, path: str) -> str:
+    """The file itself as the MLflow server serves it (an image a web page can show)."""
+    return f"{ui_base()}/get-artifact?path={path}&run_uuid={run_id}"

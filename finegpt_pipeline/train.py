@@ -114,6 +114,7 @@ class Trainer:
         self.tokens_seen = 0
         self.elapsed_before = 0.0
         self.history: list[dict[str, float]] = []
+        self.val_history: list[dict[str, float]] = []  # {iter, tokens_seen, val_loss}
         self.resumed_from: int | None = None
         self.resumed_world: int | None = None
         if self.resume_requested:
@@ -135,6 +136,7 @@ class Trainer:
         self.tokens_seen = int(extra.get("tokens_seen", 0))
         self.elapsed_before = float(extra.get("elapsed_s", 0.0))
         self.history = list(extra.get("history", []))
+        self.val_history = list(extra.get("val_history", []))
         if "scaler" in extra and extra["scaler"]:
             self.scaler.load_state_dict(extra["scaler"])
         rng = extra.get("rng_by_rank", {}).get(str(self.rt.rank)) or extra.get("rng")
@@ -149,7 +151,7 @@ class Trainer:
         resume_state = {
             "tokens_seen": self.tokens_seen,
             "elapsed_s": self.elapsed_before + (time.time() - self.t_start),
-            "history": self.history,
+            "history": self.history, "val_history": self.val_history,
             "rng": checkpoint.rng_state(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
             "world_size": self.rt.world_size,
@@ -251,6 +253,8 @@ class Trainer:
             if _due(it, cfg.eval_interval) or it >= max_iters:
                 val_loss = estimate_val_loss(self.train_model, self.batches, cfg, rt)
                 self.best_val_loss = min(self.best_val_loss, val_loss)
+                self.val_history.append({"iter": float(it), "tokens_seen": float(self.tokens_seen),
+                                         "val_loss": val_loss})
                 self.report.metrics(it, {"val_loss": val_loss, "best_val_loss": self.best_val_loss})
                 self.report.info(f"iter {it}: val loss {val_loss:.4f}")
                 window_t = time.time()  # evaluation time is not training throughput
@@ -298,7 +302,8 @@ class Trainer:
             "mlflow_run_id": self.report.mlflow_run_id, "mlflow_run_url": self.report.mlflow_run_url,
         }
         if rt.is_main:
-            write_json(self.out_dir / SUMMARY_NAME, {**summary, "history": self.history})
+            write_json(self.out_dir / SUMMARY_NAME, {**summary, "history": self.history,
+                                                     "val_history": self.val_history})
         artifacts = [self.ckpt_path, self.out_dir / PLAN_NAME, self.out_dir / SUMMARY_NAME]
         self.report.finish(summary, artifacts, data_version=f"{self.out_dir.name}@{self.iter_num}")
         return summary

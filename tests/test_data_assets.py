@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 
 from assets.data import (data_asset_checks, data_assets, raw_shard, token_stats,
                          token_stats_recount_agrees, token_stats_text_not_empty)
+from assets.metadata_format import INLINE_MARKDOWN_CHARS, significant
 from assets.resources import FineGPTPaths
 from tests.test_shard import INFO_KEYS, make_bad_inputs
 
@@ -45,7 +46,22 @@ def test_sample_materializes_with_metadata_and_checks(finegpt_home, sample_shard
         (291, 215_790, 215_818)
     meta = result.asset_materializations_for_node("token_stats")[0].metadata
     assert meta["documents"].value == 300 and meta["docs_count_equal"].value == 291
-    assert meta["token_histogram"].value.startswith("![tokens per document](data:image/png;base64,iVBOR")
+    # shown inline: the UI folds Markdown of 1000+ characters (any data-URI image) behind
+    # "[Show Markdown]", so the histogram is a short table with text bars
+    histogram = meta["token_histogram"].value
+    assert histogram.startswith("| tokens | documents |") and "█" in histogram
+    rows = [row.split("|")[1].strip() for row in histogram.splitlines()[2:]]
+    assert rows == ["30-99", "100-299", "300-999", "1,000-2,999", "3,000-9,999"]  # p1 73, max 9,709
+    assert len(histogram) < INLINE_MARKDOWN_CHARS
+    assert sum(int(row.split("|")[2]) for row in histogram.splitlines()[2:]) == 300
+    assert open(meta["token_histogram_png"].value, "rb").read(4) == b"\x89PNG"
+    # floats rounded, sizes in human units with the exact count beside
+    assert meta["bytes_per_token"] == dg.MetadataValue.float(significant(summary["bytes_per_token"], 4))
+    assert len(str(meta["bytes_per_token"].value)) <= 6
+    assert meta["text_size"].value == "961 kB" and meta["text_size_bytes"].value == summary["utf8_bytes"]
+    assert all(len(str(v)) <= 5 for v in meta["language_score"].value.values())
+    assert shard_event.metadata["size"].value.endswith(" kB")
+    assert shard_event.metadata["size_bytes"].value == sample_shard.stat().st_size
     assert "| p50 |" in meta["token_quantiles"].value and "CC-MAIN-2013-20" in meta["dumps"].value
     assert meta["warehouse"].value == str(finegpt_home / "warehouse.duckdb")
     with duckdb.connect(str(finegpt_home / "warehouse.duckdb"), read_only=True) as con:

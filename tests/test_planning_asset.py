@@ -7,9 +7,13 @@ import json
 import dagster as dg
 import pytest
 
+from assets.metadata_format import significant
 from assets.planning import training_config, training_config_fits_budget
 from assets.resources import FineGPTPaths
+from assets.training import trained_checkpoint
 from finegpt_pipeline.config import TrainConfig
+from finegpt_pipeline.hardware import GIB
+from finegpt_pipeline.plan import build_plan
 
 META = {"train_tokens": 194_000, "val_tokens": 21_790, "dtype": "uint16", "vocab_size": 50257}
 
@@ -75,3 +79,33 @@ def test_preset_claims_reach_the_report(finegpt_home):
 def test_bad_upstream_metadata_fails_with_a_clear_error(finegpt_home):
     with pytest.raises(ValueError, match="tokenized_bins.*train_tokens"):
         _materialize({"val_tokens": 5}, {"gpu": "cpu"})
+
+
+def test_metadata_floats_are_rounded(finegpt_home):
+    meta = _materialize(META, {"gpu": "cpu"}).asset_materializations_for_node("training_config")[0].metadata
+    for key in ("est_hours", "est_peak_memory_gib", "memory_budget_gib", "epochs", "energy_kwh"):
+        assert isinstance(meta[key], dg.FloatMetadataValue), key
+        assert meta[key].value == significant(meta[key].value, 3), (key, meta[key].value)
+
+
+def test_a_plan_over_its_memory_budget_blocks_training(finegpt_home):
+    """The check is blocking: trained_checkpoint is skipped, never started, when it fails."""
+    plan = build_plan("cpu", META["train_tokens"], calibration=False, val_tokens=META["val_tokens"])
+    over = {**plan, "report": {**plan["report"],
+                               "peak_memory_bytes": plan["report"]["memory_budget_bytes"] + GIB}}
+
+    @dg.asset(name="training_config")
+    def planned() -> dict:  # a plan as the planner would write it, over its budget
+        return over
+
+    result = dg.materialize(
+        [_upstream(META), planned, training_config_fits_budget, trained_checkpoint],
+        resources={"finegpt_paths": FineGPTPaths()}, raise_on_error=False)
+    [check] = result.get_asset_check_evaluations()
+    assert check.check_name == "training_config_fits_budget" and not check.passed
+    assert check.metadata["problems"].value == "peak memory exceeds the budget"
+    assert check.metadata["headroom_gib"].value == -1.0
+    assert result.asset_materializations_for_node("trained_checkpoint") == []
+    started = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
+    assert "trained_checkpoint" not in started
+    assert not (finegpt_home / "runs").exists()

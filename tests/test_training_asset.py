@@ -10,6 +10,7 @@ import dagster as dg
 import mlflow
 
 from _bins_fixture import make_bins, write_plan
+from assets.metadata_format import INLINE_MARKDOWN_CHARS, significant
 from assets.resources import FineGPTPaths
 from assets.training import TrainingLaunchConfig, run_key, train_command, trained_checkpoint
 from finegpt_pipeline.config import TrainConfig
@@ -104,6 +105,20 @@ def test_trained_checkpoint_materializes_with_mlflow_run(finegpt_home, sample_sh
                 "wall_time_s", "tokens_per_s", "mfu", "command"):
         assert key in md, key
     assert md["tokens_per_s"].value > 0 and 0 < md["mfu"].value < 1
+    # what a user reads: rounded floats, no 0 posing as a CPU memory measurement, the plot
+    for key, digits in (("best_val_loss", 4), ("final_val_loss", 4), ("wall_time_s", 4),
+                        ("tokens_per_s", 4), ("mfu", 3)):
+        assert isinstance(md[key], dg.FloatMetadataValue), key
+        assert md[key].value == significant(md[key].value, digits), (key, md[key].value)
+    assert md["peak_memory"].value == "not measured on cpu" and "peak_memory_bytes" not in md
+    png = Path(md["loss_curve_png"].value)
+    assert png == Path(md["run_dir"].value) / "loss_curve.png" and png.read_bytes()[:4] == b"\x89PNG"
+    curve = md["loss_curve"].value  # short Markdown: the UI shows it inline, the MLflow UI serves the PNG
+    assert curve.startswith("![loss curve](http://127.0.0.1:5000/get-artifact?path=loss_curve.png&run_uuid=")
+    assert len(curve) < INLINE_MARKDOWN_CHARS
+    val_table = md["val_loss_by_tokens"].value.splitlines()
+    assert val_table[:2] == ["| tokens seen | val loss |", "|---|---|"]
+    assert val_table[2].startswith("| 0 | ") and val_table[-1].startswith("| 768 | ")  # 6 x 4 x 32
     value = result.output_for_node("trained_checkpoint")
     assert value["steps"] == 6
 
@@ -120,7 +135,8 @@ def test_trained_checkpoint_materializes_with_mlflow_run(finegpt_home, sample_sh
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "train_loss")
     assert sorted(m.step for m in history) == [1, 2, 3, 4, 5, 6]
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
-    assert {"ckpt.pt", "plan.json", "summary.json"} <= artifacts
+    assert {"ckpt.pt", "plan.json", "summary.json", "loss_curve.png"} <= artifacts
+    assert value["mlflow_run_id"] in md["loss_curve"].value
     # the run directory's one plan file: the config trained, the plan's report as it was
     assert not any(name in artifacts for name in ("plan_estimates.json", "launch_plan.json"))
     assert sorted(p.name for p in run_dir.glob("*plan*")) == ["plan.json"]
@@ -133,6 +149,7 @@ def test_trained_checkpoint_materializes_with_mlflow_run(finegpt_home, sample_sh
     assert again.success
     [mat2] = again.asset_materializations_for_node("trained_checkpoint")
     assert mat2.metadata["reused"].value is True and mat2.metadata["steps"].value == 6
+    assert mat2.metadata["loss_curve"] == md["loss_curve"] and mat2.metadata["mfu"] == md["mfu"]
     assert again.output_for_node("trained_checkpoint") == value
     assert (run_dir / "train_log.jsonl").read_bytes() == log_before
     assert not any(m.startswith(("launching", "resuming")) for m in
