@@ -6,7 +6,9 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.metadata_format import OWNERS
 from assets.resources import FineGPTPaths
+from finegpt_pipeline import mlflow_store
 
 NUMBERS = ("val_loss", "val_loss_se", "val_bpb", "perplexity", "unigram_loss", "uniform_loss",
            "below_unigram", "below_uniform")
@@ -19,7 +21,9 @@ class EvalConfig(dg.Config):
 
 @dg.asset(
     group_name="evaluation",
-    kinds={"pytorch"},
+    kinds={"pytorch", "mlflow"},
+    owners=OWNERS,
+    code_version="1",
     description="Val loss ± se over every token of val.bin, bits per byte, uniform and unigram "
                 "baselines, generations and loss curves of the trained checkpoint; "
                 "report.md, report.html (self-contained), report.json, loss_curve.png.",
@@ -48,18 +52,18 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig,
         context.log.info(f"logged to MLflow run {where}")
     value = {k: result[k] for k in (*NUMBERS, "tokens", "beats_unigram", "checkpoint")}
     value.update(report_dir=str(out_dir), mlflow_run_id=run_id)
-    png = Path(result["files"]["loss_curve.png"]).read_bytes()
     metadata = {k: round(float(result[k]), 4) for k in NUMBERS}
     metadata.update(
         tokens=dg.MetadataValue.int(result["tokens"]),
         beats_unigram=dg.MetadataValue.bool(result["beats_unigram"]),
         report=dg.MetadataValue.md(eval_report_render.markdown(result, image=None)),
-        loss_curve=dg.MetadataValue.md(
-            f"![loss curves]({eval_report_render.png_data_uri(png)})"),
         loss_curve_path=dg.MetadataValue.path(result["files"]["loss_curve.png"]),
         report_html=dg.MetadataValue.path(result["files"]["report.html"]),
         report_dir=dg.MetadataValue.path(str(out_dir)),
     )
+    if run_id:  # the UI inlines short Markdown only, so the image comes by URL from MLflow
+        metadata["loss_curve"] = dg.MetadataValue.md(
+            f"![loss curves]({mlflow_store.artifact_url(run_id, 'eval_report/loss_curve.png')})")
     if trained_checkpoint.get("mlflow_run_url"):
         metadata["mlflow_run_url"] = dg.MetadataValue.url(trained_checkpoint["mlflow_run_url"])
     return dg.Output(value, metadata=metadata)

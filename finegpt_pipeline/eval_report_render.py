@@ -1,43 +1,11 @@
-"""The eval report as a reader sees it: the loss-curve PNG, Markdown and one self-contained
-HTML page (the plot inlined as base64). Pure rendering of `evaluate.evaluate`'s dict."""
+"""The eval report as a reader sees it: Markdown and one self-contained HTML page (the
+loss-curve PNG from `loss_curve` inlined as base64). Pure rendering of `evaluate.evaluate`'s dict."""
 
 from __future__ import annotations
 
 import base64
 import html as html_lib
-import io
 from typing import Any
-
-
-def loss_curve_png(curves: dict[str, list[list[float]]] | None) -> bytes:
-    """Train and val loss against tokens seen (matplotlib, Agg); a labelled empty plot when
-    the checkpoint came without its run's history."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7, 4), dpi=100)
-    ax = fig.subplots()
-    curves = curves or {}
-    for name, style in (("train", "-"), ("val", "o-")):
-        points = curves.get(name) or []
-        if points:
-            xs, ys = zip(*points)
-            ax.plot(xs, ys, style, label=f"{name} loss", markersize=4)
-    if not any(curves.get(n) for n in ("train", "val")):
-        ax.text(0.5, 0.5, "no training history beside the checkpoint", ha="center",
-                va="center", transform=ax.transAxes)
-    else:
-        ax.legend()
-    ax.set_xlabel("tokens seen")
-    ax.set_ylabel("loss (nats/token)")
-    ax.set_title("loss curves")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
 
 
 def png_data_uri(png: bytes) -> str:

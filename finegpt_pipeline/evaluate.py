@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from finegpt_pipeline import checkpoint, eval_report_render, run_dir
+from finegpt_pipeline import checkpoint, eval_report_render, loss_curve, run_dir
 from finegpt_pipeline.atomic import write_bytes, write_json, write_text
 from finegpt_pipeline.batches import Bins
 from finegpt_pipeline.config import EOT_TOKEN, GPT2_VOCAB_SIZE
@@ -139,29 +139,15 @@ def summarize(losses: np.ndarray, targets: np.ndarray, byte_lengths: np.ndarray,
 # ---------------------------------------------------------------- the run's curves
 
 
-def training_curves(run: Path) -> dict[str, list[list[float]]] | None:
-    """(tokens seen, loss) points of train and val from a run directory (summary.json's
-    history, train_log.jsonl's val_loss records); None when the run left neither."""
-    summary_path, log_path = run / run_dir.SUMMARY_NAME, run / run_dir.LOG_NAME
+def training_curves(run: Path) -> dict[str, list] | None:
+    """(tokens seen, loss) points of train and val from the run directory's summary.json
+    (`loss_curve.curves`); None when there is no readable run beside the checkpoint."""
     try:
-        summary = json.loads(summary_path.read_text())
+        summary = json.loads((run / run_dir.SUMMARY_NAME).read_text())
     except (OSError, ValueError):
         return None
-    history = summary.get("history") or []
-    per_step = (summary.get("tokens_seen") or 0) / summary["steps"] if summary.get("steps") else 0
-    train = [[h["tokens_seen"], h["train_loss"]] for h in history
-             if "tokens_seen" in h and "train_loss" in h]
-    val: dict[int, float] = {}
-    if log_path.exists():
-        for line in log_path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue  # a line cut by a kill: the rest of the log still counts
-            if isinstance(rec, dict) and isinstance(rec.get("val_loss"), (int, float)):
-                val[int(rec["step"])] = float(rec["val_loss"])  # a replayed step: last wins
-    points = [[step * per_step, loss] for step, loss in sorted(val.items()) if math.isfinite(loss)]
-    return {"train": train, "val": points} if train or points else None
+    points = {k: [list(p) for p in v] for k, v in loss_curve.curves(summary).items()}
+    return points if points["train"] or points["val"] else None
 
 
 # ---------------------------------------------------------------- the report
@@ -225,7 +211,7 @@ def evaluate(ckpt_path: str | Path, bins_dir: str | Path, device: str = "cpu",
 def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     """report.json, report.md, report.html (plot inlined) and loss_curve.png, each atomic."""
     out = Path(out_dir)
-    png = eval_report_render.loss_curve_png(report.get("curves"))
+    png = loss_curve.loss_curve_png(report.get("curves") or {}, title="loss curves")
     files = {name: out / name for name in REPORT_FILES}
     write_bytes(files["loss_curve.png"], png)
     write_json(files["report.json"], report)

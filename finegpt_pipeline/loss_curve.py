@@ -23,15 +23,21 @@ def curve_points(rows: list[dict], key: str) -> list[tuple[float, float]]:
     return [by_iter[i] for i in sorted(by_iter)]
 
 
-def loss_curve_png(summary: dict, title: str = "loss") -> bytes:
-    """Train and val loss against tokens seen, as PNG bytes (matplotlib's Agg backend)."""
+def curves(summary: dict) -> dict[str, list[tuple[float, float]]]:
+    """The run's train and val (tokens seen, loss) points from its summary.json content."""
+    return {"train": curve_points(summary.get("history") or [], "train_loss"),
+            "val": curve_points(summary.get("val_history") or [], "val_loss")}
+
+
+def loss_curve_png(points: dict[str, list], title: str = "loss") -> bytes:
+    """Train and val loss against tokens seen (`curves`), as PNG bytes (matplotlib's Agg
+    backend); a labelled empty plot when there is no history (a bare nanoGPT checkpoint)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    train = curve_points(summary.get("history") or [], "train_loss")
-    val = curve_points(summary.get("val_history") or [], "val_loss")
+    train, val = points.get("train") or [], points.get("val") or []
     fig, ax = plt.subplots(figsize=(5.6, 3.2), dpi=100)  # fits the Dagster UI's value column
     if train:
         ax.plot(*zip(*train), color="#3b7dd8", label="train loss")
@@ -39,9 +45,12 @@ def loss_curve_png(summary: dict, title: str = "loss") -> bytes:
         ax.plot(*zip(*val), color="#d8593b", marker="o", markersize=3, label="val loss")
     if train or val:
         ax.legend()
+    else:
+        ax.text(0.5, 0.5, "no training history beside the checkpoint", ha="center",
+                va="center", transform=ax.transAxes)
     ax.set_xlabel("tokens seen")
     ax.set_ylabel("cross-entropy loss (nats)")
-    ax.set_title(f"{title} ({summary.get('steps', '?')} steps)")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     buf = io.BytesIO()
@@ -60,5 +69,6 @@ def write_loss_curve(run_dir: str | Path) -> Path:
         raise ValueError(f"{summary_path}: no readable run summary ({exc}); "
                          "train the run to the end first") from None
     path = run_dir / LOSS_CURVE_NAME
-    write_bytes(path, loss_curve_png(summary, title=f"loss, run {run_dir.name}"))
+    write_bytes(path, loss_curve_png(curves(summary),
+                                     title=f"loss, run {run_dir.name} ({summary.get('steps', '?')} steps)"))
     return path

@@ -1,4 +1,4 @@
-"""The five assets as the Dagster UI lists them: kinds, owner, description, code version, group."""
+"""The six assets as the Dagster UI lists them: kinds, owner, description, code version, group."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import dagster as dg
 
 from assets.bins import tokenized_bins
 from assets.data import raw_shard, token_stats
+from assets.evaluation import eval_report
 from assets.metadata_format import float_value, human_bytes, significant, size_entries
 from assets.planning import training_config, training_config_fits_budget
 from assets.training import trained_checkpoint
@@ -16,6 +17,7 @@ EXPECTED = {  # asset: (group, kinds)
     tokenized_bins: ("data", {"python", "numpy"}),
     training_config: ("training", {"python", "mlflow"}),
     trained_checkpoint: ("training", {"pytorch", "mlflow"}),
+    eval_report: ("evaluation", {"pytorch", "mlflow"}),
 }
 
 
