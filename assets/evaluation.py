@@ -8,6 +8,7 @@ import dagster as dg
 
 from assets.metadata_format import OWNERS
 from assets.resources import FineGPTPaths
+from assets.training import dagster_run_url
 from finegpt_pipeline import mlflow_store
 
 NUMBERS = ("val_loss", "val_loss_se", "val_bpb", "perplexity", "unigram_loss", "uniform_loss",
@@ -50,6 +51,7 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig,
                                      finegpt_paths.mlflow_tracking_uri())
         where = trained_checkpoint.get("mlflow_run_url") or run_id
         context.log.info(f"logged to MLflow run {where}")
+    context.log.info(f"Dagster run: {dagster_run_url(context.run_id)}")  # the run's last line
     value = {k: result[k] for k in (*NUMBERS, "tokens", "beats_unigram", "checkpoint")}
     value.update(report_dir=str(out_dir), mlflow_run_id=run_id)
     metadata = {k: round(float(result[k]), 4) for k in NUMBERS}

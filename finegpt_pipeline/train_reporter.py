@@ -12,6 +12,7 @@ import importlib.util
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,14 @@ def mlflow_wanted(flag: bool | None) -> bool:
                              "or pass --no-mlflow")
         return False
     return True
+
+
+def run_name(params: dict[str, Any], out_dir: Path) -> str:
+    """What the MLflow run is, for the runs table: stage, model size, start time, and the run
+    directory's key, e.g. `train 2L/64d 2026-12-01 09:21 (f7a16843600a)`."""
+    started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+    return (f"train {params.get('n_layer', '?')}L/{params.get('n_embd', '?')}d {started} "
+            f"({Path(out_dir).name})")
 
 
 class Reporter:
@@ -79,7 +88,7 @@ class Reporter:
         else:
             tags = mlflow_store.run_tags("train", os.environ.get(DAGSTER_RUN_ID_ENV),
                                      os.environ.get(ASSET_KEY_ENV))
-            run = mlflow.start_run(run_name=self.out_dir.name, tags=tags,
+            run = mlflow.start_run(run_name=run_name(params, self.out_dir), tags=tags,
                                    log_system_metrics=system_metrics)
             mlflow.log_params({k: _param(v) for k, v in params.items()})
             write_text(run_file, run.info.run_id + "\n")

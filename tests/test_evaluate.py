@@ -24,6 +24,7 @@ from finegpt_pipeline.model import GPT, GPTConfig
 from finegpt_pipeline.tokenizer import encode_batch, get_encoding
 
 BLOCK = 32
+INSTANCE = dg.DagsterInstance.ephemeral()  # in memory; its logs show what a run printed
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +193,7 @@ def _materialize(home: Path, ckpt: Path, bins: Path,
 
     return dg.materialize(
         [trained_checkpoint_input, tokenized_bins_input, eval_report, eval_report_beats_unigram],
-        resources={"finegpt_paths": FineGPTPaths(home=str(home))},
+        resources={"finegpt_paths": FineGPTPaths(home=str(home))}, instance=INSTANCE,
         run_config={"ops": {"eval_report": {"config": {"device": "cpu", "max_new_tokens": 4}}}},
     )
 
@@ -205,6 +206,12 @@ def test_eval_report_asset_materializes_with_its_check(finegpt_home, one_doc_run
         mlflow.log_metric("val_loss", 5.0, step=80)
     result = _materialize(finegpt_home, ckpt, bins, mlflow_run_id=run.info.run_id)
     assert result.success
+    # the step ends with where to look: the eval headline, the MLflow run, the Dagster run
+    messages = [e.user_message for e in INSTANCE.all_logs(result.run_id) if e.dagster_event is None]
+    ours = [m for m in messages if m.startswith(("eval_report: val loss ", "logged to MLflow run",
+                                                 "Dagster run: "))]
+    assert [m.split(" ")[0] for m in ours] == ["eval_report:", "logged", "Dagster"], ours
+    assert ours[-1] == f"Dagster run: http://127.0.0.1:3000/runs/{result.run_id}"
     [mat] = result.asset_materializations_for_node("eval_report")
     md = mat.metadata
     for key in ("val_loss", "val_loss_se", "val_bpb", "unigram_loss"):

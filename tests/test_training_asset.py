@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -126,6 +127,9 @@ def test_trained_checkpoint_materializes_with_mlflow_run(finegpt_home, sample_sh
     run = mlflow.get_run(value["mlflow_run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.tags["dagster.run_id"] == result.run_id
+    # named for what it is (stage, model size, start, run key), not by a directory hash alone
+    assert re.fullmatch(rf"train 2L/32d \d{{4}}-\d\d-\d\d \d\d:\d\d \({run_dir.name}\)",
+                        run.info.run_name), run.info.run_name
     assert run.data.tags["dagster.asset_key"] == "trained_checkpoint"
     assert "mlflow.source.git.commit" in run.data.tags
     assert {"train_loss", "val_loss", "lr"} <= set(run.data.metrics)
