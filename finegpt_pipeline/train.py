@@ -33,10 +33,11 @@ import torch
 from finegpt_pipeline import allocator, checkpoint, run_dir, runtime
 from finegpt_pipeline.atomic import write_json
 from finegpt_pipeline.batches import BatchSource, Bins
-from finegpt_pipeline.config import TrainConfig, make_plan_file, plan_parts, read_plan
-from finegpt_pipeline.costs import flops_per_token, reschedule
+from finegpt_pipeline.config import TrainConfig, make_plan_file
+from finegpt_pipeline.costs import flops_per_token
 from finegpt_pipeline.hardware import GIB
 from finegpt_pipeline.model import GPT, GPTConfig
+from finegpt_pipeline.run_config import load_plan, planner_report
 from finegpt_pipeline.run_dir import PLAN_NAME, SUMMARY_NAME
 from finegpt_pipeline.train_reporter import Reporter, mlflow_wanted
 
@@ -309,41 +310,11 @@ class Trainer:
         return summary
 
 
-def planner_report(plan_path: str | Path) -> dict[str, Any]:
-    """A plan file's report (estimates, hardware, warnings), kept as it is; {} for a bare config."""
-    return plan_parts(read_plan(plan_path), str(plan_path))[1]
-
-
-def load_plan(plan_path: str | Path, overrides: list[str] | None = None,
-              max_iters: int | None = None) -> TrainConfig:
-    """The run's TrainConfig from a plan file; every error names the plan file.
-
-    `max_iters` re-derives the plan's schedule for that many steps with `costs.reschedule` (the
-    planner's own rule, fed the plan's step-time estimate), then re-applies the fields the plan
-    was made with `--set`, exactly as `finegpt plan --set max_iters=N` would; `overrides`
-    (`--set key=value`, `--eval-every`, `--checkpoint-every`) win over both."""
-    try:
-        config, report = plan_parts(read_plan(plan_path), str(plan_path))
-        cfg = TrainConfig.from_dict(config, source=str(plan_path))
-        if max_iters is not None:
-            if max_iters < 1:
-                raise ValueError(f"--max-iters must be >= 1 (got {max_iters})")
-            cfg = reschedule(cfg, max_iters, report.get("est_step_seconds"))
-            fixed = {k: v for k, v in (report.get("fixed_fields") or {}).items()
-                     if k in cfg.to_dict() and k != "max_iters"}
-            cfg = TrainConfig.from_dict({**cfg.to_dict(), **fixed}, source=str(plan_path))
-        return cfg.with_overrides(overrides) if overrides else cfg
-    except ValueError as exc:
-        if str(plan_path) in str(exc):
-            raise
-        raise ValueError(f"{plan_path}: {exc}") from None
-
-
 def train(cfg: TrainConfig, bins_dir: str | Path, out_dir: str | Path, resume: bool = False,
           mlflow: bool | None = None, planner: dict[str, Any] | None = None,
           overwrite: bool = False) -> dict[str, Any]:
     """Train to cfg.max_iters; returns the run summary. `planner` is the plan's report
-    (`planner_report`), kept beside the run and logged with it. An `out_dir` holding a run
+    (`run_config.planner_report`), kept beside the run and logged with it. An `out_dir` holding a run
     needs `resume` (continue it) or `overwrite` (start over)."""
     trainer = Trainer(cfg, bins_dir, out_dir, resume=resume, mlflow=mlflow, planner_report=planner,
                       overwrite=overwrite)

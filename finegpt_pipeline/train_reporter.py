@@ -149,20 +149,18 @@ class Reporter:
     # Under Dagster Pipes a line goes to the Dagster run as a Pipes log message only: the
     # launching process shares our stdout, so printing it too showed every line twice.
     def info(self, message: str) -> None:
-        if not self.enabled:
-            return
-        if self.pipes is not None:
-            self.pipes.log.info(message)
-        else:
-            print(message, flush=True)
+        self._say("info", message)
 
     def warning(self, message: str) -> None:
+        self._say("warning", message)
+
+    def _say(self, level: str, message: str) -> None:
         if not self.enabled:
             return
         if self.pipes is not None:
-            self.pipes.log.warning(message)
+            getattr(self.pipes.log, level)(message)
         else:
-            print(f"warning: {message}", flush=True)
+            print(message if level == "info" else f"{level}: {message}", flush=True)
 
     def metrics(self, step: int, values: dict[str, float]) -> None:
         """One record per step into the JSONL log (appended across resumes) and MLflow."""
