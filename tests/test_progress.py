@@ -60,7 +60,7 @@ def test_cli_sample_says_two_lines_on_stderr(sample_shard, tmp_path, capsys):
     json.loads(out.out)  # stdout stays the machine-readable result
     lines = out.err.strip().splitlines()
     assert len(lines) == 2, lines
-    assert lines[0].startswith(f"tokenize: {sample_shard}: 300 docs in 3 row groups")
+    assert lines[0].startswith(f"tokenize: {sample_shard.resolve()}: 300 docs in 3 row groups")
     assert lines[1].startswith("tokenize: 270 train / 30 val docs in") and "216,090 tokens" in lines[1]
     assert stats.main([str(sample_shard), "--db", str(tmp_path / "w.duckdb"), "--json"]) == 0
     lines = capsys.readouterr().err.strip().splitlines()
