@@ -40,14 +40,16 @@ def visible_gpus() -> int:
 
 
 def train_command(bins_dir: Path, plan_path: Path, out_dir: Path, resume: bool,
-                  processes: int, extra: list[str] | None = None) -> list[str]:
-    """The trainer's command line: one process, or one per GPU under torchrun."""
+                  processes: int, extra: list[str] | None = None,
+                  python: str = sys.executable) -> list[str]:
+    """The trainer's command line: one process, or one per GPU under torchrun; `python` is the
+    interpreter where it runs (a k8s pod's image has its own)."""
     args = ["-m", TRAIN_MODULE, "--bins", str(bins_dir), "--plan", str(plan_path),
             "--out", str(out_dir), *(["--resume"] if resume else []), *(extra or [])]
     if processes > 1:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+        return [python, "-m", "torch.distributed.run", "--standalone",
                 f"--nproc-per-node={processes}", *args]
-    return [sys.executable, *args]
+    return [python, *args]
 
 
 def run_key(plan: dict, bins_dir: Path, launch: TrainingLaunchConfig) -> str:
