@@ -44,7 +44,8 @@ def test_embedded_instance_monitors_runs_and_retries_crashes_only(tmp_path):
 def test_deployment_instance_uses_postgres_the_queue_and_gpu_containers(tmp_path, deploy_env):
     config = instance_config(DOCKER / "deploy" / "dagster.yaml", tmp_path)
     db = config["storage"]["postgres"]["postgres_db"]
-    assert {v["env"] for v in db.values()} == set(POSTGRES_ENV)  # no secret in the file
+    assert {v["env"] for v in db.values() if isinstance(v, dict)} == set(POSTGRES_ENV)  # no secret
+    assert db["scheme"] == "postgresql+psycopg2"  # the driver dagster-postgres installs
     assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
     launcher = config["run_launcher"]
     assert (launcher["module"], launcher["class"]) == ("dagster_docker", "DockerRunLauncher")
@@ -75,7 +76,7 @@ def test_compose_wires_postgres_dagster_mlflow_and_gpus(tmp_path, deploy_env):
         assert "finegpt" in service["networks"], name
     mlflow_cmd = services["mlflow"]["command"]
     for flag in ("--serve-artifacts", "--artifacts-destination", "--allowed-hosts",
-                 "postgresql://"):
+                 "postgresql+psycopg2://"):
         assert flag in mlflow_cmd
     assert "mlflow:5000" in mlflow_cmd.split("--allowed-hosts")[1]
     assert any("docker.sock" in v for v in services["dagster_daemon"]["volumes"])

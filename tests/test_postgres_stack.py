@@ -1,0 +1,174 @@
+"""The deployment stack's parts, for real, without containers (no docker daemon runs here):
+Debian's PostgreSQL on a loopback port holds Dagster's run, event and schedule storage (the
+deployment's docker/deploy/dagster.yaml: Postgres, the queued run coordinator) and MLflow's
+backend (an `mlflow server --serve-artifacts`); the daemon and the user-code gRPC server run
+as processes; `pipeline_job` on the sample goes in through Dagster's GraphQL client, and the
+test waits for success, then finds the runs in both Postgres databases.
+
+Run by `make test-stack` (CI runs it); minutes of work, so marked `stack`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.stack
+ROOT = Path(__file__).resolve().parents[1]
+PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None) \
+    if Path("/usr/lib/postgresql").is_dir() else None
+RUN_CONFIG = {  # the demo on the sample, shortened: the stack is under test, not the model
+    "ops": {"trained_checkpoint": {"config": {"max_iters": 4}},
+            "eval_report": {"config": {"max_new_tokens": 8}}},
+    "loggers": {"console": {"config": {"log_level": "INFO"}}},
+}
+TIMEOUT_S = 900
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, name: str, timeout: float = 180,
+                  log: Path | None = None) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text()[-3000:] if log and log.exists() else ""
+            raise RuntimeError(f"{name} exited with {proc.returncode} before listening\n{tail}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"{name} did not listen on {port} within {timeout:.0f} s")
+
+
+def as_postgres(cmd: list[str]) -> list[str]:
+    """initdb and postgres refuse to run as root: run them as Debian's `postgres` user."""
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+@pytest.fixture
+def postgres(tmp_path):
+    if PG_BIN is None or not (PG_BIN / "initdb").exists():
+        pytest.skip("PostgreSQL server binaries missing (`.ci/run` installs Debian's postgresql)")
+    # not under pytest's tmp_path: its parents are private to root, and postgres runs as
+    # Debian's `postgres` user when we are root
+    data = Path(tempfile.mkdtemp(prefix="finegpt-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres", "postgres")
+    port = free_port()
+    init = subprocess.run(as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "-U", "finegpt",
+                                       "--auth=trust", "-E", "UTF8"]), capture_output=True, text=True)
+    assert init.returncode == 0, f"initdb: {init.stderr[-2000:]}"
+    log = tmp_path / "pg.log"
+    server = subprocess.Popen(as_postgres([str(PG_BIN / "postgres"), "-D", str(data), "-p",
+                                           str(port), "-c", "listen_addresses=127.0.0.1",
+                                           "-k", str(data)]),
+                              stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, server, "postgres", 60, log=log)
+        for db in ("dagster", "mlflow"):
+            for _ in range(20):  # accepting TCP a moment before it accepts logins
+                if subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "finegpt",
+                                   "-d", "postgres", "-c", f"CREATE DATABASE {db}"],
+                                  capture_output=True).returncode == 0:
+                    break
+                time.sleep(0.5)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(30)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def deployment_instance(home: Path) -> None:
+    """docker/deploy/dagster.yaml as the compose stack loads it, less the Docker run launcher
+    (runs start as processes of the code server here, not as containers)."""
+    config = yaml.safe_load((ROOT / "docker" / "deploy" / "dagster.yaml").read_text())
+    config.pop("run_launcher")
+    home.mkdir(parents=True)
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+
+
+def psql(port: int, db: str, sql: str) -> str:
+    return subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "finegpt", "-d", db,
+                           "-tAc", sql], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_pipeline_job_through_the_deployment_stack(postgres, tmp_path, sample_shard):
+    from dagster_graphql import DagsterGraphQLClient
+
+    pg = postgres
+    home = tmp_path / "dagster_home"
+    deployment_instance(home)
+    ports = {name: free_port() for name in ("code", "web", "mlflow")}
+    env = {**os.environ,
+           "DAGSTER_HOME": str(home), "FINEGPT_HOME": str(tmp_path / "finegpt"),
+           "FINEGPT_SHARD": str(sample_shard),
+           "DAGSTER_POSTGRES_HOST": "127.0.0.1", "DAGSTER_POSTGRES_PORT": str(pg),
+           "DAGSTER_POSTGRES_USER": "finegpt", "DAGSTER_POSTGRES_PASSWORD": "",
+           "DAGSTER_POSTGRES_DB": "dagster",
+           "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{ports['mlflow']}",
+           "FINEGPT_MLFLOW_UI": f"http://127.0.0.1:{ports['mlflow']}",
+           "FINEGPT_DAGSTER_UI": f"http://127.0.0.1:{ports['web']}",
+           "PYTHONPATH": str(ROOT)}
+    (tmp_path / "workspace.yaml").write_text(yaml.safe_dump({"load_from": [{"grpc_server": {
+        "host": "127.0.0.1", "port": ports["code"], "location_name": "finegpt"}}]}))
+    bin_dir = Path(sys.executable).parent
+    mlflow_db = f"postgresql+psycopg2://finegpt@127.0.0.1:{pg}/mlflow"
+    commands = {
+        "mlflow": [str(bin_dir / "mlflow"), "server", "--host", "127.0.0.1", "--port",
+                   str(ports["mlflow"]), "--backend-store-uri", mlflow_db, "--serve-artifacts",
+                   "--artifacts-destination", str(tmp_path / "mlartifacts"), "--workers", "1"],
+        "code": [str(bin_dir / "dagster"), "code-server", "start", "-h", "127.0.0.1", "-p",
+                 str(ports["code"]), "-m", "assets.definitions", "--location-name", "finegpt"],
+        "web": [str(bin_dir / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(ports["web"]),
+                "-w", str(tmp_path / "workspace.yaml")],
+        "daemon": [str(bin_dir / "dagster-daemon"), "run", "-w", str(tmp_path / "workspace.yaml")],
+    }
+    procs = {}
+    try:
+        for name in ("mlflow", "code", "web", "daemon"):
+            procs[name] = subprocess.Popen(commands[name], cwd=ROOT, env=env,
+                                           stdout=open(tmp_path / f"{name}.log", "w"),
+                                           stderr=subprocess.STDOUT)
+            if name in ports:
+                wait_for_port(ports[name], procs[name], name, log=tmp_path / f"{name}.log")
+        client = DagsterGraphQLClient("127.0.0.1", port_number=ports["web"], timeout=60)
+        run_id = client.submit_job_execution("pipeline_job", run_config=RUN_CONFIG,
+                                             repository_location_name="finegpt")
+        deadline, status = time.time() + TIMEOUT_S, None
+        while time.time() < deadline:
+            status = client.get_run_status(run_id).value
+            if status in ("SUCCESS", "FAILURE", "CANCELED"):
+                break
+            time.sleep(3)
+        logs = "\n".join((tmp_path / f"{n}.log").read_text()[-3000:] for n in procs)
+        assert status == "SUCCESS", f"run {run_id}: {status}\n{logs}"
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+        for proc in procs.values():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    # Dagster's run went through the queue into Postgres; MLflow's runs are in its own database
+    assert psql(pg, "dagster", f"SELECT status FROM runs WHERE run_id = '{run_id}'") == "SUCCESS"
+    assert int(psql(pg, "dagster", "SELECT count(*) FROM event_logs")) > 0
+    trained = psql(pg, "mlflow", "SELECT count(*) FROM runs r JOIN tags t ON t.run_uuid = "
+                   "r.run_uuid WHERE t.key = 'finegpt.stage' AND t.value = 'train' "
+                   "AND r.status = 'FINISHED'")
+    assert int(trained) == 1
+    assert int(psql(pg, "mlflow", "SELECT count(*) FROM metrics WHERE key = 'eval/val_loss'")) == 1
