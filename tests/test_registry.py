@@ -3,6 +3,9 @@ champion loaded through `models:/` generating what the checkpoint generates."""
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import mlflow
 import pytest
 import torch
@@ -91,3 +94,50 @@ def test_champion_loads_through_models_uri_and_generates_as_the_checkpoint(store
     by_uri = capsys.readouterr().out
     assert cli.main(["sample", "--ckpt", str(ckpt), *args]) == 0
     assert capsys.readouterr().out == by_uri and by_uri.startswith("The history of")
+
+
+def test_trained_checkpoint_registers_its_checkpoint_once(store, trained, tmp_path):
+    """The asset registers what it trained (alias candidate) and passes the version on; a
+    reused finished run returns the same version, not a second one. (The finished run is the
+    fixture's real training, placed where the asset looks for it: no trainer launch here.)"""
+    import dagster as dg
+
+    from assets.resources import FineGPTPaths
+    from assets.training import TrainingLaunchConfig, run_key, trained_checkpoint
+
+    uri, run_id, ckpt = store
+    bins = trained[3]
+    plan = json.loads((ckpt.parent / "plan.json").read_text())
+    paths = FineGPTPaths(home=str(tmp_path / "home"))
+    shutil.copytree(ckpt.parent, paths.trained_runs_dir() / run_key(plan, bins, TrainingLaunchConfig()))
+
+    @dg.asset(name="training_config")
+    def training_config_input() -> dict:
+        return plan
+
+    @dg.asset(name="tokenized_bins")
+    def tokenized_bins_input() -> dict:
+        return {"dir": str(bins)}
+
+    instance = dg.DagsterInstance.ephemeral()
+    values, metas = [], []
+    for _ in range(2):
+        result = dg.materialize([training_config_input, tokenized_bins_input, trained_checkpoint],
+                                resources={"finegpt_paths": paths}, instance=instance)
+        assert result.success
+        values.append(result.output_for_node("trained_checkpoint"))
+        [mat] = result.asset_materializations_for_node("trained_checkpoint")
+        metas.append(mat.metadata)
+    first, again = values
+    assert metas[0]["reused"].value is True and again == first
+    assert first["mlflow_run_id"] == run_id and first["model_version"] == 1
+    assert first["model_version_url"].startswith("http://127.0.0.1:5000/#/models/finegpt/versions/1")
+    assert metas[0]["model_version"] == dg.MetadataValue.int(1)
+    assert metas[0]["model_version_url"] == dg.MetadataValue.url(first["model_version_url"])
+    client = mlflow.MlflowClient(uri)
+    assert len(client.search_model_versions("name = 'finegpt'")) == 1
+    mv = client.get_model_version("finegpt", "1")
+    assert mv.run_id == run_id and mv.aliases == ["candidate"]
+    loaded = registry.load(uri, "models:/finegpt@candidate")
+    assert sample.generate(loaded, "The", max_new_tokens=6) == \
+        sample.generate(first["checkpoint"], "The", max_new_tokens=6)
