@@ -69,6 +69,7 @@ def eval_report_holds_against_champion(context: dg.AssetCheckExecutionContext,
     meta = {"val_loss": _round(this["val_loss"]), "val_loss_se": _round(this["val_loss_se"]),
             "model_version": dg.MetadataValue.int(version),
             "model_version_url": dg.MetadataValue.url(mine["url"]),
+            "registered_model_url": dg.MetadataValue.url(registry.model_url(mine["name"])),
             "tolerance_se": champion_policy.tolerance_se,
             "tolerance_abs": champion_policy.tolerance_abs, "gate": champion_policy.gate}
     champ = registry.champion(uri)

@@ -47,6 +47,11 @@ def model_name() -> str:
     return os.environ.get(MODEL_NAME_ENV) or DEFAULT_MODEL_NAME
 
 
+def model_url(name: str) -> str:
+    """The registered model's page (its versions and aliases) in the MLflow UI."""
+    return f"{mlflow_store.ui_base()}/#/models/{quote(name, safe='')}{mlflow_store.UI_MODE}"
+
+
 def version_url(name: str, version: int | str) -> str:
     """The registered version's page in the MLflow UI (route `#/models/<name>/versions/<v>`)."""
     return (f"{mlflow_store.ui_base()}/#/models/{quote(name, safe='')}/versions/{int(version)}"
@@ -196,9 +201,16 @@ def promote(tracking_uri: str, version: int | str) -> dict[str, Any]:
 def load(tracking_uri: str, model_uri: str, device: str = "cpu"):
     """`mlflow.pytorch.load_model(model_uri)` (e.g. `models:/finegpt@champion`) from this store."""
     import mlflow.pytorch
+    from mlflow.exceptions import MlflowException
 
     with _fluent_store(tracking_uri):
-        return mlflow.pytorch.load_model(model_uri, map_location=device)
+        try:
+            return mlflow.pytorch.load_model(model_uri, map_location=device)
+        except MlflowException as exc:  # one line: what is missing, where, and what exists
+            raise ValueError(f"{model_uri}: not loadable from the MLflow store {tracking_uri} "
+                             f"({exc.message.splitlines()[0][:200]}); a trained_checkpoint "
+                             f"registers versions of {model_name()!r}, the champion check "
+                             f"sets alias {CHAMPION!r}") from None
 
 
 def record_eval(tracking_uri: str, version: int | str, numbers: dict[str, Any]) -> None:

@@ -67,6 +67,7 @@ def test_within_tolerance_passes_and_moves_the_champion(versions, trained):
     assert meta["diff_se"] == pytest.approx(0.015 / (2 ** 0.5 * 0.01), abs=1e-3)
     assert meta["champion_numbers"] == "recorded on the same bins"
     assert meta["model_version_url"].endswith(f"#/models/finegpt/versions/{v2}?workflowType=machine_learning")
+    assert meta["registered_model_url"] == "http://127.0.0.1:5000/#/models/finegpt?workflowType=machine_learning"
 
 
 @pytest.mark.parametrize("gate,severity", [(False, dg.AssetCheckSeverity.WARN),

@@ -94,6 +94,11 @@ def test_champion_loads_through_models_uri_and_generates_as_the_checkpoint(store
     by_uri = capsys.readouterr().out
     assert cli.main(["sample", "--ckpt", str(ckpt), *args]) == 0
     assert capsys.readouterr().out == by_uri and by_uri.startswith("The history of")
+    # a URI the store does not hold: one line naming it and the store
+    assert cli.main(["sample", "--model", "models:/finegpt@nope", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("finegpt sample: error: models:/finegpt@nope: not loadable from")
+    assert uri in err and "\n" not in err
 
 
 def test_trained_checkpoint_registers_its_checkpoint_once(store, trained, tmp_path):
