@@ -149,6 +149,15 @@ def _output(context: dg.AssetExecutionContext, finegpt_paths: FineGPTPaths, summ
         "steps", "tokens_seen", "best_val_loss", "final_val_loss", "checkpoint",
         "mlflow_run_id", "mlflow_run_url", "params")}
     value["run_dir"] = str(out_dir)
+    value.update(model_version=None, model_version_url=None)
+    if summary.get("mlflow_run_id") and summary.get("checkpoint"):  # the registry's candidate
+        from finegpt_pipeline import registry  # torch: only when it runs
+
+        version = registry.register_candidate(finegpt_paths.mlflow_tracking_uri(),
+                                              summary["mlflow_run_id"], summary["checkpoint"])
+        value.update(model_version=version["version"], model_version_url=version["url"])
+        metadata = {**metadata, "model_version": dg.MetadataValue.int(version["version"]),
+                    "model_version_url": dg.MetadataValue.url(version["url"])}
     png = write_loss_curve(out_dir)
     metadata = {**metadata, "run_dir": dg.MetadataValue.path(str(out_dir)),
                 **summary_metadata(summary), "loss_curve_png": dg.MetadataValue.path(str(png))}

@@ -1,0 +1,148 @@
+"""The model registry: a trained checkpoint as a registered MLflow model, its aliases, and the
+champion loaded through `models:/` generating what the checkpoint generates."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import mlflow
+import pytest
+import torch
+
+from _registry_fixture import store, trained  # noqa: F401
+from finegpt_pipeline import checkpoint, cli, registry, sample
+from finegpt_pipeline.model import GPT
+
+
+def test_register_candidate_is_idempotent(store, monkeypatch):
+    uri, run_id, ckpt = store
+    monkeypatch.setenv("FINEGPT_MLFLOW_UI", "http://mlflow.example:5001")
+    first = registry.register_candidate(uri, run_id, ckpt)
+    assert first["name"] == "finegpt" and first["version"] == 1
+    assert first["model_uri"] == "models:/finegpt/1"
+    assert first["url"].startswith("http://mlflow.example:5001/#/models/finegpt/versions/1")
+    assert first["aliases"] == ["candidate"] and first["run_id"] == run_id
+    again = registry.register_candidate(uri, run_id, ckpt)
+    assert again["version"] == 1
+    client = mlflow.MlflowClient(uri)
+    assert len(client.search_model_versions("name = 'finegpt'")) == 1
+    # the logged model belongs to the training run, in the training run's experiment
+    run = client.get_run(run_id)
+    [output] = run.outputs.model_outputs
+    logged = client.get_logged_model(output.model_id)
+    assert logged.source_run_id == run_id and logged.experiment_id == run.info.experiment_id
+    assert client.get_model_version("finegpt", "1").source == logged.model_uri
+    assert run.info.status == "FINISHED"  # logging into it did not reopen the run
+
+
+def test_a_later_step_of_the_same_run_is_a_new_version(store, tmp_path):
+    uri, run_id, ckpt = store
+    registry.register_candidate(uri, run_id, ckpt)
+    later = checkpoint.load(ckpt)
+    later["iter_num"] += 1
+    torch.save(later, tmp_path / "ckpt.pt")
+    second = registry.register_candidate(uri, run_id, tmp_path / "ckpt.pt")
+    assert second["version"] == 2 and second["aliases"] == ["candidate"]
+    assert registry.version(uri, 1)["aliases"] == []
+
+
+def test_model_name_from_the_environment(store, monkeypatch):
+    uri, run_id, ckpt = store
+    monkeypatch.setenv(registry.MODEL_NAME_ENV, "tinygpt")
+    info = registry.register_candidate(uri, run_id, ckpt)
+    assert info["name"] == "tinygpt" and info["model_uri"] == "models:/tinygpt/1"
+    assert registry.promote(uri, 1)["aliases"] == ["candidate", "champion"]
+    assert registry.champion(uri)["name"] == "tinygpt"
+
+
+def test_promote_moves_the_champion_alias(store):
+    uri, run_id, ckpt = store
+    assert registry.champion(uri) is None  # no registered model at all
+    registry.register_candidate(uri, run_id, ckpt)
+    assert registry.champion(uri) is None  # a model, no champion yet
+    registry.promote(uri, 1)
+    assert registry.champion(uri)["version"] == 1
+    # a second training run (its own MLflow run) registers as version 2, the new candidate
+    client = mlflow.MlflowClient(uri)
+    other = client.create_run(client.get_run(run_id).info.experiment_id).info.run_id
+    v2 = registry.register_candidate(uri, other, ckpt)
+    assert v2["version"] == 2 and v2["aliases"] == ["candidate"]
+    assert registry.champion(uri)["version"] == 1  # registering never promotes
+    registry.promote(uri, 2)
+    assert registry.champion(uri)["version"] == 2
+    assert registry.version(uri, 1)["aliases"] == []
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        registry.promote(uri, 7)
+    assert registry.champion(uri)["version"] == 2
+
+
+def test_champion_loads_through_models_uri_and_generates_as_the_checkpoint(store, capsys):
+    uri, run_id, ckpt = store
+    registry.register_candidate(uri, run_id, ckpt)
+    registry.promote(uri, 1)
+    model = mlflow.pytorch.load_model("models:/finegpt@champion")
+    assert isinstance(model, GPT) and not model.training
+    assert next(model.parameters()).device.type == "cpu"
+    for prompt, seed in (("The history of", 1337), ("", 42)):
+        from_model = sample.generate(model, prompt, max_new_tokens=12, seed=seed)
+        from_ckpt = sample.generate(str(ckpt), prompt, max_new_tokens=12, seed=seed)
+        assert from_model == from_ckpt and len(from_model[0]) > len(prompt)
+    # the CLI samples the registered champion as it samples the checkpoint
+    args = ["--prompt", "The history of", "--max-new-tokens", "12", "--seed", "7"]
+    assert cli.main(["sample", "--model", "models:/finegpt@champion", *args]) == 0
+    by_uri = capsys.readouterr().out
+    assert cli.main(["sample", "--ckpt", str(ckpt), *args]) == 0
+    assert capsys.readouterr().out == by_uri and by_uri.startswith("The history of")
+    # a URI the store does not hold: one line naming it and the store
+    assert cli.main(["sample", "--model", "models:/finegpt@nope", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("finegpt sample: error: models:/finegpt@nope: not loadable from")
+    assert uri in err and "\n" not in err
+
+
+def test_trained_checkpoint_registers_its_checkpoint_once(store, trained, tmp_path):
+    """The asset registers what it trained (alias candidate) and passes the version on; a
+    reused finished run returns the same version, not a second one. (The finished run is the
+    fixture's real training, placed where the asset looks for it: no trainer launch here.)"""
+    import dagster as dg
+
+    from assets.resources import FineGPTPaths
+    from assets.training import TrainingLaunchConfig, run_key, trained_checkpoint
+
+    uri, run_id, ckpt = store
+    bins = trained[3]
+    plan = json.loads((ckpt.parent / "plan.json").read_text())
+    paths = FineGPTPaths(home=str(tmp_path / "home"))
+    shutil.copytree(ckpt.parent, paths.trained_runs_dir() / run_key(plan, bins, TrainingLaunchConfig()))
+
+    @dg.asset(name="training_config")
+    def training_config_input() -> dict:
+        return plan
+
+    @dg.asset(name="tokenized_bins")
+    def tokenized_bins_input() -> dict:
+        return {"dir": str(bins)}
+
+    instance = dg.DagsterInstance.ephemeral()
+    values, metas = [], []
+    for _ in range(2):
+        result = dg.materialize([training_config_input, tokenized_bins_input, trained_checkpoint],
+                                resources={"finegpt_paths": paths}, instance=instance)
+        assert result.success
+        values.append(result.output_for_node("trained_checkpoint"))
+        [mat] = result.asset_materializations_for_node("trained_checkpoint")
+        metas.append(mat.metadata)
+    first, again = values
+    assert metas[0]["reused"].value is True and again == first
+    assert first["mlflow_run_id"] == run_id and first["model_version"] == 1
+    assert first["model_version_url"].startswith("http://127.0.0.1:5000/#/models/finegpt/versions/1")
+    assert metas[0]["model_version"] == dg.MetadataValue.int(1)
+    assert metas[0]["model_version_url"] == dg.MetadataValue.url(first["model_version_url"])
+    client = mlflow.MlflowClient(uri)
+    assert len(client.search_model_versions("name = 'finegpt'")) == 1
+    mv = client.get_model_version("finegpt", "1")
+    assert mv.run_id == run_id and mv.aliases == ["candidate"]
+    loaded = registry.load(uri, "models:/finegpt@candidate")
+    assert sample.generate(loaded, "The", max_new_tokens=6) == \
+        sample.generate(first["checkpoint"], "The", max_new_tokens=6)
