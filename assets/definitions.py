@@ -2,13 +2,15 @@
 
 import dagster as dg
 
-from assets import bins, data, evaluation, planning, training
+from assets import bins, champion, data, evaluation, planning, training
+from assets.champion import ChampionPolicy
 from assets.jobs import data_job, pipeline_job, train_job
+from assets.launchers import TrainingLauncher
 from assets.resources import FineGPTPaths
 from assets.schedules import weekly_retrain
 from assets.sensors import shard_changed_sensor
 
-STAGES = [data, bins, planning, training, evaluation]
+STAGES = [data, bins, planning, training, evaluation, champion]
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(STAGES),
@@ -16,5 +18,6 @@ defs = dg.Definitions(
     jobs=[data_job, train_job, pipeline_job],
     schedules=[weekly_retrain],
     sensors=[shard_changed_sensor],
-    resources={"finegpt_paths": FineGPTPaths()},
+    resources={"finegpt_paths": FineGPTPaths(), "champion_policy": ChampionPolicy(),
+               "training_launcher": TrainingLauncher()},
 )
