@@ -1,0 +1,149 @@
+"""The data job at full scale: wall time and peak RSS per asset on a generated FineWeb-schema
+shard of a real shard's size (~2.15 GB). Targets: the job under 10 minutes, peak RSS under
+2 GB.
+
+    python bench/data_scale.py --size 2.15GB [--workdir DIR] [--keep-shard] [--json out.json]
+
+What it does: generates the shard (`finegpt_pipeline.synthetic`: real sample paragraphs
+resampled, FineWeb's 1000-row row groups), then runs `dagster job execute -m
+assets.definitions -j data_job` on it in a fresh FINEGPT_HOME and DAGSTER_HOME, with the
+multiprocess executor limited to one step at a time so that each sample of the process
+tree's RSS (every 0.2 s, /proc) belongs to one step. Per step: wall time from Dagster's own
+event log (STEP_START to STEP_SUCCESS) and the peak summed RSS of the job's process tree
+while it ran (the job's parent process included). With steps in parallel (the default: as
+many as cores) token_stats and tokenized_bins overlap; the serial figures bound each one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from tokenize_speed import _tree_rss, machine  # noqa: E402
+
+from finegpt_pipeline import synthetic  # noqa: E402
+
+SAMPLE = REPO.parent / "shared" / "data" / "fineweb-cc-main-2013-20-head300.parquet"
+RUN_CONFIG = ("execution: {config: {multiprocess: {max_concurrent: 1}}}\n"
+              "loggers: {console: {config: {log_level: INFO}}}\n")
+TARGET_S, TARGET_RSS = 600, 2 * 10**9
+
+
+def step_windows(dagster_home: Path) -> dict[str, tuple[float, float, str]]:
+    """step key -> (start, end, outcome) from the one run's event log."""
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        [run] = instance.get_runs(limit=1)
+        out, starts = {}, {}
+        for entry in instance.all_logs(run.run_id):
+            event = entry.dagster_event
+            if event is None or entry.step_key is None:
+                continue
+            kind = event.event_type_value
+            if kind == "STEP_START":
+                starts[entry.step_key] = entry.timestamp
+            elif kind in ("STEP_SUCCESS", "STEP_FAILURE"):
+                out[entry.step_key] = (starts.get(entry.step_key, entry.timestamp),
+                                       entry.timestamp, kind)
+        return out
+
+
+def run_data_job(shard: Path, work: Path) -> dict:
+    home, dagster_home = work / "finegpt", work / "dagster"
+    shutil.rmtree(home, ignore_errors=True)
+    shutil.rmtree(dagster_home, ignore_errors=True)
+    dagster_home.mkdir(parents=True)
+    shutil.copy(REPO / "docker" / "dagster.yaml", dagster_home / "dagster.yaml")
+    (work / "run.yaml").write_text(RUN_CONFIG)
+    env = {**os.environ, "FINEGPT_HOME": str(home), "DAGSTER_HOME": str(dagster_home),
+           "FINEGPT_SHARD": str(shard), "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1",
+           "PYTHONPATH": str(REPO)}
+    cmd = [str(Path(sys.executable).parent / "dagster"), "job", "execute", "-m",
+           "assets.definitions", "-j", "data_job", "-c", str(work / "run.yaml")]
+    samples: list[tuple[float, int]] = []
+    t0 = time.time()
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=open(work / "job.log", "w"),
+                            stderr=subprocess.STDOUT)
+
+    def sample():
+        while proc.poll() is None:
+            samples.append((time.time(), _tree_rss(proc.pid)))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    proc.wait()
+    sampler.join()
+    wall = time.time() - t0
+    if proc.returncode:
+        tail = (work / "job.log").read_text()[-3000:]
+        raise SystemExit(f"data_job failed ({proc.returncode}):\n{tail}")
+    steps = {}
+    for key, (start, end, outcome) in sorted(step_windows(dagster_home).items(),
+                                             key=lambda kv: kv[1][0]):
+        inside = [rss for t, rss in samples if start <= t <= end]
+        steps[key] = {"seconds": end - start, "peak_rss_mib": max(inside, default=0) / 2**20,
+                      "outcome": outcome}
+    return {"wall_s": wall, "peak_rss_mib": max((r for _, r in samples), default=0) / 2**20,
+            "steps": steps, "samples": len(samples)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", default="2.15GB", help="generated shard size")
+    ap.add_argument("--workdir", default=None, help="where the shard and the run go (a temp dir)")
+    ap.add_argument("--shard", default=None, help="an existing shard instead of generating one")
+    ap.add_argument("--keep-shard", action="store_true")
+    ap.add_argument("--sample", default=str(SAMPLE), help="real FineWeb parquet to resample")
+    ap.add_argument("--json", default=None, help="write the figures here")
+    args = ap.parse_args()
+    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(REPO.parent / "shared" / "tiktoken-cache"))
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="finegpt-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    shard = Path(args.shard) if args.shard else work / "shard.parquet"
+    try:
+        gen = None
+        if not args.shard:
+            t0 = time.time()
+            gen = synthetic.generate_shard(args.sample, shard, synthetic.parse_size(args.size))
+            gen["generate_s"] = time.time() - t0
+        load = os.getloadavg()[0]
+        print(f"machine: {machine()}\nshard: {shard} ({shard.stat().st_size:,} bytes) {gen or ''}"
+              f"\nload average at start: {load:.2f}", flush=True)
+        result = run_data_job(shard, work)
+        result.update(machine=machine(), shard_bytes=shard.stat().st_size, generated=gen,
+                      load_start=load, load_end=os.getloadavg()[0])
+        print(f"\n| step | wall s | peak RSS (tree) MiB |\n|---|---|---|")
+        for key, s in result["steps"].items():
+            print(f"| {key} | {s['seconds']:.1f} | {s['peak_rss_mib']:.0f} |")
+        print(f"| **data_job (process, incl. start-up)** | **{result['wall_s']:.1f}** "
+              f"(target < {TARGET_S}) | **{result['peak_rss_mib']:.0f}** "
+              f"(target < {TARGET_RSS / 2**20:.0f}) |")
+        print(f"load average at end: {result['load_end']:.2f}")
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2))
+        return 0
+    finally:
+        if not args.keep_shard and not args.shard:
+            shard.unlink(missing_ok=True)
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
