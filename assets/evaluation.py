@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets import lineage
 from assets.metadata_format import OWNERS
 from assets.resources import FineGPTPaths
 from assets.training import dagster_run_url
@@ -29,6 +30,7 @@ class EvalConfig(dg.Config):
                 "baselines, generations and loss curves of the trained checkpoint; "
                 "report.md, report.html (self-contained), report.json, loss_curve.png.",
 )
+@lineage.tracked(bins_context="evaluation")  # its MLflow run, reading the bins (assets/lineage.py)
 def eval_report(context: dg.AssetExecutionContext, config: EvalConfig,
                 finegpt_paths: FineGPTPaths, trained_checkpoint: dict,
                 tokenized_bins: dict) -> dg.Output[dict]:
