@@ -69,7 +69,7 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig,
         metadata["loss_curve"] = dg.MetadataValue.md(
             f"![loss curves]({mlflow_store.artifact_url(run_id, 'eval_report/loss_curve.png')})")
     if trained_checkpoint.get("mlflow_run_url"):
-        metadata["mlflow_run_url"] = dg.MetadataValue.url(trained_checkpoint["mlflow_run_url"])
+        metadata["training_run_url"] = dg.MetadataValue.url(trained_checkpoint["mlflow_run_url"])
     return dg.Output(value, metadata=metadata)
 
 
