@@ -182,9 +182,11 @@ def parent_run(client, dagster_run_id: str, job_name: str, lock_path: str | Path
             return found[0].info.run_id
         tags = run_tags(PARENT_STAGE, dagster_run_id)
         tags[JOB_TAG] = job_name
-        tags[NOTE_TAG] = dagster_note(dagster_run_id, f"`{job_name}`")
+        # assets materialized outside a named job run in Dagster's implicit `__ASSET_JOB`
+        shown = "assets" if job_name.startswith("__") else job_name
+        tags[NOTE_TAG] = dagster_note(dagster_run_id, f"`{shown}`")
         run = client.create_run(_experiment_id(client), tags=tags,
-                                run_name=run_label(f"dagster {job_name}", dagster_run_id))
+                                run_name=run_label(f"dagster {shown}", dagster_run_id))
         return run.info.run_id
 
 

@@ -88,8 +88,6 @@ class Reporter:
         run_file = self.out_dir / MLFLOW_RUN_FILE
         if resuming and not previous and run_file.exists():
             previous = run_file.read_text().strip()
-        if previous and not resuming:
-            previous = None
         if previous and not _run_exists(client, previous):
             self.info(f"MLflow run {previous} (named by the checkpoint) is not in this store; "
                       "starting a new one")

@@ -63,7 +63,7 @@ def test_one_dagster_run_is_one_parent_with_six_tagged_nested_runs(finegpt_home,
     assert parent.data.tags["dagster.run_id"] == result.run_id
     assert parent.data.tags["dagster.run_url"] == dagster_url
     assert f"]({dagster_url})" in parent.data.tags["mlflow.note.content"]  # a Markdown link
-    assert re.fullmatch(rf"dagster __ephemeral_asset_job__ \d{{4}}-\d\d-\d\d \d\d:\d\d "
+    assert re.fullmatch(rf"dagster assets \d{{4}}-\d\d-\d\d \d\d:\d\d "
                         rf"\({result.run_id[:8]}\)", parent.info.run_name), parent.info.run_name
     assert parent.info.status == "FINISHED"
 
