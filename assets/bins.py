@@ -7,9 +7,10 @@ from typing import Optional
 
 import dagster as dg
 
+from assets import lineage
 from assets.metadata_format import OWNERS, size_entries
 from assets.resources import FineGPTPaths
-from finegpt_pipeline import bins_checks, layout, tokenized_bins as stage
+from finegpt_pipeline import bins_checks, layout, mlflow_datasets, tokenized_bins as stage
 from finegpt_pipeline.config import GPT2_VOCAB_SIZE
 from finegpt_pipeline.locks import Busy
 from finegpt_pipeline.shard import ShardError
@@ -34,39 +35,42 @@ class TokenizeConfig(dg.Config):
     code_version="1",
 )
 def tokenized_bins(context: dg.AssetExecutionContext, config: TokenizeConfig,
-                   finegpt_paths: FineGPTPaths, raw_shard: dict) -> dg.MaterializeResult:
-    sha256 = raw_shard["sha256"]
-    out_dir = finegpt_paths.bins_dir() / layout.bins_key(sha256, config.val_fraction,
-                                                         config.min_val_docs)
-    meta = None if config.force else stage.finished_bins(out_dir, sha256, config.val_fraction,
-                                                         config.min_val_docs)
-    reused = meta is not None
-    if reused:
-        context.log.info(f"{out_dir}: finished bins for this shard and split exist; reusing them")
-    else:
-        try:
-            meta = stage.tokenize_shard(raw_shard["path"], out_dir,
-                                        val_fraction=config.val_fraction,
-                                        min_val_docs=config.min_val_docs,
-                                        expected_sha256=sha256, progress=context.log.info)
-        except (ShardError, TokenizerUnavailable, Busy) as exc:  # one line, not a traceback
-            raise dg.Failure(description=str(exc)) from None
-    value = {"dir": str(out_dir), **meta}
-    return dg.MaterializeResult(
-        value=value,
-        metadata={
-            # not "path": the IO manager's own metadata key would overwrite it
-            "bins_dir": dg.MetadataValue.path(str(out_dir)),
-            "train_tokens": meta["train_tokens"],
-            "val_tokens": meta["val_tokens"],
-            "train_docs": meta["train_docs"],
-            "val_docs": meta["val_docs"],
-            **size_entries("size", 2 * (meta["train_tokens"] + meta["val_tokens"])),
-            "val_fraction": meta["split"]["val_fraction"],
-            "source_sha256": meta["source_sha256"],
-            "reused": reused,
-        },
-    )
+                   finegpt_paths: FineGPTPaths, raw_shard: dict) -> dg.Output[dict]:
+    with lineage.asset_run(context, finegpt_paths) as run:
+        sha256 = raw_shard["sha256"]
+        out_dir = finegpt_paths.bins_dir() / layout.bins_key(sha256, config.val_fraction,
+                                                             config.min_val_docs)
+        meta = None if config.force else stage.finished_bins(out_dir, sha256, config.val_fraction,
+                                                             config.min_val_docs)
+        reused = meta is not None
+        if reused:
+            context.log.info(f"{out_dir}: finished bins for this shard and split exist; reusing them")
+        else:
+            try:
+                meta = stage.tokenize_shard(raw_shard["path"], out_dir,
+                                            val_fraction=config.val_fraction,
+                                            min_val_docs=config.min_val_docs,
+                                            expected_sha256=sha256, progress=context.log.info)
+            except (ShardError, TokenizerUnavailable, Busy) as exc:  # one line, not a traceback
+                raise dg.Failure(description=str(exc)) from None
+        value = {"dir": str(out_dir), **meta}
+        # the shard is this run's input (the bins are the training and eval runs')
+        run.log_inputs(mlflow_datasets.bins_inputs(out_dir, splits=()), context="tokenize")
+        return run.output(
+            value,
+            metadata={
+                # not "path": the IO manager's own metadata key would overwrite it
+                "bins_dir": dg.MetadataValue.path(str(out_dir)),
+                "train_tokens": meta["train_tokens"],
+                "val_tokens": meta["val_tokens"],
+                "train_docs": meta["train_docs"],
+                "val_docs": meta["val_docs"],
+                **size_entries("size", 2 * (meta["train_tokens"] + meta["val_tokens"])),
+                "val_fraction": meta["split"]["val_fraction"],
+                "source_sha256": meta["source_sha256"],
+                "reused": reused,
+            },
+        )
 
 
 @dg.asset_check(asset=tokenized_bins, blocking=True,

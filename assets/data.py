@@ -7,12 +7,13 @@ from typing import Optional
 
 import dagster as dg
 
+from assets import lineage
 from assets.metadata_format import OWNERS, float_value, size_entries
 from assets.resources import FineGPTPaths
-from finegpt_pipeline import stats
+from finegpt_pipeline import mlflow_datasets, stats
 from finegpt_pipeline.atomic import write_bytes
 from finegpt_pipeline.locks import Busy
-from finegpt_pipeline.shard import ShardError, resolve_shard
+from finegpt_pipeline.shard import ShardError, is_hub_source, resolve_shard
 from finegpt_pipeline.tokenizer import TokenizerUnavailable
 
 
@@ -28,30 +29,37 @@ class RawShardConfig(dg.Config):
           "(local file or Hugging Face hub file, optionally just its head).")
 def raw_shard(context: dg.AssetExecutionContext, config: RawShardConfig,
               finegpt_paths: FineGPTPaths) -> dg.Output[dict]:
-    source = finegpt_paths.shard_source()
-    try:
-        info = resolve_shard(source, finegpt_paths.shards_dir(),
-                             max_docs=config.max_docs, max_row_groups=config.max_row_groups)
-    except ShardError as exc:
-        raise dg.Failure(description=str(exc)) from None
-    if info.missing_columns:
-        context.log.warning(f"{info.path}: FineWeb columns missing: {', '.join(info.missing_columns)}")
-    return dg.Output(
-        info.to_dict(),
-        # The content hash: downstream assets show stale whenever the shard's bytes change.
-        data_version=dg.DataVersion(info.sha256),
-        metadata={
-            # not "path": the IO manager's own metadata key would overwrite it
-            "shard_path": dg.MetadataValue.path(info.path),
-            "source": info.source,
-            **size_entries("size", info.bytes),
-            "rows": info.rows,
-            "row_groups": info.row_groups,
-            "columns": ", ".join(info.columns),
-            "missing_columns": ", ".join(info.missing_columns) or "none",
-            "sha256": info.sha256,
-        },
-    )
+    with lineage.asset_run(context, finegpt_paths) as run:
+        source = finegpt_paths.shard_source()
+        try:
+            info = resolve_shard(source, finegpt_paths.shards_dir(),
+                                 max_docs=config.max_docs, max_row_groups=config.max_row_groups)
+        except ShardError as exc:
+            raise dg.Failure(description=str(exc)) from None
+        if info.missing_columns:
+            context.log.warning(f"{info.path}: FineWeb columns missing: {', '.join(info.missing_columns)}")
+        # the hub file's hf:// URL when it is used whole, else the local file read
+        cut = config.max_docs is not None or config.max_row_groups is not None
+        uri = info.source if is_hub_source(info.source) and not cut else info.path
+        run.log_inputs([mlflow_datasets.shard_input(uri, info.sha256, info.rows)], context="source")
+        return run.output(
+            info.to_dict(),
+            # The content hash: downstream assets show stale whenever the shard's bytes change.
+            data_version=dg.DataVersion(info.sha256),
+            metadata={
+                # not "path": the IO manager's own metadata key would overwrite it
+                "shard_path": dg.MetadataValue.path(info.path),
+                "source": info.source,
+                **size_entries("size", info.bytes),
+                "rows": info.rows,
+                "row_groups": info.row_groups,
+                "columns": ", ".join(info.columns),
+                "missing_columns": ", ".join(info.missing_columns) or "none",
+                "sha256": info.sha256,
+                # MLflow's digest column holds 36 characters: the sha256's first 32 hex digits
+                "mlflow_dataset_digest": mlflow_datasets.shard_digest(info.sha256),
+            },
+        )
 
 
 def _md_table(header: list[str], rows: list[list]) -> str:
@@ -91,50 +99,51 @@ def histogram_table(lengths: list[int]) -> str:
           "DuckDB warehouse; the summary is this asset's value.")
 def token_stats(context: dg.AssetExecutionContext, raw_shard: dict,
                 finegpt_paths: FineGPTPaths) -> dg.Output[dict]:
-    db = finegpt_paths.warehouse()
-    try:
-        summary = stats.compute_stats(raw_shard["path"], db, shard_key=raw_shard["sha256"],
-                                      expected_sha256=raw_shard["sha256"],
-                                      progress=context.log.info)
-    except (ShardError, TokenizerUnavailable, Busy) as exc:
-        raise dg.Failure(description=str(exc)) from None
-    try:
-        lengths = stats.token_lengths(db, summary["shard"])
-    except Busy as exc:
-        raise dg.Failure(description=str(exc)) from None
-    png = stats.token_histogram_png(lengths)
-    q = summary["token_quantiles"]
-    quantile_md = _md_table(list(q), [[f"{v:,.0f}" if v is not None else "-" for v in q.values()]])
-    png_path = finegpt_paths.reports_dir() / f"token_histogram-{summary['shard'][:16]}.png"
-    write_bytes(png_path, png)
-    metadata = {
-        "warehouse": dg.MetadataValue.path(str(db)),
-        "shard": summary["shard"],
-        "documents": summary["documents"],
-        "characters": summary["characters"],
-        **size_entries("text_size", summary["utf8_bytes"]),
-        "tokens_tiktoken": summary["tokens_tiktoken"],
-        "tokens_listed": summary["tokens_listed"] if summary["tokens_listed"] is not None else "n/a",
-        "docs_count_equal": summary["docs_count_equal"],
-        "docs_count_compared": summary["docs_count_compared"],
-        "total_relative_difference": float_value(summary["total_relative_difference"], 3)
-        if summary["total_relative_difference"] is not None else "n/a",
-        "bytes_per_token": float_value(summary["bytes_per_token"] or 0.0, 4),
-        "empty_docs": summary["empty_docs"],
-        "null_texts": summary["null_texts"],
-        f"short_docs (<{summary['short_doc_tokens']} tokens)": summary["short_docs"],
-        "duplicate_docs": summary["duplicate_docs"],
-        "token_quantiles": dg.MetadataValue.md(quantile_md),
-        "languages": dg.MetadataValue.md(_counts_table(summary["languages"][:20], "language")),
-        "language_score": dg.MetadataValue.json(
-            {k: round(v, 3) for k, v in (summary["language_score"] or {}).items()}),
-        "dumps": dg.MetadataValue.md(_counts_table(summary["dumps"][:20], "dump")),
-        "top_domains": dg.MetadataValue.md(_counts_table(summary["top_domains"], "domain")),
-        "token_histogram": dg.MetadataValue.md(histogram_table(lengths)),
-        "token_histogram_png": dg.MetadataValue.path(str(png_path)),
-    }
-    context.log.info(json.dumps({k: summary[k] for k in ("documents", "tokens_tiktoken", "tokens_listed")}))
-    return dg.Output(summary, metadata=metadata)
+    with lineage.asset_run(context, finegpt_paths) as run:
+        db = finegpt_paths.warehouse()
+        try:
+            summary = stats.compute_stats(raw_shard["path"], db, shard_key=raw_shard["sha256"],
+                                          expected_sha256=raw_shard["sha256"],
+                                          progress=context.log.info)
+        except (ShardError, TokenizerUnavailable, Busy) as exc:
+            raise dg.Failure(description=str(exc)) from None
+        try:
+            lengths = stats.token_lengths(db, summary["shard"])
+        except Busy as exc:
+            raise dg.Failure(description=str(exc)) from None
+        png = stats.token_histogram_png(lengths)
+        q = summary["token_quantiles"]
+        quantile_md = _md_table(list(q), [[f"{v:,.0f}" if v is not None else "-" for v in q.values()]])
+        png_path = finegpt_paths.reports_dir() / f"token_histogram-{summary['shard'][:16]}.png"
+        write_bytes(png_path, png)
+        metadata = {
+            "warehouse": dg.MetadataValue.path(str(db)),
+            "shard": summary["shard"],
+            "documents": summary["documents"],
+            "characters": summary["characters"],
+            **size_entries("text_size", summary["utf8_bytes"]),
+            "tokens_tiktoken": summary["tokens_tiktoken"],
+            "tokens_listed": summary["tokens_listed"] if summary["tokens_listed"] is not None else "n/a",
+            "docs_count_equal": summary["docs_count_equal"],
+            "docs_count_compared": summary["docs_count_compared"],
+            "total_relative_difference": float_value(summary["total_relative_difference"], 3)
+            if summary["total_relative_difference"] is not None else "n/a",
+            "bytes_per_token": float_value(summary["bytes_per_token"] or 0.0, 4),
+            "empty_docs": summary["empty_docs"],
+            "null_texts": summary["null_texts"],
+            f"short_docs (<{summary['short_doc_tokens']} tokens)": summary["short_docs"],
+            "duplicate_docs": summary["duplicate_docs"],
+            "token_quantiles": dg.MetadataValue.md(quantile_md),
+            "languages": dg.MetadataValue.md(_counts_table(summary["languages"][:20], "language")),
+            "language_score": dg.MetadataValue.json(
+                {k: round(v, 3) for k, v in (summary["language_score"] or {}).items()}),
+            "dumps": dg.MetadataValue.md(_counts_table(summary["dumps"][:20], "dump")),
+            "top_domains": dg.MetadataValue.md(_counts_table(summary["top_domains"], "domain")),
+            "token_histogram": dg.MetadataValue.md(histogram_table(lengths)),
+            "token_histogram_png": dg.MetadataValue.path(str(png_path)),
+        }
+        context.log.info(json.dumps({k: summary[k] for k in ("documents", "tokens_tiktoken", "tokens_listed")}))
+        return run.output(summary, metadata=metadata)
 
 
 @dg.asset_check(asset=token_stats, blocking=True,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets import lineage
 from assets.metadata_format import OWNERS
 from assets.resources import FineGPTPaths
 from assets.training import dagster_run_url
@@ -29,6 +30,7 @@ class EvalConfig(dg.Config):
                 "baselines, generations and loss curves of the trained checkpoint; "
                 "report.md, report.html (self-contained), report.json, loss_curve.png.",
 )
+@lineage.tracked(bins_context="evaluation")  # its MLflow run, reading the bins (assets/lineage.py)
 def eval_report(context: dg.AssetExecutionContext, config: EvalConfig,
                 finegpt_paths: FineGPTPaths, trained_checkpoint: dict,
                 tokenized_bins: dict) -> dg.Output[dict]:
@@ -67,7 +69,7 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig,
         metadata["loss_curve"] = dg.MetadataValue.md(
             f"![loss curves]({mlflow_store.artifact_url(run_id, 'eval_report/loss_curve.png')})")
     if trained_checkpoint.get("mlflow_run_url"):
-        metadata["mlflow_run_url"] = dg.MetadataValue.url(trained_checkpoint["mlflow_run_url"])
+        metadata["training_run_url"] = dg.MetadataValue.url(trained_checkpoint["mlflow_run_url"])
     return dg.Output(value, metadata=metadata)
 
 

@@ -8,9 +8,9 @@ import json
 
 import dagster as dg
 
+from assets import lineage
 from assets.metadata_format import OWNERS, float_value
 from assets.resources import FineGPTPaths
-from finegpt_pipeline import mlflow_store
 from finegpt_pipeline.atomic import write_json
 from finegpt_pipeline.config import TrainConfig
 from finegpt_pipeline.costs import DEFAULT_PRICE_PER_KWH
@@ -64,45 +64,43 @@ def training_config(context: dg.AssetExecutionContext, config: PlanConfig,
                     finegpt_paths: FineGPTPaths, tokenized_bins: dict) -> dg.Output:
     import mlflow
 
-    source = f"tokenized_bins ({tokenized_bins.get('dir', '?')})"
-    plan = build_plan(config.gpu, tokens_from_meta(tokenized_bins, source), calibration=config.calibrate,
-                      bins_dir=str(tokenized_bins.get("dir", "")), remeasure=config.remeasure,
-                      hours=config.hours or None, tokens_per_param=config.tokens_per_param or None,
-                      overrides=config.overrides, preset=config.preset or None,
-                      price_per_kwh=config.price_per_kwh,
-                      val_tokens=tokens_from_meta(tokenized_bins, source, key="val_tokens"))
-    cfg, rep = plan["config"], plan["report"]
-    report = requirements_report(plan)
-    path = finegpt_paths.plans_dir() / f"plan-{plan_digest(plan)}.json"
-    write_json(path, plan)
-    for warning in rep["warnings"]:
-        context.log.warning(warning)
-
-    mlflow_store.configure()
-    with mlflow.start_run(run_name="training_config",
-                          tags=mlflow_store.run_tags("training_config", context.run.run_id, "training_config")) as run:
+    with lineage.asset_run(context, finegpt_paths) as run:
+        source = f"tokenized_bins ({tokenized_bins.get('dir', '?')})"
+        plan = build_plan(config.gpu, tokens_from_meta(tokenized_bins, source),
+                          calibration=config.calibrate,
+                          bins_dir=str(tokenized_bins.get("dir", "")), remeasure=config.remeasure,
+                          hours=config.hours or None,
+                          tokens_per_param=config.tokens_per_param or None,
+                          overrides=config.overrides, preset=config.preset or None,
+                          price_per_kwh=config.price_per_kwh,
+                          val_tokens=tokens_from_meta(tokenized_bins, source, key="val_tokens"))
+        cfg, rep = plan["config"], plan["report"]
+        report = requirements_report(plan)
+        path = finegpt_paths.plans_dir() / f"plan-{plan_digest(plan)}.json"
+        write_json(path, plan)
+        for warning in rep["warnings"]:
+            context.log.warning(warning)
         mlflow.log_params({**flat_params(cfg), **flat_params(rep)})
         mlflow.log_text(report, "requirements.md")
         mlflow.log_dict(plan, "plan.json")
-    return dg.Output(
-        plan,
-        metadata={
-            "plan_path": dg.MetadataValue.path(str(path)),
-            "hardware": rep["gpu_name"],
-            "model": f"{cfg['n_layer']}L/{cfg['n_head']}H/{cfg['n_embd']}d block {cfg['block_size']}",
-            "params": dg.MetadataValue.int(rep["params"]),
-            "tokens_per_step": dg.MetadataValue.int(rep["tokens_per_step"]),
-            "max_iters": dg.MetadataValue.int(cfg["max_iters"]),
-            "est_hours": float_value(rep["est_hours"], 3),
-            "est_peak_memory_gib": float_value(rep["peak_memory_bytes"] / GIB, 3),
-            "memory_budget_gib": float_value(rep["memory_budget_bytes"] / GIB, 3),
-            "epochs": float_value(rep["epochs"], 3),
-            "energy_kwh": float_value(rep["energy_kwh"], 3),
-            "requirements": dg.MetadataValue.md(report),
-            "mlflow_run_id": run.info.run_id,
-            "mlflow_run_url": dg.MetadataValue.url(mlflow_store.run_url(run.info.run_id)),
-        },
-    )
+        return run.output(
+            plan,
+            metadata={
+                "plan_path": dg.MetadataValue.path(str(path)),
+                "hardware": rep["gpu_name"],
+                "model": f"{cfg['n_layer']}L/{cfg['n_head']}H/{cfg['n_embd']}d block {cfg['block_size']}",
+                "params": dg.MetadataValue.int(rep["params"]),
+                "tokens_per_step": dg.MetadataValue.int(rep["tokens_per_step"]),
+                "max_iters": dg.MetadataValue.int(cfg["max_iters"]),
+                "est_hours": float_value(rep["est_hours"], 3),
+                "est_peak_memory_gib": float_value(rep["peak_memory_bytes"] / GIB, 3),
+                "memory_budget_gib": float_value(rep["memory_budget_bytes"] / GIB, 3),
+                "epochs": float_value(rep["epochs"], 3),
+                "energy_kwh": float_value(rep["energy_kwh"], 3),
+                "requirements": dg.MetadataValue.md(report),
+                "mlflow_run_id": run.run_id,
+            },
+        )
 
 
 # Blocking: a plan that does not fit (or does not load as a TrainConfig) stops trained_checkpoint.

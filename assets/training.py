@@ -15,13 +15,13 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets import lineage
 from assets.metadata_format import OWNERS, float_value
 from assets.resources import FineGPTPaths
 from finegpt_pipeline import layout, mlflow_store, run_dir
 from finegpt_pipeline.atomic import write_json
 from finegpt_pipeline.hardware import GIB
 from finegpt_pipeline.loss_curve import LOSS_CURVE_NAME, curve_points, write_loss_curve
-from finegpt_pipeline.train_reporter import ASSET_KEY_ENV, DAGSTER_RUN_ID_ENV
 
 TRAIN_MODULE = "finegpt_pipeline.train"
 
@@ -76,6 +76,13 @@ def trained_checkpoint(
     training_config: dict,
     tokenized_bins: dict,
 ) -> dg.Output[dict]:
+    with lineage.asset_run(context, finegpt_paths, own_run=False) as lineage_run:
+        return _train(context, config, finegpt_paths, training_config, tokenized_bins, lineage_run)
+
+
+def _train(context: dg.AssetExecutionContext, config: TrainingLaunchConfig,
+           finegpt_paths: FineGPTPaths, training_config: dict, tokenized_bins: dict,
+           lineage_run: lineage.AssetRun) -> dg.Output[dict]:
     if "dir" not in tokenized_bins:
         raise ValueError(f"tokenized_bins: expected a dict with 'dir', got keys {sorted(tokenized_bins)}")
     bins_dir = Path(tokenized_bins["dir"])
@@ -89,7 +96,7 @@ def trained_checkpoint(
                          "same plan, bins and launch settings")
         _log_closing_summary(context, finished)
         return _output(context, finegpt_paths, finished, out_dir, {"reused": dg.MetadataValue.bool(True)},
-                       data_version=dg.DataVersion(f"{out_dir.name}@{finished['steps']}"))
+                       dg.DataVersion(f"{out_dir.name}@{finished['steps']}"), lineage_run)
     # the run directory's one plan file: the trainer reads it as --plan, then rewrites it with
     # the config it trains (launch overrides applied) beside the plan's report
     plan_path = out_dir / run_dir.PLAN_NAME
@@ -107,8 +114,8 @@ def trained_checkpoint(
     env = {
         "FINEGPT_HOME": str(home),
         "MLFLOW_TRACKING_URI": finegpt_paths.mlflow_tracking_uri(),
-        DAGSTER_RUN_ID_ENV: context.run_id,
-        ASSET_KEY_ENV: context.asset_key.to_user_string(),
+        # the trainer's MLflow run is this asset's nested run in the Dagster run's parent run
+        **lineage_run.trainer_env(),
         "MLFLOW_DISABLE_TELEMETRY": os.environ.get("MLFLOW_DISABLE_TELEMETRY", "true"),
     }
     context.log.info(("resuming: " if resume else "launching: ") + " ".join(command))
@@ -120,12 +127,13 @@ def trained_checkpoint(
     # streamed materialization, so both read alike: rounded floats, the plot, units
     metadata = {"reused": dg.MetadataValue.bool(False), "command": dg.MetadataValue.text(" ".join(command))}
     _log_closing_summary(context, summary)
-    return _output(context, finegpt_paths, summary, out_dir, metadata, materialization.data_version)
+    return _output(context, finegpt_paths, summary, out_dir, metadata, materialization.data_version,
+                   lineage_run)
 
 
 def dagster_run_url(run_id: str) -> str:
     """Where a run shows in the Dagster UI (`dagster dev`, port 3000 unless FINEGPT_DAGSTER_UI)."""
-    return f"{os.environ.get('FINEGPT_DAGSTER_UI', 'http://127.0.0.1:3000')}/runs/{run_id}"
+    return mlflow_store.dagster_run_url(run_id)
 
 
 def _log_closing_summary(context: dg.AssetExecutionContext, summary: dict) -> None:
@@ -143,7 +151,7 @@ def _log_closing_summary(context: dg.AssetExecutionContext, summary: dict) -> No
 
 
 def _output(context: dg.AssetExecutionContext, finegpt_paths: FineGPTPaths, summary: dict,
-            out_dir: Path, metadata: dict, data_version) -> dg.Output[dict]:
+            out_dir: Path, metadata: dict, data_version, lineage_run: lineage.AssetRun) -> dg.Output[dict]:
     """The asset's value and metadata from a run's summary.json, launched now or reused."""
     value = {k: summary.get(k) for k in (
         "steps", "tokens_seen", "best_val_loss", "final_val_loss", "checkpoint",
@@ -164,7 +172,11 @@ def _output(context: dg.AssetExecutionContext, finegpt_paths: FineGPTPaths, summ
     metadata["loss_curve"] = dg.MetadataValue.md(
         _loss_curve_md(context, finegpt_paths.mlflow_tracking_uri(), summary, png))
     metadata["val_loss_by_tokens"] = dg.MetadataValue.md(val_loss_table(summary))
-    return dg.Output(value, metadata=metadata, data_version=data_version)
+    lineage_run.adopt(summary.get("mlflow_run_id"))
+    if summary.get("mlflow_run_url") and lineage_run.run_id != summary.get("mlflow_run_id"):
+        # reused (or resumed from an earlier Dagster run's start): where the checkpoint is
+        metadata["training_run_url"] = dg.MetadataValue.url(summary["mlflow_run_url"])
+    return lineage_run.output(value, metadata=metadata, data_version=data_version)
 
 
 def summary_metadata(summary: dict) -> dict:

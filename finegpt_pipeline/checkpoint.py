@@ -2,7 +2,8 @@
 
 nanoGPT's keys (`model_args`, `model`, `optimizer`, `iter_num`, `best_val_loss`, `config`) let
 its `sample.py` load our checkpoints; the extra `resume` entry carries what an exact resume
-needs (RNG states, tokens seen, wall time so far). Everything saved is a plain dict, list,
+needs (RNG states, tokens seen, wall time so far), and `mlflow_run_id` the MLflow run the
+training logs to, so a resumed run continues it wherever the checkpoint goes. Everything saved is a plain dict, list,
 tensor, int, float, bool or string, so `torch.load(weights_only=True)` accepts it.
 """
 
@@ -62,7 +63,7 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 def save(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
          config: dict[str, Any], iter_num: int, best_val_loss: float,
-         resume: dict[str, Any] | None = None) -> Path:
+         resume: dict[str, Any] | None = None, mlflow_run_id: str | None = None) -> Path:
     path = Path(path)
     model_args = {k: config[k] for k in MODEL_KEYS}
     state = {
@@ -73,6 +74,7 @@ def save(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimi
         "best_val_loss": float(best_val_loss),
         "config": dict(config),
         "resume": dict(resume or {}),
+        "mlflow_run_id": mlflow_run_id,
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -98,6 +100,11 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     if missing:
         raise ValueError(f"{path}: not a nanoGPT-layout checkpoint (missing {missing})")
     return ckpt
+
+
+def mlflow_run_id(ckpt: dict[str, Any]) -> str | None:
+    """The MLflow run a checkpoint's training logs to (None: untracked, or older checkpoints)."""
+    return ckpt.get("mlflow_run_id") or None
 
 
 def _reason(exc: Exception) -> str:

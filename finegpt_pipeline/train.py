@@ -118,6 +118,7 @@ class Trainer:
         self.val_history: list[dict[str, float]] = []  # {iter, tokens_seen, val_loss}
         self.resumed_from: int | None = None
         self.resumed_world: int | None = None
+        self.resumed_mlflow_run: str | None = None
         if self.resume_requested:
             self._restore(checkpoint.load(self.ckpt_path, map_location=rt.device))
         self.train_model = runtime.wrap_model(self.model, rt)
@@ -145,6 +146,7 @@ class Trainer:
             checkpoint.restore_rng_state(rng)
         self.resumed_from = self.iter_num
         self.resumed_world = int(extra.get("world_size", self.rt.world_size))
+        self.resumed_mlflow_run = checkpoint.mlflow_run_id(ckpt)
 
     def _save(self) -> None:
         # rank 0 writes, so a resumed DDP run restores rank 0's RNG on every rank: dropout
@@ -158,7 +160,8 @@ class Trainer:
             "world_size": self.rt.world_size,
         }
         checkpoint.save(self.ckpt_path, self.model, self.optimizer, self.cfg.to_dict(),
-                        self.iter_num, self.best_val_loss, resume_state)
+                        self.iter_num, self.best_val_loss, resume_state,
+                        mlflow_run_id=self.report.mlflow_run_id)
 
     # --- the loop ----------------------------------------------------------------------
     def _step(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -210,7 +213,7 @@ class Trainer:
         estimates = {f"plan.{k}": v for k, v in self.planner_report.items()
                      if isinstance(v, (int, float, str, bool))}
         self.report.start({**cfg.to_dict(), **estimates}, resuming=self.resumed_from is not None,
-                          bins_dir=self.bins.dir)
+                          bins_dir=self.bins.dir, previous_run_id=self.resumed_mlflow_run)
         try:
             return self._loop(cfg.max_iters)
         except BaseException as exc:

@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from finegpt_pipeline.atomic import write_text
-from finegpt_pipeline.layout import bins_fingerprint
-from finegpt_pipeline.run_dir import LOG_NAME, MLFLOW_RUN_FILE
+from finegpt_pipeline.run_dir import CKPT_NAME, LOG_NAME, MLFLOW_RUN_FILE
 
-# Set by the Dagster asset so the MLflow run names the Dagster run and asset that launched it.
+# Set by the Dagster asset so the MLflow run is its nested run in the Dagster run's parent
+# run: the Dagster run, asset, code version and parent MLflow run that launched it.
 DAGSTER_RUN_ID_ENV = "FINEGPT_DAGSTER_RUN_ID"
 ASSET_KEY_ENV = "FINEGPT_ASSET_KEY"
+CODE_VERSION_ENV = "FINEGPT_CODE_VERSION"
+PARENT_RUN_ENV = "FINEGPT_MLFLOW_PARENT_RUN_ID"
 
 
 def mlflow_wanted(flag: bool | None) -> bool:
@@ -55,11 +57,15 @@ class Reporter:
         self.mlflow = None
         self.mlflow_run_id: str | None = None
         self.mlflow_run_url: str | None = None
+        self._logged_through: dict[str, int] = {}  # metric -> last step the MLflow run holds
         self._pipes_cm = None
         self.pipes = None
 
     # -- lifecycle -------------------------------------------------------------------------
-    def start(self, params: dict[str, Any], resuming: bool, bins_dir: Path | None = None) -> None:
+    def start(self, params: dict[str, Any], resuming: bool, bins_dir: Path | None = None,
+              previous_run_id: str | None = None) -> None:
+        """`previous_run_id` is the MLflow run a resumed checkpoint names: the run continues
+        it (else the one the run directory's `mlflow_run_id` file names)."""
         if not self.enabled:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -69,52 +75,52 @@ class Reporter:
             self._pipes_cm = open_dagster_pipes()
             self.pipes = self._pipes_cm.__enter__()
         if self.use_mlflow:
-            self._start_mlflow(params, resuming)
-            if bins_dir is not None and not resuming:
-                self._log_bins_input(Path(bins_dir))
+            self._start_mlflow(params, resuming, previous_run_id, bins_dir)
 
-    def _start_mlflow(self, params: dict[str, Any], resuming: bool) -> None:
+    def _start_mlflow(self, params: dict[str, Any], resuming: bool, previous: str | None,
+                      bins_dir: Path | None) -> None:
         import mlflow
 
         from finegpt_pipeline import mlflow_store
 
         mlflow_store.configure()
+        client = mlflow.MlflowClient()
         run_file = self.out_dir / MLFLOW_RUN_FILE
-        previous = run_file.read_text().strip() if resuming and run_file.exists() else None
+        if resuming and not previous and run_file.exists():
+            previous = run_file.read_text().strip()
+        if previous and not _run_exists(client, previous):
+            self.info(f"MLflow run {previous} (named by the checkpoint) is not in this store; "
+                      "starting a new one")
+            previous = None
         system_metrics = importlib.util.find_spec("psutil") is not None
         if previous:
-            # a resumed run continues its MLflow run: one loss curve, not two
+            # a resumed run continues its MLflow run: one loss curve, not two, and the steps
+            # it already holds (replayed after the checkpoint, identical) are not logged again
+            self._logged_through = logged_steps(client, previous)
             run = mlflow.start_run(run_id=previous, log_system_metrics=system_metrics)
         else:
-            tags = mlflow_store.run_tags("train", os.environ.get(DAGSTER_RUN_ID_ENV),
-                                     os.environ.get(ASSET_KEY_ENV))
+            env = os.environ.get
+            tags = mlflow_store.run_tags("train", env(DAGSTER_RUN_ID_ENV), env(ASSET_KEY_ENV),
+                                         env(CODE_VERSION_ENV), env(PARENT_RUN_ENV))
             run = mlflow.start_run(run_name=run_name(params, self.out_dir), tags=tags,
                                    log_system_metrics=system_metrics)
             mlflow.log_params({k: _param(v) for k, v in params.items()})
             write_text(run_file, run.info.run_id + "\n")
+            if bins_dir is not None:
+                self._log_bins_inputs(client, run.info.run_id, Path(bins_dir))
         self.mlflow = mlflow
         self.mlflow_run_id = run.info.run_id
         self.mlflow_run_url = mlflow_store.run_url(self.mlflow_run_id)
         self.info(f"MLflow run {self.mlflow_run_id}: {self.mlflow_run_url}")
 
-    def _log_bins_input(self, bins_dir: Path) -> None:
-        """The bins as the run's MLflow dataset input (lineage); never fatal to training."""
+    def _log_bins_inputs(self, client, run_id: str, bins_dir: Path) -> None:
+        """The bins (and the shard they came from) as the run's MLflow dataset inputs
+        (lineage); never fatal to training."""
         try:
-            import warnings
+            from finegpt_pipeline import mlflow_datasets
 
-            from mlflow.data.dataset_source_registry import resolve_dataset_source
-            from mlflow.data.meta_dataset import MetaDataset
-
-            # MLflow keeps one dataset per (name, digest) in an experiment and gives a later
-            # run with the same digest the first one's source: the fingerprint holds the path,
-            # so equal bins elsewhere (a copy, another FINEGPT_HOME) name their own directory
-            digest = bins_fingerprint(bins_dir)
-            with warnings.catch_warnings():
-                # a local path matches two registered local sources; both are the same class
-                warnings.simplefilter("ignore", UserWarning)
-                source = resolve_dataset_source(str(bins_dir.resolve()))
-            dataset = MetaDataset(source, name="tokenized_bins", digest=digest)
-            self.mlflow.log_input(dataset, context="training")
+            mlflow_datasets.log_inputs(client, run_id, mlflow_datasets.bins_inputs(bins_dir),
+                                       context="training")
         except Exception as exc:  # lineage is a nicety: report it, keep training
             self.info(f"MLflow dataset input not logged ({type(exc).__name__}: {exc})")
 
@@ -123,8 +129,14 @@ class Reporter:
         if not self.enabled:
             return
         if self.mlflow is not None:
+            from finegpt_pipeline import mlflow_store
+
+            client = self.mlflow.MlflowClient()
             for path in artifacts:
-                self.mlflow.log_artifact(str(path))
+                if Path(path).name == CKPT_NAME:  # once on disk where the store is local
+                    mlflow_store.log_artifact_once(client, self.mlflow_run_id, path)
+                else:
+                    self.mlflow.log_artifact(str(path))
             self.mlflow.end_run(status=status)
         if self.pipes is not None:
             metadata = {k: v for k, v in summary.items() if v is not None}
@@ -170,8 +182,26 @@ class Reporter:
         with open(self.out_dir / LOG_NAME, "a") as fh:
             fh.write(json.dumps(record) + "\n")
         if self.mlflow is not None:
-            finite = {k: float(v) for k, v in values.items() if v is not None and math.isfinite(v)}
-            self.mlflow.log_metrics(finite, step=step)
+            finite = {k: float(v) for k, v in values.items() if v is not None and math.isfinite(v)
+                      and step > self._logged_through.get(k, -1)}
+            if finite:
+                self.mlflow.log_metrics(finite, step=step)
+
+
+def logged_steps(client, run_id: str) -> dict[str, int]:
+    """The last step of each metric the run holds (one history query per metric, at start)."""
+    keys = [k for k in client.get_run(run_id).data.metrics if not k.startswith("system/")]
+    return {k: max(m.step for m in client.get_metric_history(run_id, k)) for k in keys}
+
+
+def _run_exists(client, run_id: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_run(run_id)
+        return True
+    except MlflowException:
+        return False
 
 
 def _param(value: Any) -> Any:

@@ -6,6 +6,7 @@ import hashlib
 
 import dagster as dg
 import duckdb
+import mlflow
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -90,6 +91,11 @@ def test_bad_shard_fails_clearly_and_nothing_downstream_runs(finegpt_home, sampl
         assert result.asset_materializations_for_node("token_stats") == []
         assert not (finegpt_home / "warehouse.duckdb").exists() and not (finegpt_home / "shards").exists()
         assert not (finegpt_home / "reports").exists(), case  # no histogram either
+        # in MLflow: raw_shard's run failed, and so did the Dagster run's parent run
+        runs = mlflow.search_runs(experiment_names=["finegpt"], output_format="list",
+                                  filter_string=f"tags.`dagster.run_id` = '{result.run_id}'")
+        status = {r.data.tags.get("dagster.asset_key", "parent"): r.info.status for r in runs}
+        assert status == {"raw_shard": "FAILED", "parent": "FAILED"}, case
 
 
 def test_blocking_empty_text_check_stops_downstream(finegpt_home, tmp_path):

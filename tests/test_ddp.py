@@ -25,10 +25,12 @@ def test_two_process_ddp_matches_single_process(sample_bins, tmp_path):
     plan = write_plan(tmp_path / "plan.json", grad_accum=2, **common)
     module = ["-m", "finegpt_pipeline.train", "--bins", str(sample_bins), "--no-mlflow"]
     env = child_env(threads=1)
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"  # the DDP run tracks: rank 0 alone logs
     ddp = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-         *module, "--plan", str(plan), "--out", str(tmp_path / "ddp")],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+         *module[:-1], "--plan", str(plan), "--out", str(tmp_path / "ddp")],
+        env={**env, "MLFLOW_TRACKING_URI": store, "FINEGPT_HOME": str(tmp_path / "home")},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     single = subprocess.run([sys.executable, *module, "--plan", str(plan), "--out",
                              str(tmp_path / "single")],
                             env=env, capture_output=True, text=True, timeout=180)
@@ -47,6 +49,13 @@ def test_two_process_ddp_matches_single_process(sample_bins, tmp_path):
     assert ddp_out.count("iter 2: loss") == 1
     ckpt = checkpoint.load(tmp_path / "ddp" / "ckpt.pt")
     assert ckpt["iter_num"] == 3
+    # one MLflow run, each step logged once (rank 1 never talks to MLflow)
+    import mlflow
+
+    client = mlflow.MlflowClient(store)
+    [run] = client.search_runs([client.get_experiment_by_name("finegpt").experiment_id])
+    assert run.info.run_id == summary["mlflow_run_id"] == checkpoint.mlflow_run_id(ckpt)
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "train_loss")) == [1, 2, 3]
     assert not [n for n in ckpt["model"] if n.startswith(("module.", "_orig_mod."))]
 
     # the DDP run continues on one process: same plan, so same tokens per step and data order

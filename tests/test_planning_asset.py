@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import dagster as dg
 import pytest
@@ -57,7 +58,9 @@ def test_training_config_writes_plan_metadata_and_mlflow(finegpt_home):
 
     run_id = meta["mlflow_run_id"].value
     run = mlflow.get_run(run_id)
-    assert run.info.run_name == "training_config"
+    assert re.fullmatch(rf"training_config \d{{4}}-\d\d-\d\d \d\d:\d\d \({result.run_id[:8]}\)",
+                        run.info.run_name), run.info.run_name
+    assert run.info.run_id in meta["mlflow_run_url"].value
     assert run.data.tags["finegpt.stage"] == "training_config"
     assert run.data.tags["dagster.run_id"] == result.run_id
     assert run.data.params["n_layer"] == str(plan["config"]["n_layer"])

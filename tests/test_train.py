@@ -216,6 +216,11 @@ def test_hand_run_tracks_in_the_default_store_and_names_the_bins_it_read(
     assert (home / "mlflow.db").exists()
     mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
     for summary, bins in ((first, sample_bins), (second, copy)):
-        [dataset] = mlflow.get_run(summary["mlflow_run_id"]).inputs.dataset_inputs
-        assert json.loads(dataset.dataset.source)["uri"] == str(bins.resolve())
+        run = mlflow.get_run(summary["mlflow_run_id"])
+        sources = {d.dataset.name: json.loads(d.dataset.source)["uri"]
+                   for d in run.inputs.dataset_inputs}
+        assert sources == {f"tokenized_bins/{split}": str(bins.resolve() / f"{split}.bin")
+                           for split in ("train", "val")}
+        # by hand, without Dagster: a top-level run, no Dagster tags
+        assert not [k for k in run.data.tags if k.startswith("dagster.") or k == "mlflow.parentRunId"]
     assert train.train(cfg, copy, tmp_path / "c", mlflow=False)["mlflow_run_id"] is None

@@ -131,6 +131,13 @@ def test_trained_checkpoint_materializes_with_mlflow_run(finegpt_home, sample_sh
     assert re.fullmatch(rf"train 2L/32d \d{{4}}-\d\d-\d\d \d\d:\d\d \({run_dir.name}\)",
                         run.info.run_name), run.info.run_name
     assert run.data.tags["dagster.asset_key"] == "trained_checkpoint"
+    # the training run is the asset's nested run in the Dagster run's parent run
+    parent = mlflow.get_run(run.data.tags["mlflow.parentRunId"])
+    assert parent.data.tags["dagster.run_id"] == result.run_id
+    assert parent.data.tags["finegpt.stage"] == "dagster_run" and parent.info.status == "FINISHED"
+    assert run.data.tags["dagster.code_version"] == "1"
+    assert run.data.tags["dagster.data_version"] == mat.tags["dagster/data_version"]
+    assert run.data.tags["dagster.run_url"] == f"http://127.0.0.1:3000/runs/{result.run_id}"
     assert "mlflow.source.git.commit" in run.data.tags
     assert {"train_loss", "val_loss", "lr"} <= set(run.data.metrics)
     assert run.data.params["n_layer"] == "2"
@@ -156,5 +163,15 @@ def test_trained_checkpoint_materializes_with_mlflow_run(finegpt_home, sample_sh
     assert mat2.metadata["loss_curve"] == md["loss_curve"] and mat2.metadata["mfu"] == md["mfu"]
     assert again.output_for_node("trained_checkpoint") == value
     assert (run_dir / "train_log.jsonl").read_bytes() == log_before
+    # this Dagster run's own nested run stands for the reused training run and links to it
+    assert mat2.metadata["training_run_url"] == md["mlflow_run_url"]
+    link_id = mat2.metadata["mlflow_run_url"].value.split("/runs/")[1].split("?")[0]
+    link = mlflow.get_run(link_id)
+    assert link.data.tags["finegpt.training_run_id"] == value["mlflow_run_id"]
+    assert link.data.tags["finegpt.stage"] == "trained_checkpoint"  # not an earlier training run
+    assert mlflow.get_run(link.data.tags["mlflow.parentRunId"]).data.tags["dagster.run_id"] == \
+        again.run_id
+    assert f"({md['mlflow_run_url'].value})" in link.data.tags["mlflow.note.content"]
+    assert link.info.status == "FINISHED"
     assert not any(m.startswith(("launching", "resuming")) for m in
                    (e.user_message for e in instance.all_logs(again.run_id)))

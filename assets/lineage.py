@@ -1,0 +1,155 @@
+"""Each asset's MLflow run, in its Dagster run's parent run (`finegpt_pipeline.mlflow_store`).
+
+    with lineage.asset_run(context, finegpt_paths) as run:   # the nested run, active in mlflow
+        ...
+        return run.output(value, metadata={...}, data_version=...)
+
+`output` adds `mlflow_run_url` (this asset's run in this Dagster run) to the metadata and
+tags the run with the asset's data version (the one given, else the one Dagster computes from
+the code version and the inputs' data versions). The run ends FINISHED with the asset, FAILED
+when it raises; the parent's status follows its nested runs'. `trained_checkpoint` passes
+`trainer_env()` to the trainer, whose own MLflow run is its nested run (`own_run=False`, then
+`adopt(training_run_id)`). An asset whose body stays as it is takes `@lineage.tracked(...)`
+under its `@dg.asset` instead: the same run around the whole body.
+"""
+
+from __future__ import annotations
+
+import functools
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import dagster as dg
+
+from finegpt_pipeline import mlflow_datasets, mlflow_store
+from finegpt_pipeline.train_reporter import (ASSET_KEY_ENV, CODE_VERSION_ENV, DAGSTER_RUN_ID_ENV,
+                                             PARENT_RUN_ENV)
+
+TRAINING_RUN_TAG = "finegpt.training_run_id"  # on a nested run standing for a reused training
+
+
+def data_version_of(context: dg.AssetExecutionContext, given: dg.DataVersion | None) -> str:
+    """The data version Dagster records for this materialization: the one the asset gives,
+    else Dagster's logical version of the code version and the inputs' data versions."""
+    if given is not None:
+        return given.value
+    from dagster._core.definitions.data_version import (DATA_VERSION_TAG, DEFAULT_DATA_VERSION,
+                                                        compute_logical_data_version)
+
+    key = context.asset_key
+    code_version = context.assets_def.code_versions_by_key.get(key) or context.run.run_id
+    inputs = {}
+    for parent in context.assets_def.asset_deps[key]:
+        event = context.instance.get_latest_materialization_event(parent)
+        tag = event.asset_materialization.tags.get(DATA_VERSION_TAG) if event else None
+        inputs[parent] = dg.DataVersion(tag) if tag else DEFAULT_DATA_VERSION
+    return compute_logical_data_version(code_version, inputs).value
+
+
+class AssetRun:
+    """An asset's MLflow run in its Dagster run (`asset_run`)."""
+
+    def __init__(self, context: dg.AssetExecutionContext, client, parent_id: str, lock):
+        self.context, self.client, self.parent_id, self.lock = context, client, parent_id, lock
+        self.asset_key = context.asset_key.to_user_string()
+        self.code_version = context.assets_def.code_versions_by_key.get(context.asset_key)
+        self.run_id: str | None = None
+        self.active = False  # started here as mlflow's active run
+        self.ends_here = True  # False for the trainer's run: the trainer ends it
+
+    @property
+    def url(self) -> str:
+        return mlflow_store.run_url(self.run_id)
+
+    def _nested(self) -> str:
+        return mlflow_store.asset_run(self.client, self.parent_id, self.context.run.run_id,
+                                      self.asset_key, self.code_version)
+
+    def trainer_env(self) -> dict[str, str]:
+        """What the trainer's MLflow run needs to be this asset's nested run."""
+        env = {DAGSTER_RUN_ID_ENV: self.context.run.run_id, ASSET_KEY_ENV: self.asset_key,
+               PARENT_RUN_ENV: self.parent_id}
+        if self.code_version:
+            env[CODE_VERSION_ENV] = self.code_version
+        return env
+
+    def adopt(self, training_run_id: str | None) -> None:
+        """The training run is this asset's run when this Dagster run started it; a reused
+        one, or one an earlier Dagster run started and this one resumed, gets a nested run
+        here that links to it (as does an untracked one, linking nothing)."""
+        if training_run_id is None:
+            self.run_id = self._nested()
+            return
+        training = self.client.get_run(training_run_id)
+        if training.data.tags.get(mlflow_store.PARENT_TAG) == self.parent_id:
+            self.run_id, self.ends_here = training_run_id, False
+            return
+        self.run_id = self._nested()
+        link = f"[{training.info.run_name}]({mlflow_store.run_url(training_run_id)})"
+        note = mlflow_store.dagster_note(self.context.run.run_id, f"`{self.asset_key}`")
+        self.client.set_tag(self.run_id, TRAINING_RUN_TAG, training_run_id)
+        self.client.set_tag(self.run_id, mlflow_store.NOTE_TAG,
+                            f"{note}: the checkpoint of training run {link}")
+
+    def log_inputs(self, inputs: list, context: str) -> None:
+        """(dataset, tags) pairs (`finegpt_pipeline.mlflow_datasets`) as this run's inputs."""
+        mlflow_datasets.log_inputs(self.client, self.run_id, inputs, context)
+
+    def output(self, value: Any, metadata: dict | None = None,
+               data_version: dg.DataVersion | None = None) -> dg.Output:
+        self.client.set_tag(self.run_id, mlflow_store.DATA_VERSION_TAG,
+                            data_version_of(self.context, data_version))
+        metadata = {**(metadata or {}), "mlflow_run_url": dg.MetadataValue.url(self.url)}
+        return dg.Output(value, metadata=metadata, data_version=data_version)
+
+    def _end(self, status: str) -> None:
+        if self.active:
+            import mlflow
+
+            mlflow.end_run(status=status)
+        elif status == "FAILED" or (self.ends_here and self.run_id):
+            # a failed asset's run, the trainer's too (a killed trainer leaves it RUNNING)
+            self.client.set_terminated(self.run_id or self._nested(), status)
+        mlflow_store.settle_parent(self.client, self.parent_id, self.lock)
+
+
+@contextmanager
+def asset_run(context: dg.AssetExecutionContext, finegpt_paths,
+              own_run: bool = True) -> Iterator[AssetRun]:
+    """The asset's nested MLflow run (made mlflow's active run) under the Dagster run's
+    parent run; `own_run=False` leaves making it to the trainer (`trainer_env`, `adopt`)."""
+    import mlflow
+
+    home = finegpt_paths.home_dir()
+    client = mlflow.MlflowClient(mlflow_store.configure(home))
+    lock = home / mlflow_store.PARENT_LOCK_NAME
+    parent_id = mlflow_store.parent_run(client, context.run.run_id, context.run.job_name, lock)
+    run = AssetRun(context, client, parent_id, lock)
+    if own_run:
+        run.run_id = run._nested()
+        mlflow.start_run(run_id=run.run_id)
+        run.active = True
+    try:
+        yield run
+    except BaseException:
+        run._end("FAILED")
+        raise
+    run._end("FINISHED")
+
+
+def tracked(bins_context: str | None = None):
+    """The asset's body inside `asset_run` (its `finegpt_paths` resource names the store); the
+    dg.Output it returns gets `output`'s metadata and data version tag. With `bins_context`,
+    the `tokenized_bins` input's bins (and shard) are the run's datasets in that context."""
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(context, *args, **kwargs):
+            with asset_run(context, kwargs["finegpt_paths"]) as run:
+                if bins_context:
+                    run.log_inputs(mlflow_datasets.bins_inputs(kwargs["tokenized_bins"]["dir"]),
+                                   bins_context)
+                out = fn(context, *args, **kwargs)
+                return run.output(out.value, metadata=dict(out.metadata),
+                                  data_version=out.data_version)
+        return wrapper
+    return decorate
