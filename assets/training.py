@@ -11,19 +11,23 @@ import hashlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
 
 from assets import lineage
+from assets.launchers import TrainingLauncher
 from assets.metadata_format import OWNERS, float_value
 from assets.resources import FineGPTPaths
 from finegpt_pipeline import layout, mlflow_store, run_dir
 from finegpt_pipeline.atomic import write_json
+from finegpt_pipeline.config import plan_parts
 from finegpt_pipeline.hardware import GIB
 from finegpt_pipeline.loss_curve import LOSS_CURVE_NAME, curve_points, write_loss_curve
 
 TRAIN_MODULE = "finegpt_pipeline.train"
+MAX_RUNTIME_TAG = "dagster/max_runtime"  # enforced by run monitoring (docker/dagster.yaml)
 
 
 class TrainingLaunchConfig(dg.Config):
@@ -73,16 +77,18 @@ def trained_checkpoint(
     context: dg.AssetExecutionContext,
     config: TrainingLaunchConfig,
     finegpt_paths: FineGPTPaths,
+    training_launcher: TrainingLauncher,
     training_config: dict,
     tokenized_bins: dict,
 ) -> dg.Output[dict]:
     with lineage.asset_run(context, finegpt_paths, own_run=False) as lineage_run:
-        return _train(context, config, finegpt_paths, training_config, tokenized_bins, lineage_run)
+        return _train(context, config, finegpt_paths, training_launcher, training_config,
+                      tokenized_bins, lineage_run)
 
 
 def _train(context: dg.AssetExecutionContext, config: TrainingLaunchConfig,
-           finegpt_paths: FineGPTPaths, training_config: dict, tokenized_bins: dict,
-           lineage_run: lineage.AssetRun) -> dg.Output[dict]:
+           finegpt_paths: FineGPTPaths, launcher: TrainingLauncher, training_config: dict,
+           tokenized_bins: dict, lineage_run: lineage.AssetRun) -> dg.Output[dict]:
     if "dir" not in tokenized_bins:
         raise ValueError(f"tokenized_bins: expected a dict with 'dir', got keys {sorted(tokenized_bins)}")
     bins_dir = Path(tokenized_bins["dir"])
@@ -104,12 +110,14 @@ def _train(context: dg.AssetExecutionContext, config: TrainingLaunchConfig,
     # a checkpoint is continued; without one, whatever an interrupted start left is replaced
     resume = (out_dir / run_dir.CKPT_NAME).exists()
 
-    gpus = visible_gpus() if config.gpus < 0 else config.gpus
+    gpus = launcher.processes(config.gpus, visible_gpus() if config.gpus < 0 and
+                              launcher.backend == "local" else 0)
     extra = [f"--max-iters={config.max_iters}"] if config.max_iters > 0 else []
     extra += [] if resume else ["--overwrite"]
     for item in config.overrides:
         extra += ["--set", item]
-    command = train_command(bins_dir, plan_path, out_dir, resume, gpus, extra)
+    command = train_command(bins_dir, plan_path, out_dir, resume, gpus, extra,
+                            python=launcher.interpreter())
     home = finegpt_paths.home_dir()
     env = {
         "FINEGPT_HOME": str(home),
@@ -119,8 +127,9 @@ def _train(context: dg.AssetExecutionContext, config: TrainingLaunchConfig,
         "MLFLOW_DISABLE_TELEMETRY": os.environ.get("MLFLOW_DISABLE_TELEMETRY", "true"),
     }
     context.log.info(("resuming: " if resume else "launching: ") + " ".join(command))
-    result = dg.PipesSubprocessClient().run(command=command, context=context, env=env,
-                                            cwd=str(Path(__file__).resolve().parents[1]))
+    limit_runtime(context, training_config)
+    result = launcher.run(context, command, env, cwd=str(Path(__file__).resolve().parents[1]),
+                          home=home, processes=gpus)
     materialization = result.get_materialize_result()
     summary = json.loads((out_dir / run_dir.SUMMARY_NAME).read_text())
     # the metadata is built from summary.json (as for a reused run), not from the trainer's
@@ -129,6 +138,28 @@ def _train(context: dg.AssetExecutionContext, config: TrainingLaunchConfig,
     _log_closing_summary(context, summary)
     return _output(context, finegpt_paths, summary, out_dir, metadata, materialization.data_version,
                    lineage_run)
+
+
+RUNTIME_MARGIN, RUNTIME_SLACK_S = 2.0, 600  # the plan's estimate x2, plus 10 minutes
+
+
+def limit_runtime(context: dg.AssetExecutionContext, plan: dict) -> int | None:
+    """Tag the run `dagster/max_runtime` from the plan's estimated hours (x RUNTIME_MARGIN +
+    RUNTIME_SLACK_S, counted from the run's start), so run monitoring fails a training that
+    hangs; a limit the run was launched with is kept. Returns the limit in seconds."""
+    tags = context.run.tags
+    if MAX_RUNTIME_TAG in tags:
+        return int(float(tags[MAX_RUNTIME_TAG]))
+    hours = plan_parts(plan, "training_config")[1].get("est_hours")
+    if not isinstance(hours, (int, float)) or hours <= 0:
+        return None
+    record = context.instance.get_run_record_by_id(context.run_id)
+    started = record.start_time if record and record.start_time else time.time()
+    limit = int(time.time() - started + hours * 3600 * RUNTIME_MARGIN + RUNTIME_SLACK_S)
+    context.instance.add_run_tags(context.run_id, {MAX_RUNTIME_TAG: str(limit)})
+    context.log.info(f"run time limit {limit:,} s ({MAX_RUNTIME_TAG}: the plan's "
+                     f"{hours * 3600:,.0f} s x{RUNTIME_MARGIN:g} + {RUNTIME_SLACK_S} s)")
+    return limit
 
 
 def dagster_run_url(run_id: str) -> str:

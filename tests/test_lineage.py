@@ -14,6 +14,7 @@ import dagster as dg
 import mlflow
 import pytest
 
+from assets.launchers import TrainingLauncher
 from assets.bins import tokenized_bins
 from assets.data import raw_shard, token_stats
 from assets.evaluation import eval_report
@@ -33,7 +34,8 @@ TINY = ["n_layer=1", "n_head=1", "n_embd=16", "block_size=16", "micro_batch=2", 
 def _pipeline(home: Path, shard: Path) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [raw_shard, token_stats, tokenized_bins, training_config, trained_checkpoint, eval_report],
-        resources={"finegpt_paths": FineGPTPaths(home=str(home), shard=str(shard))},
+        resources={"finegpt_paths": FineGPTPaths(home=str(home), shard=str(shard)),
+                   "training_launcher": TrainingLauncher()},
         run_config={"ops": {
             "training_config": {"config": {"gpu": "cpu", "calibrate": False, "overrides": TINY}},
             "eval_report": {"config": {"device": "cpu", "max_new_tokens": 2}}}})

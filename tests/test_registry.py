@@ -128,7 +128,9 @@ def test_trained_checkpoint_registers_its_checkpoint_once(store, trained, tmp_pa
     values, metas = [], []
     for _ in range(2):
         result = dg.materialize([training_config_input, tokenized_bins_input, trained_checkpoint],
-                                resources={"finegpt_paths": paths}, instance=instance)
+                                resources={"finegpt_paths": paths,
+                                           "training_launcher": TrainingLauncher()},
+                                instance=instance)
         assert result.success
         values.append(result.output_for_node("trained_checkpoint"))
         [mat] = result.asset_materializations_for_node("trained_checkpoint")

@@ -11,6 +11,7 @@ import dagster as dg
 import mlflow
 
 from _bins_fixture import make_bins, write_plan
+from assets.launchers import TrainingLauncher
 from assets.metadata_format import INLINE_MARKDOWN_CHARS, significant
 from assets.resources import FineGPTPaths
 from assets.training import TrainingLaunchConfig, run_key, train_command, trained_checkpoint
@@ -73,7 +74,8 @@ def test_trained_checkpoint_materializes_with_mlflow_run(finegpt_home, sample_sh
     def materialize():
         return dg.materialize(
             [training_config_input, tokenized_bins_input, trained_checkpoint],
-            resources={"finegpt_paths": FineGPTPaths(home=str(finegpt_home))},
+            resources={"finegpt_paths": FineGPTPaths(home=str(finegpt_home)),
+                       "training_launcher": TrainingLauncher()},
             selection=["trained_checkpoint", "training_config", "tokenized_bins"],
             instance=instance,
             run_config={"ops": {"trained_checkpoint": {"config": {"max_iters": 6}}}},
@@ -95,6 +97,9 @@ def test_trained_checkpoint_materializes_with_mlflow_run(finegpt_home, sample_sh
     assert "ckpt.pt (6 steps" in closing[0] and "val loss " in closing[0]
     assert closing[1].startswith("MLflow run: http://127.0.0.1:5000/#/experiments/")
     assert closing[2] == f"Dagster run: http://127.0.0.1:3000/runs/{result.run_id}"
+    # run monitoring's limit, from the plan's estimate (x2 + 10 min), counted from the run start
+    limit = int(instance.get_run_by_id(result.run_id).tags["dagster/max_runtime"])
+    assert plan["est_hours"] * 3600 * 2 + 600 <= limit < plan["est_hours"] * 3600 * 2 + 900
     [mat] = [m for m in result.asset_materializations_for_node("trained_checkpoint")]
     md = mat.metadata
     assert md["steps"].value == 6 and md["reused"].value is False
