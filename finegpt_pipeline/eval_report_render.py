@@ -149,16 +149,16 @@ def _md_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
 
 def section_tables(report: dict[str, Any]) -> dict[str, str]:
     """The three sections as short Markdown (each well under the UI's ~1000-character inline
-    limit): `plan_vs_run`, `history`, `forecast`; each says why when it is empty."""
+    limit): `plan_vs_run`, `earlier_runs`, `loss_forecast`; each says why when it is empty."""
     hist = report.get("history") or {}
     f = report.get("forecast")
     plan = plan_rows(report)
     return {
         "plan_vs_run": _md_table(PLAN_HEADER, plan) if plan else
         "_no plan report beside the checkpoint (plan.json, summary.json)_",
-        "history": _md_table(HISTORY_HEADER, history_rows(report)) + (
+        "earlier_runs": _md_table(HISTORY_HEADER, history_rows(report)) + (
             "" if hist.get("tracked") else f"\n\n_{hist.get('note', 'no MLflow tracking')}_"),
-        "forecast": _md_table(FORECAST_HEADER, forecast_rows(report)) if f else
+        "loss_forecast": _md_table(FORECAST_HEADER, forecast_rows(report)) if f else
         "_no forecast: tokens seen unknown (no summary.json beside the checkpoint)_",
     }
 
@@ -167,11 +167,11 @@ def _sections_md(report: dict[str, Any]) -> list[str]:
     tables, f, hist = section_tables(report), report.get("forecast"), report.get("history") or {}
     lines = ["## Plan against reality", "", tables["plan_vs_run"], "",
              "Measured / planned: below 1 the run was faster (or smaller) than planned.", "",
-             "## Earlier runs of the experiment", "", tables["history"], "",
+             "## Earlier runs of the experiment", "", tables["earlier_runs"], "",
              f"{hist.get('note', '')}. val.bin: `same` = evaluated on this val.bin (sha256 "
              f"`{(report.get('val_sha256') or '?')[:12]}`), `other` = another one; the "
              f"reference: {hist['reference']['source']}." if hist else "", "",
-             "## Loss forecast", "", tables["forecast"], ""]
+             "## Loss forecast", "", tables["loss_forecast"], ""]
     if f:
         lines += [f"{f['law']}, N = {f['n_meaning']}, D = {f['d_meaning']}; "
                   f"coefficients {', '.join(f'{k}={v:.4g}' for k, v in f['coefficients'].items())}"
