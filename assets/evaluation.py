@@ -29,9 +29,10 @@ class EvalConfig(dg.Config):
     group_name="evaluation",
     kinds={"pytorch", "mlflow"},
     owners=OWNERS,
-    code_version="2",
+    code_version="1",
     description="Val loss ± se over every token of val.bin, bits per byte, uniform and unigram "
-                "baselines, generations and loss curves of the trained checkpoint; "
+                "baselines, generations and loss curves of the trained checkpoint, its plan "
+                "against what it measured, the experiment's earlier runs and the loss forecast; "
                 "report.md, report.html (self-contained), report.json, loss_curve.png.",
 )
 def eval_report(context: dg.AssetExecutionContext, config: EvalConfig,
