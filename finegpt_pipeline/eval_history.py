@@ -89,6 +89,18 @@ def _this_row(current: dict[str, Any], run_id: str | None) -> dict[str, Any]:
     }
 
 
+def _experiment_of(client, run_id: str | None) -> str | None:
+    """The experiment of the training run, None when the store does not hold it."""
+    if not run_id:
+        return None
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id).info.experiment_id
+    except MlflowException:
+        return None
+
+
 def history(tracking_uri: str | None, current: dict[str, Any], run_id: str | None = None,
             experiment: str | None = None, shown: int = SHOWN) -> dict[str, Any]:
     """The comparison section: `current` is this evaluation's report (numbers, val_sha256,
@@ -105,9 +117,8 @@ def history(tracking_uri: str | None, current: dict[str, Any], run_id: str | Non
         from finegpt_pipeline.mlflow_store import EXPERIMENT
 
         client = MlflowClient(tracking_uri=tracking_uri)
-        if run_id:
-            exp_id = client.get_run(run_id).info.experiment_id
-        else:
+        exp_id = _experiment_of(client, run_id)
+        if exp_id is None:
             exp = client.get_experiment_by_name(experiment or EXPERIMENT)
             exp_id = exp.experiment_id if exp else None
         runs = client.search_runs([exp_id], filter_string=TRAIN_FILTER,

@@ -166,7 +166,8 @@ def section_tables(report: dict[str, Any]) -> dict[str, str]:
 def _sections_md(report: dict[str, Any]) -> list[str]:
     tables, f, hist = section_tables(report), report.get("forecast"), report.get("history") or {}
     lines = ["## Plan against reality", "", tables["plan_vs_run"], "",
-             "Measured / planned: below 1 the run was faster (or smaller) than planned.", "",
+             "Measured / planned says how far to trust the planner: 1 is exact; step and wall "
+             "time below 1 (tokens/s above 1) mean the run was faster than planned.", "",
              "## Earlier runs of the experiment", "", tables["earlier_runs"], "",
              f"{hist.get('note', '')}. val.bin: `same` = evaluated on this val.bin (sha256 "
              f"`{(report.get('val_sha256') or '?')[:12]}`), `other` = another one; the "

@@ -6,6 +6,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
+from assets.metadata_format import INLINE_MARKDOWN_CHARS
 from finegpt_pipeline import eval_history, eval_report_render, evaluate, loss_forecast, mlflow_store
 from finegpt_pipeline.config import TrainConfig
 from finegpt_pipeline.costs import param_count
@@ -13,7 +14,6 @@ from finegpt_pipeline.costs import param_count
 LAW = {"E": 1.9, "A": 250.0, "B": 600.0, "alpha": 0.31, "beta": 0.29}
 SAME, OTHER = "a" * 64, "b" * 64
 T0 = 1_764_000_000_000  # ms; runs start a minute apart
-INLINE_MARKDOWN_CHARS = 1000  # Dagster inlines Markdown metadata only below this
 
 
 def _n(layers: int, d: int) -> int:
@@ -105,6 +105,10 @@ def test_a_handful_of_rows_keeps_this_run(store):
     # a run MLflow does not know (the CLI on a bare checkpoint) heads the table
     rows = eval_history.history(uri, _current(), None, shown=3)["rows"]
     assert rows[0]["this_run"] and rows[0]["run_id"] is None and len(rows) == 3
+    # a run id of another store: the project's experiment, this run on top
+    other = eval_history.history(uri, _current(), "0" * 32, shown=3)
+    assert other["tracked"] and other["rows"][0]["run_id"] == "0" * 32
+    assert other["rows"][1]["run_id"] == ids["this"]
 
 
 def test_no_tracking_and_an_unreadable_store_say_so(tmp_path):
