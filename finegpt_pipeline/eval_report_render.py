@@ -130,7 +130,7 @@ HISTORY_HEADER = ("run", "date", "model", "tokens", "val loss ± se", "bpb", "wa
                   "val.bin")
 PLAN_HEADER = ("quantity", "planned", "measured", "measured/planned", "plan source")
 FORECAST_HEADER = ("N (params)", "D (tokens)", "forecast", "measured", "measured - forecast",
-                   "coefficients")
+                   "forecast from")
 
 
 def forecast_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:

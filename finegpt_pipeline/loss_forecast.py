@@ -115,7 +115,8 @@ def forecast(n: int | float, d: int | float,
     value = predict(CHINCHILLA, n, d)
     inside = _inside(n, CHINCHILLA_RANGE["n"]) and _inside(d, CHINCHILLA_RANGE["d"])
     note = ("Hoffmann et al. 2022's Approach-3 fit, made on MassiveText with another tokenizer; "
-            f"{sizes} of the {MIN_SIZES} run sizes a fit to this project's runs needs")
+            f"earlier runs on this val.bin span {sizes} model size{'s' if sizes != 1 else ''}, "
+            f"a fit to them needs {MIN_SIZES}")
     if not inside:
         note += "; this run is outside the 70 M-16 B params, 5-500 B tokens they were fitted on"
     if value > UNIFORM_LOSS:

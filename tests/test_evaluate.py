@@ -201,9 +201,10 @@ def test_unigram_baseline_is_one_function(small_bins, random_ckpt):
 def test_cli_json_keys(small_bins, random_ckpt, tmp_path, capsys):
     out = tmp_path / "report"
     rc = cli.main(["eval", "--ckpt", str(random_ckpt), "--bins", str(small_bins), "--out",
-                   str(out), "--json", "--max-new-tokens", "2"])
+                   str(out), "--json", "--max-new-tokens", "2", "--no-mlflow"])
     assert rc == 0
     data = json.loads(capsys.readouterr().out)
+    assert data["history"]["tracked"] is False and data["plan_vs_run"] is None
     assert {"val_loss", "val_loss_se", "val_bpb", "unigram_loss", "tokens",
             "beats_unigram"} <= set(data)
     assert data["tokens"] == 1837 and data["beats_unigram"] is False
