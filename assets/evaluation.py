@@ -1,6 +1,11 @@
 """`eval_report`: the trained checkpoint measured on every token of the bins' val.bin
-(`finegpt_pipeline.evaluate`, as `finegpt eval` runs it), with its check against the unigram
-baseline. The report lands in FINEGPT_HOME/reports/eval/<run directory name>/."""
+(`finegpt_pipeline.evaluate`, as `finegpt eval` runs it), beside its plan, the experiment's
+earlier runs in MLflow and the loss forecast, with its check against the unigram baseline.
+The report lands in FINEGPT_HOME/reports/eval/<run directory name>/.
+
+The value carries what later checks read (the champion comparison): the numbers, `tokens`,
+`checkpoint`, `bins_dir` (resolved), `val_sha256`, `mlflow_run_id` and `model_version`
+(trained_checkpoint's, None when it registered none)."""
 
 from pathlib import Path
 
@@ -27,7 +32,8 @@ class EvalConfig(dg.Config):
     owners=OWNERS,
     code_version="1",
     description="Val loss ± se over every token of val.bin, bits per byte, uniform and unigram "
-                "baselines, generations and loss curves of the trained checkpoint; "
+                "baselines, generations and loss curves of the trained checkpoint, its plan "
+                "against what it measured, the experiment's earlier runs and the loss forecast; "
                 "report.md, report.html (self-contained), report.json, loss_curve.png.",
 )
 @lineage.tracked(bins_context="evaluation")  # its MLflow run, reading the bins (assets/lineage.py)
@@ -43,28 +49,37 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig,
     ckpt = Path(trained_checkpoint["checkpoint"])
     run_name = Path(trained_checkpoint.get("run_dir") or ckpt.parent).name
     out_dir = finegpt_paths.eval_reports_dir() / run_name
+    run_id = trained_checkpoint.get("mlflow_run_id")
     result = evaluate.run_eval(ckpt, tokenized_bins["dir"], out_dir, config.device,
-                               config.max_new_tokens)
+                               config.max_new_tokens, finegpt_paths.mlflow_tracking_uri(), run_id)
     context.log.info(f"eval_report: {eval_report_render.headline(result)}")
     context.log.info(f"report: {result['files']['report.html']}")
-    run_id = trained_checkpoint.get("mlflow_run_id")
     if run_id:  # the report joins the training run it measures
         evaluate.log_to_training_run(result, result["files"], run_id,
                                      finegpt_paths.mlflow_tracking_uri())
         where = trained_checkpoint.get("mlflow_run_url") or run_id
         context.log.info(f"logged to MLflow run {where}")
     context.log.info(f"Dagster run: {dagster_run_url(context.run_id)}")  # the run's last line
-    value = {k: result[k] for k in (*NUMBERS, "tokens", "beats_unigram", "checkpoint")}
-    value.update(report_dir=str(out_dir), mlflow_run_id=run_id)
+    value = {k: result[k] for k in (*NUMBERS, "tokens", "beats_unigram", "checkpoint",
+                                    "bins_dir", "val_sha256")}
+    forecast = result.get("forecast")
+    value.update(report_dir=str(out_dir), mlflow_run_id=run_id,
+                 model_version=trained_checkpoint.get("model_version"),
+                 forecast_val_loss=forecast["val_loss"] if forecast else None)
     metadata = {k: round(float(result[k]), 4) for k in NUMBERS}
     metadata.update(
         tokens=dg.MetadataValue.int(result["tokens"]),
         beats_unigram=dg.MetadataValue.bool(result["beats_unigram"]),
         report=dg.MetadataValue.md(eval_report_render.markdown(result, image=None)),
+        **{key: dg.MetadataValue.md(table)
+           for key, table in eval_report_render.section_tables(result).items()},
         loss_curve_path=dg.MetadataValue.path(result["files"]["loss_curve.png"]),
         report_html=dg.MetadataValue.path(result["files"]["report.html"]),
         report_dir=dg.MetadataValue.path(str(out_dir)),
     )
+    if forecast:
+        metadata["forecast_val_loss"] = round(float(forecast["val_loss"]), 4)
+        metadata["forecast_calibrated"] = dg.MetadataValue.bool(forecast["calibrated"])
     if run_id:  # the UI inlines short Markdown only, so the image comes by URL from MLflow
         metadata["loss_curve"] = dg.MetadataValue.md(
             f"![loss curves]({mlflow_store.artifact_url(run_id, 'eval_report/loss_curve.png')})")

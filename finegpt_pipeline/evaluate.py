@@ -11,6 +11,9 @@
   of train.bin, add-`UNIGRAM_ALPHA` smoothed over the 50257 ids. A model that does not beat the
   unigram is flagged (`beats_unigram: false`).
 - Generations for `PROMPTS` x `SEEDS` with the project's sampler, and the run's loss curves.
+- Beside the checkpoint's run directory: the plan against what the run measured
+  (`plan_vs_run`); with MLflow, the experiment's earlier runs (`eval_history`); and the val
+  loss the scaling law forecast for the run's size (`loss_forecast`).
 
 The report (`report.json`, `report.md`, `report.html`, `loss_curve.png`) is written atomically
 into the output directory once everything is computed: bad input leaves nothing behind.
@@ -19,8 +22,10 @@ into the output directory once everything is computed: bad input leaves nothing 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -29,15 +34,15 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from finegpt_pipeline import checkpoint, eval_report_render, loss_curve, run_dir
+from finegpt_pipeline import (
+    checkpoint, eval_history, eval_report_render, loss_curve, loss_forecast, plan_vs_run, run_dir,
+)
 from finegpt_pipeline.atomic import write_bytes, write_json, write_text
 from finegpt_pipeline.batches import Bins
 from finegpt_pipeline.config import EOT_TOKEN, GPT2_VOCAB_SIZE
 from finegpt_pipeline.layout import bin_path
+from finegpt_pipeline.unigram import UNIGRAM_ALPHA, token_counts, unigram_log_probs
 
-# add-alpha pseudo-count per vocabulary id in the unigram baseline: 0.1 x 50257 ids = 5,026
-# pseudo-tokens, 2.7% of the mass on the 187k-token sample (more on tiny train.bins)
-UNIGRAM_ALPHA = 0.1
 PROMPTS = ("", "The history of", "In this article, we")  # "" starts a new document (EOT)
 SEEDS = (1337, 42)
 MAX_NEW_TOKENS = 48
@@ -95,21 +100,6 @@ def bits_per_byte(losses: np.ndarray, targets: np.ndarray, byte_lengths: np.ndar
     return float(losses[keep].sum() / (math.log(2) * n_bytes))
 
 
-def token_counts(tokens: np.ndarray, vocab_size: int = GPT2_VOCAB_SIZE,
-                 chunk: int = 1 << 24) -> np.ndarray:
-    """How often each id occurs, read in chunks (a memmapped train.bin is never held whole)."""
-    counts = np.zeros(max(vocab_size, 1 << 16), dtype=np.int64)
-    for start in range(0, len(tokens), chunk):
-        counts += np.bincount(np.asarray(tokens[start:start + chunk]), minlength=counts.size)
-    return counts[:vocab_size]
-
-
-def unigram_log_probs(counts: np.ndarray, alpha: float = UNIGRAM_ALPHA) -> np.ndarray:
-    """log p(id) of train.bin's id counts, add-alpha smoothed over the vocabulary."""
-    counts = counts.astype(np.float64)
-    return np.log((counts + alpha) / (counts.sum() + alpha * counts.size))
-
-
 def summarize(losses: np.ndarray, targets: np.ndarray, byte_lengths: np.ndarray,
               unigram_lp: np.ndarray) -> dict[str, Any]:
     """The numbers of the report for per-token `losses` of `targets`."""
@@ -139,15 +129,35 @@ def summarize(losses: np.ndarray, targets: np.ndarray, byte_lengths: np.ndarray,
 # ---------------------------------------------------------------- the run's curves
 
 
-def training_curves(run: Path) -> dict[str, list] | None:
-    """(tokens seen, loss) points of train and val from the run directory's summary.json
-    (`loss_curve.curves`); None when there is no readable run beside the checkpoint."""
+RUN_SUMMARY_KEYS = ("steps", "tokens_seen", "wall_time_s", "tokens_per_s", "mfu",
+                    "peak_memory_bytes", "device", "final_val_loss", "best_val_loss")
+
+
+def read_summary(run: Path) -> dict[str, Any] | None:
+    """The run directory's summary.json; None when there is no readable run beside the
+    checkpoint (a bare nanoGPT checkpoint)."""
     try:
         summary = json.loads((run / run_dir.SUMMARY_NAME).read_text())
     except (OSError, ValueError):
         return None
+    return summary if isinstance(summary, dict) else None
+
+
+def training_curves(summary: dict[str, Any] | None) -> dict[str, list] | None:
+    """(tokens seen, loss) points of train and val from a run's summary.json content
+    (`loss_curve.curves`); None without any."""
+    if summary is None:
+        return None
     points = {k: [list(p) for p in v] for k, v in loss_curve.curves(summary).items()}
     return points if points["train"] or points["val"] else None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------- the report
@@ -196,16 +206,37 @@ def evaluate(ckpt_path: str | Path, bins_dir: str | Path, device: str = "cpu",
     losses = token_losses(model, val, block_size, device)
     numbers = summarize(losses, val[1:], token_byte_lengths(), unigram_log_probs(train_counts))
     run = ckpt_path.parent
+    summary = read_summary(run)
+    run_summary = {k: summary.get(k) for k in RUN_SUMMARY_KEYS} if summary else {}
+    if run_summary.get("tokens_seen") is None:  # a checkpoint without its summary
+        run_summary["tokens_seen"] = (ckpt.get("resume") or {}).get("tokens_seen")
     return {
         **numbers,
         "checkpoint": str(ckpt_path.resolve()), "bins_dir": str(Path(bins_dir).resolve()),
+        "val_sha256": file_sha256(val_path),
         "run_dir": run.name, "iter_num": int(ckpt.get("iter_num", 0)),
         "params": model.get_num_params(), "model_args": dict(ckpt["model_args"]),
         "val_file_tokens": int(val.size), "train_file_tokens": int(train_tokens),
         "generations": generations(ckpt_path, device, max_new_tokens),
-        "curves": training_curves(run),
+        "curves": training_curves(summary), "run_summary": run_summary,
+        "plan_vs_run": plan_vs_run.compare(run),
         "device": device, "eval_seconds": time.time() - t0,
     }
+
+
+def with_context(report: dict[str, Any], tracking_uri: str | None,
+                 mlflow_run_id: str | None = None) -> dict[str, Any]:
+    """The report with the experiment's earlier runs (`history`, from MLflow at
+    `tracking_uri`; None: untracked) and the loss `forecast` for this run's N and D, fitted to
+    those of them evaluated on the same val.bin when there are enough."""
+    history = eval_history.history(tracking_uri, report, mlflow_run_id)
+    tokens = report["run_summary"].get("tokens_seen")
+    forecast = (loss_forecast.forecast(report["params"], tokens, history["points"])
+                if tokens else None)
+    if forecast is not None:
+        forecast["measured"] = report["val_loss"]
+        forecast["measured_minus_forecast"] = report["val_loss"] - forecast["val_loss"]
+    return {**report, "history": history, "forecast": forecast}
 
 
 def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
@@ -221,10 +252,13 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
 
 
 def run_eval(ckpt_path: str | Path, bins_dir: str | Path, out_dir: str | Path,
-             device: str = "cpu", max_new_tokens: int = MAX_NEW_TOKENS) -> dict[str, Any]:
+             device: str = "cpu", max_new_tokens: int = MAX_NEW_TOKENS,
+             tracking_uri: str | None = None, mlflow_run_id: str | None = None) -> dict[str, Any]:
+    """Evaluate, compare (`with_context`) and write the report files."""
     if Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise ValueError(f"{out_dir}: exists and is not a directory; pass a directory as --out")
-    report = evaluate(ckpt_path, bins_dir, device, max_new_tokens)
+    report = with_context(evaluate(ckpt_path, bins_dir, device, max_new_tokens), tracking_uri,
+                          mlflow_run_id)
     files = write_report(report, out_dir)
     return {**report, "files": {k: str(v) for k, v in files.items()}}
 
@@ -234,8 +268,10 @@ MLFLOW_METRICS = ("val_loss", "val_loss_se", "val_bpb", "perplexity", "unigram_l
 
 def log_to_training_run(report: dict[str, Any], files: dict[str, str | Path], run_id: str,
                         tracking_uri: str) -> None:
-    """The report's numbers (`eval/val_loss`, ... at the checkpoint's step) and files (under
-    `eval_report/`) into the MLflow run that trained the checkpoint."""
+    """The report's numbers (`eval/val_loss`, ... at the checkpoint's step), the run's summary
+    numbers (`summary/tokens_seen`, ...: what later reports compare with), the val.bin digest
+    (tag `eval_history.VAL_DIGEST_TAG`) and the files (under `eval_report/`) into the MLflow run
+    that trained the checkpoint."""
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -243,6 +279,12 @@ def log_to_training_run(report: dict[str, Any], files: dict[str, str | Path], ru
     for key in MLFLOW_METRICS:
         if math.isfinite(report[key]):
             client.log_metric(run_id, f"eval/{key}", float(report[key]), step=step)
+    summary = report.get("run_summary") or {}
+    for key in eval_history.SUMMARY_METRICS:
+        value = summary.get(key)
+        if isinstance(value, (int, float)) and math.isfinite(value) and value > 0:
+            client.log_metric(run_id, f"summary/{key}", float(value), step=step)
+    client.set_tag(run_id, eval_history.VAL_DIGEST_TAG, report["val_sha256"])
     for path in files.values():
         client.log_artifact(run_id, str(path), artifact_path="eval_report")
 
@@ -250,8 +292,24 @@ def log_to_training_run(report: dict[str, Any], files: dict[str, str | Path], ru
 # ---------------------------------------------------------------- CLI
 
 
+def cli_tracking(ckpt_path: str | Path) -> tuple[str | None, str | None]:
+    """`finegpt eval`'s MLflow store (MLFLOW_TRACKING_URI, else the default store under
+    FINEGPT_HOME when one exists: the CLI never creates one) and the checkpoint's training run
+    (its run directory's `mlflow_run_id`), each None when absent."""
+    from finegpt_pipeline import paths
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri and paths.home().mlflow_db.exists():
+        uri = f"sqlite:///{paths.home().mlflow_db}"
+    run_file = Path(ckpt_path).parent / run_dir.MLFLOW_RUN_FILE
+    run_id = run_file.read_text().strip() or None if run_file.exists() else None
+    return uri, run_id
+
+
 def _handle(args: argparse.Namespace) -> int:
-    result = run_eval(args.ckpt, args.bins, args.out, args.device, args.max_new_tokens)
+    uri, run_id = cli_tracking(args.ckpt) if args.mlflow else (None, None)
+    result = run_eval(args.ckpt, args.bins, args.out, args.device, args.max_new_tokens, uri,
+                      run_id)
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "curves"}, indent=2))
     else:
@@ -272,6 +330,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS,
                    help="tokens per generated sample")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--mlflow", action=argparse.BooleanOptionalAction, default=True,
+                   help="compare with the experiment's earlier runs in MLflow "
+                        "(MLFLOW_TRACKING_URI, else an existing store under FINEGPT_HOME)")
     p.set_defaults(func=_handle)
 
 

@@ -17,7 +17,7 @@ import json
 import math
 from typing import Any, Iterable
 
-from finegpt_pipeline import calibrate, claims as claims_mod
+from finegpt_pipeline import calibrate, claims as claims_mod, loss_forecast
 from finegpt_pipeline.config import (
     TrainConfig, _coerce, make_plan_file, padded_vocab_size, parse_assignment,
 )
@@ -58,6 +58,8 @@ def build_plan(hw: Hardware | str | None = None, tokens_available: int | None = 
         report["claim_verdicts"] = claims_mod.check_claims(plan, checked)
     if bins_dir is not None:
         report["bins_dir"] = str(bins_dir)
+    # published coefficients only: the plan stays a function of its declared inputs
+    report["loss_forecast"] = loss_forecast.forecast(report["params"], report["tokens_total"])
     return plan
 
 

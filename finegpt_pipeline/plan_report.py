@@ -56,6 +56,11 @@ def requirements_report(plan: dict[str, Any]) -> str:
         ("Energy", f"{rep['energy_kwh']:.3g} kWh at {rep['board_watts']:g} W = "
                    f"{rep['energy_cost']:.2f} at {rep['price_per_kwh']:g}/kWh", "estimated"),
     ]
+    forecast = rep.get("loss_forecast")
+    if forecast:
+        rows.append(("Loss forecast", f"{forecast['val_loss']:.2f} nats/token at N = "
+                     f"{forecast['n']:,} params, D = {forecast['d']:,} tokens",
+                     forecast["label"]))
     lines = ["| requirement | value | source |", "|---|---|---|"]
     lines += [f"| {name} | {value} | {source} |" for name, value, source in rows]
     if rep.get("warnings"):

@@ -16,9 +16,15 @@ import torch
 
 from _bins_fixture import make_bins, unigram_entropy_nats, write_plan
 from assets.evaluation import eval_report, eval_report_beats_unigram
+from assets.metadata_format import INLINE_MARKDOWN_CHARS
 from assets.resources import FineGPTPaths
-from finegpt_pipeline import checkpoint, cli, evaluate, mlflow_store, train
+from finegpt_pipeline import (
+    checkpoint, cli, eval_history, evaluate, loss_forecast, mlflow_store, plan_vs_run, train,
+    unigram,
+)
 from finegpt_pipeline.config import EOT_TOKEN, TrainConfig
+from finegpt_pipeline.costs import estimate, run_seconds
+from finegpt_pipeline.hardware import get_hardware
 from finegpt_pipeline.layout import write_meta
 from finegpt_pipeline.model import GPT, GPTConfig
 from finegpt_pipeline.tokenizer import encode_batch, get_encoding
@@ -44,7 +50,8 @@ def random_ckpt(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def one_doc_run(tmp_path_factory, sample_shard) -> tuple[Path, Path]:
-    """A tiny model trained 80 steps on one 303-token document; train.bin = val.bin = it."""
+    """A tiny model trained 80 steps on one 303-token document; train.bin = val.bin = it; its
+    plan's report is the planner's estimate of this config on this CPU."""
     root = tmp_path_factory.mktemp("one_doc")
     texts = pq.read_table(sample_shard, columns=["text"]).column("text").to_pylist()
     [doc] = encode_batch([texts[24]])
@@ -57,7 +64,8 @@ def one_doc_run(tmp_path_factory, sample_shard) -> tuple[Path, Path]:
     cfg = TrainConfig.from_json(write_plan(root / "plan.json", max_iters=80, lr_decay_iters=80,
                                            learning_rate=1e-2, min_lr=1e-3, eval_interval=40,
                                            log_interval=5, checkpoint_interval=80))
-    train.train(cfg, bins, root / "run", mlflow=False)
+    planner = estimate(cfg, get_hardware("cpu"), len(ids) - 1)
+    train.train(cfg, bins, root / "run", mlflow=False, planner=planner)
     return root / "run" / "ckpt.pt", bins
 
 
@@ -136,12 +144,67 @@ def test_model_trained_on_a_document_beats_the_unigram_there(one_doc_run, tmp_pa
     assert "beats the unigram baseline" in (out / "report.md").read_text()
 
 
+def test_plan_against_reality_sits_beside_the_measurement(one_doc_run, tmp_path):
+    ckpt, bins = one_doc_run
+    run = ckpt.parent
+    plan = json.loads((run / "plan.json").read_text())["report"]
+    summary = json.loads((run / "summary.json").read_text())
+    result = evaluate.run_eval(ckpt, bins, tmp_path / "out", max_new_tokens=2)
+    rows = {r["quantity"]: r for r in result["plan_vs_run"]["rows"]}
+    step = rows["step time"]
+    assert step["planned"] == plan["est_step_seconds"]
+    assert step["measured"] == pytest.approx(
+        summary["tokens_seen"] / summary["steps"] / summary["tokens_per_s"])
+    assert step["ratio"] == pytest.approx(step["measured"] / step["planned"])
+    assert rows["tokens/s"]["measured"] == summary["tokens_per_s"]
+    cfg = TrainConfig.from_plan(json.loads((run / "plan.json").read_text()))
+    assert rows["wall time"]["planned"] == pytest.approx(run_seconds(cfg, plan["est_step_seconds"]))
+    assert rows["wall time"]["measured"] == summary["wall_time_s"]
+    # a CPU measures no peak memory: said so, never a 0 standing for it
+    mem = rows["peak memory (tensors)"]
+    assert mem["measured"] is None and mem["ratio"] is None
+    assert mem["note"] == "not measured on cpu"
+    assert mem["planned"] == plan["memory_breakdown"]["allocated_estimate"]
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## Plan against reality" in md and "| peak memory (tensors) |" in md
+    assert "not measured on cpu" in md and "not measured on cpu" in (
+        tmp_path / "out" / "report.html").read_text()
+    # the forecast beside the measurement: no MLflow here, so the published coefficients
+    f = result["forecast"]
+    assert f["calibrated"] is False and f["label"] == loss_forecast.UNCALIBRATED_LABEL
+    assert (f["n"], f["d"]) == (result["params"], summary["tokens_seen"])
+    assert f["measured"] == result["val_loss"]
+    assert result["history"]["tracked"] is False and "## Loss forecast" in md
+
+
+def test_plan_against_reality_on_cuda_compares_memory(one_doc_run, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    src = one_doc_run[0].parent
+    (run / "plan.json").write_text((src / "plan.json").read_text())
+    summary = json.loads((src / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "device": "cuda:0",
+                                                  "peak_memory_bytes": 3 * 2**30}))
+    mem = {r["quantity"]: r for r in plan_vs_run.compare(run)["rows"]}["peak memory (tensors)"]
+    planned = json.loads((run / "plan.json").read_text())["report"]["memory_breakdown"]
+    assert mem["measured"] == 3 * 2**30
+    assert mem["ratio"] == pytest.approx(3 * 2**30 / planned["allocated_estimate"])
+    (run / "plan.json").write_text(json.dumps({"n_layer": 2}))  # a bare config: no report
+    assert plan_vs_run.compare(run) is None
+
+
+def test_unigram_baseline_is_one_function(small_bins, random_ckpt):
+    report = evaluate.evaluate(random_ckpt, small_bins, max_new_tokens=2)
+    assert unigram.unigram_val_loss(small_bins) == pytest.approx(report["unigram_loss"])
+
+
 def test_cli_json_keys(small_bins, random_ckpt, tmp_path, capsys):
     out = tmp_path / "report"
     rc = cli.main(["eval", "--ckpt", str(random_ckpt), "--bins", str(small_bins), "--out",
-                   str(out), "--json", "--max-new-tokens", "2"])
+                   str(out), "--json", "--max-new-tokens", "2", "--no-mlflow"])
     assert rc == 0
     data = json.loads(capsys.readouterr().out)
+    assert data["history"]["tracked"] is False and data["plan_vs_run"] is None
     assert {"val_loss", "val_loss_se", "val_bpb", "unigram_loss", "tokens",
             "beats_unigram"} <= set(data)
     assert data["tokens"] == 1837 and data["beats_unigram"] is False
@@ -184,7 +247,7 @@ def _materialize(home: Path, ckpt: Path, bins: Path,
     @dg.asset(name="trained_checkpoint")
     def trained_checkpoint_input() -> dict:
         return {"checkpoint": str(ckpt), "run_dir": str(ckpt.parent), "steps": 80,
-                "mlflow_run_id": mlflow_run_id,
+                "mlflow_run_id": mlflow_run_id, "model_version": 7 if mlflow_run_id else None,
                 "mlflow_run_url": mlflow_store.run_url(mlflow_run_id) if mlflow_run_id else None}
 
     @dg.asset(name="tokenized_bins")
@@ -202,7 +265,8 @@ def test_eval_report_asset_materializes_with_its_check(finegpt_home, one_doc_run
                                                        small_bins):
     ckpt, bins = one_doc_run
     mlflow_store.configure()  # the training run the report joins: a real one in this home's store
-    with mlflow.start_run() as run:
+    with mlflow.start_run(tags=mlflow_store.run_tags("train")) as run:
+        mlflow.log_params(TrainConfig.from_json(ckpt.parent / "plan.json").to_dict())
         mlflow.log_metric("val_loss", 5.0, step=80)
     result = _materialize(finegpt_home, ckpt, bins, mlflow_run_id=run.info.run_id)
     assert result.success
@@ -225,14 +289,28 @@ def test_eval_report_asset_materializes_with_its_check(finegpt_home, one_doc_run
     report_dir = finegpt_home / "reports" / "eval" / ckpt.parent.name
     assert Path(md["report_dir"].value) == report_dir
     assert sorted(p.name for p in report_dir.iterdir()) == sorted(evaluate.REPORT_FILES)
+    # the plan, the earlier runs and the forecast as short tables the UI shows inline
+    for key in ("plan_vs_run", "earlier_runs", "loss_forecast"):
+        assert md[key].value.startswith("| "), key
+        assert len(md[key].value) < INLINE_MARKDOWN_CHARS, (key, len(md[key].value))
+    assert "| **this run** |" in md["earlier_runs"].value
+    assert "not measured on cpu" in md["plan_vs_run"].value
+    assert md["forecast_calibrated"].value is False
+    value = result.output_for_node("eval_report")
+    assert value["bins_dir"] == str(bins.resolve()) and value["checkpoint"] == str(ckpt.resolve())
+    assert value["model_version"] == 7 and value["mlflow_run_id"] == run.info.run_id
+    assert {"val_loss", "val_loss_se", "val_bpb", "tokens"} <= set(value)
+    assert value["forecast_val_loss"] == pytest.approx(md["forecast_val_loss"].value, abs=1e-4)
     [check] = result.get_asset_check_evaluations()
     assert check.check_name == "eval_report_beats_unigram" and check.passed
     assert check.severity == dg.AssetCheckSeverity.ERROR
     # the report's numbers and files joined the training run in MLflow
     client = mlflow.MlflowClient()
     logged = client.get_run(run.info.run_id).data.metrics
-    value = result.output_for_node("eval_report")
     assert logged["eval/val_loss"] == pytest.approx(value["val_loss"])
+    assert client.get_run(run.info.run_id).data.tags[eval_history.VAL_DIGEST_TAG] == value[
+        "val_sha256"]
+    assert logged["summary/tokens_seen"] == 80 * 128
     assert {"eval/val_loss_se", "eval/val_bpb", "eval/unigram_loss"} <= set(logged)
     assert {a.path for a in client.list_artifacts(run.info.run_id, "eval_report")} == {
         f"eval_report/{name}" for name in evaluate.REPORT_FILES}
@@ -240,6 +318,10 @@ def test_eval_report_asset_materializes_with_its_check(finegpt_home, one_doc_run
 
     # a random-init model: the report is written, the check fails at severity ERROR
     flagged = _materialize(finegpt_home, random_ckpt, small_bins)
+    assert flagged.output_for_node("eval_report")["model_version"] is None
+    # the earlier run is in the table, evaluated on another val.bin
+    table = flagged.asset_materializations_for_node("eval_report")[0].metadata["earlier_runs"]
+    assert f"| {run.info.run_id[:8]} |" in table.value and "| other |" in table.value
     [check] = flagged.get_asset_check_evaluations()
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
     assert check.metadata["below_unigram"].value < 0
