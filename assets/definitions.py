@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets import bins, champion, data, evaluation, planning, training
+from assets import bins, champion, data, evaluation, planning, training, training_checks
 from assets.champion import ChampionPolicy
 from assets.jobs import data_job, pipeline_job, train_job
 from assets.launchers import TrainingLauncher
@@ -10,7 +10,7 @@ from assets.resources import FineGPTPaths
 from assets.schedules import weekly_retrain
 from assets.sensors import shard_changed_sensor
 
-STAGES = [data, bins, planning, training, evaluation, champion]
+STAGES = [data, bins, planning, training, training_checks, evaluation, champion]
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(STAGES),
