@@ -100,7 +100,7 @@ def test_jobs_select_by_group():
 
     defs = dg.Definitions(assets=[*dg.load_assets_from_modules(definitions.STAGES), another_data_asset],
                           jobs=[data_job, train_job, pipeline_job],
-                          resources={"finegpt_paths": FineGPTPaths()})
+                          resources=dict(definitions.defs.resources))
     keys = lambda job: {k.to_user_string() for k in  # noqa: E731
                         defs.resolve_job_def(job).asset_layer.selected_asset_keys}
     assert keys("data_job") == {"raw_shard", "token_stats", "tokenized_bins", "another_data_asset"}
