@@ -3,7 +3,7 @@
 This eval's val loss is compared with the champion's (`models:/finegpt@champion`) on the same
 val.bin: the champion's recorded eval when it was made on these bins (same
 `layout.bins_fingerprint`), else the registered champion evaluated on them now. Regressed, by
-the rule of `finegpt_pipeline.registry.compare` (more than `tolerance_abs` nats AND more than
+the rule of `finegpt_pipeline.champion.compare` (more than `tolerance_abs` nats AND more than
 `tolerance_se` standard errors of the difference worse), the check fails: severity WARN, or
 ERROR with `gate: true`. Alias `champion` moves to this model version only when the check
 passes; with no champion yet it passes and this version becomes the champion.
@@ -15,6 +15,7 @@ import dagster as dg
 
 from assets.evaluation import eval_report
 from assets.resources import FineGPTPaths
+from finegpt_pipeline import champion as champion_eval
 from finegpt_pipeline import layout, registry
 
 REQUIRED = ("val_loss", "val_loss_se", "tokens", "bins_dir", "model_version")
@@ -83,7 +84,7 @@ def eval_report_holds_against_champion(context: dg.AssetCheckExecutionContext,
             **meta, "champion_version": dg.MetadataValue.int(version), "promoted": champ is None,
             "note": note})
     try:
-        theirs = registry.numbers_on(uri, champ, eval_report["bins_dir"],
+        theirs = champion_eval.numbers_on(uri, champ, eval_report["bins_dir"],
                                      champion_policy.resolved_device())
     except ValueError as exc:  # e.g. the champion's vocabulary does not cover these bins
         return dg.AssetCheckResult(passed=False, severity=severity, metadata={
@@ -91,7 +92,7 @@ def eval_report_holds_against_champion(context: dg.AssetCheckExecutionContext,
             "champion_url": dg.MetadataValue.url(champ["url"]), "promoted": False,
             "note": f"champion v{champ['version']} not comparable on these bins: {exc}; "
                     f"promote by hand with registry.promote if intended"})
-    verdict = registry.compare(this, theirs, champion_policy.tolerance_se,
+    verdict = champion_eval.compare(this, theirs, champion_policy.tolerance_se,
                                champion_policy.tolerance_abs)
     passed = not verdict["regressed"]
     if passed:

@@ -181,6 +181,25 @@ def _device(name: str) -> str:
     return name
 
 
+def measure_on_bins(model: torch.nn.Module, bins_dir: str | Path, device: str = "cpu",
+                    whose: str = "model's") -> tuple[dict[str, Any], int, int]:
+    """`model` on every token of `bins_dir`'s val.bin: (`summarize`'s numbers, val.bin's
+    tokens, train.bin's tokens). The one measurement eval_report and the champion check use."""
+    with Bins(bins_dir) as bins:
+        val = np.asarray(bins.memmap("val"), dtype=np.int64)
+        train_counts = token_counts(bins.memmap("train"))
+        train_tokens = int(bins.tokens["train"])
+    val_path = bin_path(bins_dir, "val")
+    if val.size < 2:
+        raise ValueError(f"{val_path}: {val.size} tokens; evaluation needs at least 2")
+    if val.max() >= model.config.vocab_size:
+        raise ValueError(f"{val_path}: token id {int(val.max())} is outside the {whose} "
+                         f"vocabulary ({model.config.vocab_size}); bins and model do not match")
+    losses = token_losses(model.to(device), val, model.config.block_size, device)
+    numbers = summarize(losses, val[1:], token_byte_lengths(), unigram_log_probs(train_counts))
+    return numbers, int(val.size), train_tokens
+
+
 def evaluate(ckpt_path: str | Path, bins_dir: str | Path, device: str = "cpu",
              max_new_tokens: int = MAX_NEW_TOKENS) -> dict[str, Any]:
     """The report's content (JSON-ready) and the loss-curve data; writes nothing."""
@@ -192,19 +211,7 @@ def evaluate(ckpt_path: str | Path, bins_dir: str | Path, device: str = "cpu",
     except (KeyError, TypeError, RuntimeError) as exc:
         raise ValueError(f"{ckpt_path}: model does not load from the checkpoint "
                          f"({str(exc).splitlines()[0][:200]})") from None
-    block_size = int(ckpt["model_args"]["block_size"])
-    with Bins(bins_dir) as bins:
-        val = np.asarray(bins.memmap("val"), dtype=np.int64)
-        train_counts = token_counts(bins.memmap("train"))
-        train_tokens = bins.tokens["train"]
-    val_path = bin_path(bins_dir, "val")
-    if val.size < 2:
-        raise ValueError(f"{val_path}: {val.size} tokens; evaluation needs at least 2")
-    if val.max() >= model.config.vocab_size:
-        raise ValueError(f"{val_path}: token id {int(val.max())} is outside the checkpoint's "
-                         f"vocabulary ({model.config.vocab_size}); bins and model do not match")
-    losses = token_losses(model, val, block_size, device)
-    numbers = summarize(losses, val[1:], token_byte_lengths(), unigram_log_probs(train_counts))
+    numbers, val_size, train_tokens = measure_on_bins(model, bins_dir, device, "checkpoint's")
     run = ckpt_path.parent
     summary = read_summary(run)
     run_summary = {k: summary.get(k) for k in RUN_SUMMARY_KEYS} if summary else {}
@@ -213,10 +220,10 @@ def evaluate(ckpt_path: str | Path, bins_dir: str | Path, device: str = "cpu",
     return {
         **numbers,
         "checkpoint": str(ckpt_path.resolve()), "bins_dir": str(Path(bins_dir).resolve()),
-        "val_sha256": file_sha256(val_path),
+        "val_sha256": file_sha256(bin_path(bins_dir, "val")),
         "run_dir": run.name, "iter_num": int(ckpt.get("iter_num", 0)),
         "params": model.get_num_params(), "model_args": dict(ckpt["model_args"]),
-        "val_file_tokens": int(val.size), "train_file_tokens": int(train_tokens),
+        "val_file_tokens": val_size, "train_file_tokens": train_tokens,
         "generations": generations(ckpt_path, device, max_new_tokens),
         "curves": training_curves(summary), "run_summary": run_summary,
         "plan_vs_run": plan_vs_run.compare(run),

@@ -11,12 +11,7 @@ on. Loading it therefore needs this package importable (it is the project's own 
 A version carries tags: `finegpt.iter_num` and `finegpt.checkpoint` (what was registered) and,
 once the champion check measured it, `finegpt.eval.*` (its val loss, se, tokens and the
 fingerprint of the bins it was measured on), so a later check compares on the same data.
-
-The regression rule (`compare`): this model regressed against the champion when its val loss
-exceeds the champion's, measured on the same val.bin, by more than `tolerance_abs` nats AND by
-more than `tolerance_se` standard errors of the difference, sqrt(se_this^2 + se_champion^2)
-(the se's as if independent: the same tokens make the losses correlated, so this overstates
-the difference's se and errs towards passing). With no finite se, the nats bound alone decides.
+The regression check itself is `finegpt_pipeline.champion`.
 """
 
 from __future__ import annotations
@@ -30,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import quote
 
-from finegpt_pipeline import checkpoint, layout, mlflow_store
+from finegpt_pipeline import checkpoint, mlflow_store
 
 MODEL_NAME_ENV = "FINEGPT_MODEL_NAME"
 DEFAULT_MODEL_NAME = "finegpt"
@@ -232,57 +227,3 @@ def recorded_eval(info: dict[str, Any]) -> dict[str, Any] | None:
         out[key] = float(out[key]) if out[key] is not None else math.nan
     out["tokens"] = int(out["tokens"]) if out["tokens"] is not None else None
     return out
-
-
-# ---------------------------------------------------------------- the champion comparison
-
-
-def measure(model, bins_dir: str | Path, device: str = "cpu") -> dict[str, Any]:
-    """`model`'s val loss, se and bpb on every token of `bins_dir`'s val.bin, as eval_report
-    measures it (`evaluate.token_losses` + `evaluate.summarize`)."""
-    import numpy as np
-
-    from finegpt_pipeline import evaluate
-    from finegpt_pipeline.batches import Bins
-
-    with Bins(bins_dir) as bins:
-        val = np.asarray(bins.memmap("val"), dtype=np.int64)
-        train_counts = evaluate.token_counts(bins.memmap("train"))
-    val_path = layout.bin_path(bins_dir, "val")
-    if val.size < 2:
-        raise ValueError(f"{val_path}: {val.size} tokens; evaluation needs at least 2")
-    if val.max() >= model.config.vocab_size:
-        raise ValueError(f"{val_path}: token id {int(val.max())} is outside the model's "
-                         f"vocabulary ({model.config.vocab_size}); bins and model do not match")
-    losses = evaluate.token_losses(model.to(device), val, model.config.block_size, device)
-    numbers = evaluate.summarize(losses, val[1:], evaluate.token_byte_lengths(),
-                                 evaluate.unigram_log_probs(train_counts))
-    return {**{k: numbers[k] for k in ("val_loss", "val_loss_se", "val_bpb", "tokens")},
-            "bins_fingerprint": layout.bins_fingerprint(bins_dir),
-            "bins_dir": str(Path(bins_dir).resolve())}
-
-
-def numbers_on(tracking_uri: str, info: dict[str, Any], bins_dir: str | Path,
-               device: str = "cpu") -> dict[str, Any]:
-    """Version `info`'s val loss and se on `bins_dir`'s val.bin: as recorded when it was
-    measured on these very bins (same `layout.bins_fingerprint`), else measured now (the
-    registered model, loaded through its models:/ URI) and recorded for next time.
-    `source` says which."""
-    recorded = recorded_eval(info)
-    if recorded is not None and recorded["bins_fingerprint"] == layout.bins_fingerprint(bins_dir):
-        return {**recorded, "source": "recorded on the same bins"}
-    model = load(tracking_uri, info["model_uri"], device)
-    numbers = measure(model, bins_dir, device)
-    record_eval(tracking_uri, info["version"], numbers)
-    return {**numbers, "source": "evaluated now on these bins"}
-
-
-def compare(this: dict[str, Any], champ: dict[str, Any], tolerance_se: float,
-            tolerance_abs: float) -> dict[str, Any]:
-    """The regression rule of the module docstring, with its numbers."""
-    diff = float(this["val_loss"]) - float(champ["val_loss"])
-    se = math.sqrt(float(this["val_loss_se"]) ** 2 + float(champ["val_loss_se"]) ** 2)
-    diff_se = diff / se if math.isfinite(se) and se > 0 else math.nan
-    beyond_se = diff_se > tolerance_se if math.isfinite(diff_se) else True
-    return {"diff_nats": diff, "diff_se": diff_se, "se_of_diff": se,
-            "regressed": bool(diff > tolerance_abs and beyond_se)}

@@ -13,6 +13,7 @@ import pytest
 from _registry_fixture import store, trained  # noqa: F401
 from assets.champion import ChampionPolicy, eval_report_holds_against_champion
 from assets.resources import FineGPTPaths
+from finegpt_pipeline import champion as champion_eval
 from finegpt_pipeline import evaluate, registry
 from finegpt_pipeline.layout import bins_fingerprint
 
@@ -125,7 +126,7 @@ def test_an_untracked_model_has_nothing_to_compare(store, trained):
 
 
 def test_the_rule_combines_nats_and_standard_errors():
-    rule = registry.compare
+    rule = champion_eval.compare
     assert rule({"val_loss": 3.1, "val_loss_se": 0.01}, {"val_loss": 3.0, "val_loss_se": 0.01},
                 2.0, 0.02)["regressed"]
     assert not rule({"val_loss": 3.1, "val_loss_se": 0.1}, {"val_loss": 3.0, "val_loss_se": 0.1},

@@ -8,6 +8,7 @@ import re
 import dagster as dg
 import pytest
 
+from assets.launchers import TrainingLauncher
 from assets.metadata_format import significant
 from assets.planning import training_config, training_config_fits_budget
 from assets.resources import FineGPTPaths
@@ -103,7 +104,8 @@ def test_a_plan_over_its_memory_budget_blocks_training(finegpt_home):
 
     result = dg.materialize(
         [_upstream(META), planned, training_config_fits_budget, trained_checkpoint],
-        resources={"finegpt_paths": FineGPTPaths()}, raise_on_error=False)
+        resources={"finegpt_paths": FineGPTPaths(), "training_launcher": TrainingLauncher()},
+        raise_on_error=False)
     [check] = result.get_asset_check_evaluations()
     assert check.check_name == "training_config_fits_budget" and not check.passed
     assert check.metadata["problems"].value == "peak memory exceeds the budget"

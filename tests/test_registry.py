@@ -107,6 +107,7 @@ def test_trained_checkpoint_registers_its_checkpoint_once(store, trained, tmp_pa
     fixture's real training, placed where the asset looks for it: no trainer launch here.)"""
     import dagster as dg
 
+    from assets.launchers import TrainingLauncher
     from assets.resources import FineGPTPaths
     from assets.training import TrainingLaunchConfig, run_key, trained_checkpoint
 
