@@ -2,7 +2,7 @@
 #   make run    build the venv, then materialize the whole pipeline (Dagster job, embedded defaults)
 #   make test   build the venv, then unit tests, code-location validation, data_job and
 #               train_job on the shared 300-document sample, then the browser test (both UIs
-#               in chromium after two tiny pipeline runs; `make browser` alone)
+#               in chromium after two tiny pipeline runs, ~3 minutes; `make browser` alone)
 # On demand: make test-slow   the held-out learning test (~15 minutes on 2 cores; docs/training.md)
 PYTHON ?= python3
 VENV ?= .venv
