@@ -5,8 +5,8 @@ fresh browser gets Source, Models and Dataset: no metric). The one view state it
 server is a *shared view*: the experiment tag `mlflow.sharedViewState.<key>` holding the view as
 JSON, applied when the page's URL carries `viewStateShareKey=<key>` (what its Share button
 writes). So the project installs one such view on its experiment (`ensure_runs_view`) and its
-experiment links carry the key (`experiment_url`): the training runs, with val loss, bits per
-byte and tokens seen as columns. A user's own column choice stays theirs on plain visits.
+experiment links carry the key (`experiment_url`): the training runs, best val loss first, with
+val loss, bits per byte and tokens seen as columns. A user's own column choice stays theirs on plain visits.
 
 A leaf module (no project imports): `mlflow_store` calls it with its base URL and UI mode."""
 
@@ -35,8 +35,10 @@ def runs_view() -> dict[str, Any]:
     columns = [column("metrics", m) for m in RUNS_METRICS] + [column("attributes", "Models")]
     return {
         "searchFilter": TRAINING_RUNS_FILTER,
-        "orderByKey": "attributes.start_time",
-        "orderByAsc": False,
+        # best first; and a sort other than by start time lists the matching runs flat: sorted
+        # by time, the table files each training run under its (collapsed) parent Dagster run
+        "orderByKey": column("metrics", "eval/val_loss"),
+        "orderByAsc": True,
         "selectedColumns": columns,
         "columnOrder": columns,  # else the table orders metric columns alphabetically
     }

@@ -36,6 +36,8 @@ ASSETS = {  # asset: its upstream assets, as the lineage graph draws them
     "eval_report": {"tokenized_bins", "trained_checkpoint"},
 }
 TIMEOUT_MS = 60_000  # a busy 2-core box renders slowly
+if sync_playwright is not None:
+    expect.set_options(timeout=TIMEOUT_MS)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ def test_runs_view_selects_val_loss_bpb_and_tokens_columns():
     assert {"metrics.`eval/val_loss`", "metrics.`eval/val_bpb`", "metrics.`tokens_seen`"} <= set(
         view["selectedColumns"])
     assert view["searchFilter"] == "tags.`finegpt.stage` = 'train'"
+    assert view["orderByKey"] == "metrics.`eval/val_loss`" and view["orderByAsc"] is True
 
 
 def test_ensure_runs_view_installs_the_tag_once_and_replaces_a_stale_one(finegpt_home):
