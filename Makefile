@@ -1,7 +1,8 @@
 # Two entry points that do all set-up on a fresh machine:
 #   make run    build the venv, then materialize the whole pipeline (Dagster job, embedded defaults)
-#   make test   build the venv, then unit tests, code-location validation, then data_job and
-#               train_job on the shared 300-document sample (about 10 minutes on 2 cores)
+#   make test   build the venv, then unit tests, code-location validation, data_job and
+#               train_job on the shared 300-document sample, then the browser test (both UIs
+#               in chromium after two tiny pipeline runs, ~3 minutes; `make browser` alone)
 # On demand: make test-slow   the held-out learning test (~15 minutes on 2 cores; docs/training.md)
 PYTHON ?= python3
 VENV ?= .venv
@@ -19,7 +20,7 @@ export FINEGPT_HOME ?= $(CURDIR)/.finegpt
 # CLI supersedes them are noise here.
 export PYTHONWARNINGS ?= ignore:Function `job_execute_command` is superseded,ignore:Function `definitions_validate_command` is superseded
 
-.PHONY: venv dagster-home run test test-slow unit validate data-job train-job
+.PHONY: venv dagster-home run test test-slow unit validate data-job train-job browser
 
 $(BIN)/finegpt: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,4 +53,8 @@ data-job: venv dagster-home
 train-job: venv dagster-home
 	FINEGPT_SHARD=$${FINEGPT_SHARD:-$(SAMPLE)} $(BIN)/dagster job execute -m assets.definitions -j train_job
 
-test: unit validate data-job train-job
+# Debian's chromium (apt-get install chromium), driven by playwright; tmp homes, free ports
+browser: venv
+	$(BIN)/python -m pytest -q -m browser --durations=3 tests/test_browser.py
+
+test: unit validate data-job train-job browser

@@ -1,4 +1,6 @@
-"""The FineGPT code location: `dagster dev -m assets.definitions` (or `-w workspace.yaml`)."""
+"""The FineGPT code location `finegpt`: `dagster dev -w workspace.yaml` (or plain `dagster dev`,
+which reads pyproject). Not `dagster dev -m assets.definitions`: that names the location
+`assets.definitions`, while the jobs file their runs under `finegpt` (assets/jobs.py)."""
 
 import dagster as dg
 

@@ -11,8 +11,17 @@ EVALUATION = dg.AssetSelection.groups("evaluation")
 # A run config that sets `loggers: console: config: log_level: DEBUG` brings them back.
 RUN_DEFAULTS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
+# The one code location name: workspace.yaml's `location_name` and pyproject's
+# [tool.dagster] `code_location_name` say it too (tests/test_code_location.py holds them equal).
+# `dagster job execute -m assets.definitions` runs in-process and records no code location;
+# the UI lists a job's runs by the hidden tag below (repository@location), so each job carries
+# it and CLI runs show under the same job as runs launched from the UI.
+LOCATION = "finegpt"
+LOCATION_TAGS = {".dagster/repository": f"__repository__@{LOCATION}", "dagster/code_location": LOCATION}
+
 data_job = dg.define_asset_job(
     "data_job",
+    tags=LOCATION_TAGS,
     selection=DATA,
     config=RUN_DEFAULTS,
     description="Validate the raw shard, profile it into the DuckDB warehouse, tokenize it to nanoGPT bins.",
@@ -20,6 +29,7 @@ data_job = dg.define_asset_job(
 
 train_job = dg.define_asset_job(
     "train_job",
+    tags=LOCATION_TAGS,
     selection=TRAINING,
     config=RUN_DEFAULTS,
     description="Plan for this hardware and train from the current bins.",
@@ -27,6 +37,7 @@ train_job = dg.define_asset_job(
 
 pipeline_job = dg.define_asset_job(
     "pipeline_job",
+    tags=LOCATION_TAGS,
     selection=DATA | TRAINING | EVALUATION,
     config=RUN_DEFAULTS,
     description="The whole chain: shard to trained checkpoint and its eval report.",
