@@ -1,8 +1,10 @@
 # Two entry points that do all set-up on a fresh machine:
 #   make run    build the venv, then materialize the whole pipeline (Dagster job, embedded defaults)
-#   make test   build the venv, then unit tests, code-location validation, data_job and
-#               train_job on the shared 300-document sample, then the browser test (both UIs
-#               in chromium after two tiny pipeline runs, ~3 minutes; `make browser` alone)
+#   make test   build the venv, then unit tests, code-location validation, pipeline_job on
+#               the shared 300-document sample (configs/demo-cpu.yaml) with its report
+#               reproduced independently, the browser test (both UIs in chromium after two
+#               tiny pipeline runs; `make browser` alone) and the deployment stack on a real
+#               PostgreSQL (`make test-stack` alone)
 # On demand: make test-slow   the held-out learning test (~15 minutes on 2 cores; docs/training.md)
 PYTHON ?= python3
 VENV ?= .venv
@@ -20,13 +22,13 @@ export FINEGPT_HOME ?= $(CURDIR)/.finegpt
 # CLI supersedes them are noise here.
 export PYTHONWARNINGS ?= ignore:Function `job_execute_command` is superseded,ignore:Function `definitions_validate_command` is superseded
 
-.PHONY: venv dagster-home run test test-slow unit validate data-job train-job browser
+.PHONY: venv dagster-home run test test-slow unit validate data-job train-job demo browser test-stack
 
 $(BIN)/finegpt: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,deploy]'
 	touch $@
 
 venv: $(BIN)/finegpt
@@ -53,8 +55,18 @@ data-job: venv dagster-home
 train-job: venv dagster-home
 	FINEGPT_SHARD=$${FINEGPT_SHARD:-$(SAMPLE)} $(BIN)/dagster job execute -m assets.definitions -j train_job
 
+# The whole chain on the sample, as CI runs it; then ckpt.pt on val.bin, evaluated
+# independently, must give the report's val loss and bits per byte
+demo: venv dagster-home
+	$(BIN)/dagster job execute -m assets.definitions -j pipeline_job -c configs/demo-cpu.yaml
+	$(BIN)/python -m pytest -q -m demo tests/test_pipeline_report.py
+
 # Debian's chromium (apt-get install chromium), driven by playwright; tmp homes, free ports
 browser: venv
 	$(BIN)/python -m pytest -q -m browser --durations=3 tests/test_browser.py
 
-test: unit validate data-job train-job browser
+# Debian's PostgreSQL (apt-get install postgresql) behind the deployment's dagster.yaml and MLflow
+test-stack: venv
+	$(BIN)/python -m pytest -q -m stack --durations=3 tests/test_postgres_stack.py
+
+test: unit validate demo browser test-stack

@@ -85,6 +85,13 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig,
             f"![loss curves]({mlflow_store.artifact_url(run_id, 'eval_report/loss_curve.png')})")
     if trained_checkpoint.get("mlflow_run_url"):
         metadata["training_run_url"] = dg.MetadataValue.url(trained_checkpoint["mlflow_run_url"])
+    if run_id:  # the experiment's training runs side by side (val loss, bpb, tokens columns)
+        import mlflow
+
+        experiment = mlflow.MlflowClient(finegpt_paths.mlflow_tracking_uri()).get_run(
+            run_id).info.experiment_id
+        metadata["mlflow_experiment_url"] = dg.MetadataValue.url(
+            mlflow_store.experiment_url(experiment))
     return dg.Output(value, metadata=metadata)
 
 

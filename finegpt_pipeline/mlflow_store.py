@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from finegpt_pipeline import paths
+from finegpt_pipeline import mlflow_ui, paths
 from finegpt_pipeline.locks import Busy, describe_holders, try_lock
 
 EXPERIMENT = os.environ.get("FINEGPT_EXPERIMENT", "finegpt")
@@ -71,8 +71,10 @@ def configure(root: str | Path | None = None) -> str:
     elif EXPERIMENT_KIND_TAG not in experiment.tags:  # made before the tag, or by hand
         mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG,
                                                  MODEL_TRAINING)
-    mlflow.set_experiment(EXPERIMENT)
-    drop_empty_default(mlflow.MlflowClient())
+    experiment_id = mlflow.set_experiment(EXPERIMENT).experiment_id
+    client = mlflow.MlflowClient()
+    mlflow_ui.ensure_runs_view(client, experiment_id)  # the runs table's default columns
+    drop_empty_default(client)
     return uri
 
 
@@ -233,6 +235,11 @@ def run_url(run_id: str) -> str:
 
     exp = mlflow.get_run(run_id).info.experiment_id
     return f"{ui_base()}/#/experiments/{exp}/runs/{run_id}{UI_MODE}"
+
+
+def experiment_url(experiment_id: str) -> str:
+    """The experiment's runs table, in the project's view (val loss, bpb, tokens columns)."""
+    return mlflow_ui.experiment_url(ui_base(), experiment_id, UI_MODE)
 
 
 def ui_base() -> str:

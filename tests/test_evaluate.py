@@ -315,6 +315,7 @@ def test_eval_report_asset_materializes_with_its_check(finegpt_home, one_doc_run
     assert {a.path for a in client.list_artifacts(run.info.run_id, "eval_report")} == {
         f"eval_report/{name}" for name in evaluate.REPORT_FILES}
     assert run.info.run_id in md["training_run_url"].value  # mlflow_run_url: its own run
+    assert md["mlflow_experiment_url"].value.endswith("viewStateShareKey=finegpt-training-runs")
 
     # a random-init model: the report is written, the check fails at severity ERROR
     flagged = _materialize(finegpt_home, random_ckpt, small_bins)

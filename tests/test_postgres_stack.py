@@ -5,7 +5,7 @@ backend (an `mlflow server --serve-artifacts`); the daemon and the user-code gRP
 as processes; `pipeline_job` on the sample goes in through Dagster's GraphQL client, and the
 test waits for success, then finds the runs in both Postgres databases.
 
-Run by `make test-stack` (CI runs it); minutes of work, so marked `stack`."""
+Run by `make test-stack` (part of `make test`); minutes of work, so marked `stack`."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None) \
     if Path("/usr/lib/postgresql").is_dir() else None
 RUN_CONFIG = {  # the demo on the sample, shortened: the stack is under test, not the model
+    "execution": {"config": {"in_process": {}}},  # one process: the step subprocesses cost minutes
     "ops": {"trained_checkpoint": {"config": {"max_iters": 4}},
             "eval_report": {"config": {"max_new_tokens": 8}}},
     "loggers": {"console": {"config": {"log_level": "INFO"}}},
@@ -61,7 +62,10 @@ def as_postgres(cmd: list[str]) -> list[str]:
 @pytest.fixture
 def postgres(tmp_path):
     if PG_BIN is None or not (PG_BIN / "initdb").exists():
-        pytest.skip("PostgreSQL server binaries missing (`.ci/run` installs Debian's postgresql)")
+        reason = "PostgreSQL server binaries missing (`.ci/run` installs Debian's postgresql)"
+        if os.environ.get("FINEGPT_STACK_REQUIRED") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
     # not under pytest's tmp_path: its parents are private to root, and postgres runs as
     # Debian's `postgres` user when we are root
     data = Path(tempfile.mkdtemp(prefix="finegpt-pg-"))
