@@ -5,11 +5,11 @@ which reads pyproject). Not `dagster dev -m assets.definitions`: that names the 
 import dagster as dg
 
 from assets import bins, champion, data, evaluation, planning, training, training_checks
+from assets.automation import automation_sensor
 from assets.champion import ChampionPolicy
 from assets.jobs import data_job, pipeline_job, train_job
 from assets.launchers import TrainingLauncher
 from assets.resources import FineGPTPaths
-from assets.schedules import weekly_retrain
 from assets.sensors import shard_changed_sensor
 
 STAGES = [data, bins, planning, training, training_checks, evaluation, champion]
@@ -18,8 +18,7 @@ defs = dg.Definitions(
     assets=dg.load_assets_from_modules(STAGES),
     asset_checks=dg.load_asset_checks_from_modules(STAGES),
     jobs=[data_job, train_job, pipeline_job],
-    schedules=[weekly_retrain],
-    sensors=[shard_changed_sensor],
+    sensors=[shard_changed_sensor, automation_sensor],
     resources={"finegpt_paths": FineGPTPaths(), "champion_policy": ChampionPolicy(),
                "training_launcher": TrainingLauncher()},
 )

@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets import lineage
+from assets.automation import ON_NEW_DATA
 from assets.metadata_format import OWNERS
 from assets.resources import FineGPTPaths
 from assets.training import dagster_run_url
@@ -28,6 +29,7 @@ class EvalConfig(dg.Config):
 
 @dg.asset(
     group_name="evaluation",
+    automation_condition=ON_NEW_DATA,
     kinds={"pytorch", "mlflow"},
     owners=OWNERS,
     code_version="1",

@@ -9,6 +9,7 @@ import json
 import dagster as dg
 
 from assets import lineage
+from assets.automation import WEEKLY_RETRAIN
 from assets.metadata_format import OWNERS, float_value
 from assets.resources import FineGPTPaths
 from finegpt_pipeline.atomic import write_json
@@ -58,7 +59,7 @@ def plan_digest(plan: dict) -> str:
 # calibration) is only known from the run's config; a measurement taken beside a running
 # training would share its GPU (or CPU) and be kept for this machine's later plans.
 @dg.asset(group_name="training", pool="gpu", kinds={"python", "mlflow"}, owners=OWNERS,
-          code_version="1", description="Model, batch and schedule sized for "
+          code_version="1", automation_condition=WEEKLY_RETRAIN, description="Model, batch and schedule sized for "
           "this hardware and the tokenized data, with a requirements report (time, memory, energy).")
 def training_config(context: dg.AssetExecutionContext, config: PlanConfig,
                     finegpt_paths: FineGPTPaths, tokenized_bins: dict) -> dg.Output:

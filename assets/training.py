@@ -18,6 +18,7 @@ import dagster as dg
 
 from assets import lineage
 from assets.launchers import TrainingLauncher
+from assets.automation import WEEKLY_RETRAIN
 from assets.metadata_format import OWNERS, float_value
 from assets.resources import FineGPTPaths
 from finegpt_pipeline import layout, mlflow_store, run_dir
@@ -68,6 +69,7 @@ def run_key(plan: dict, bins_dir: Path, launch: TrainingLaunchConfig) -> str:
 @dg.asset(
     group_name="training",
     pool="gpu",
+    automation_condition=WEEKLY_RETRAIN,
     kinds={"pytorch", "mlflow"},
     owners=OWNERS,
     code_version="1",
