@@ -28,6 +28,7 @@ from finegpt_pipeline.hardware import GIB
 from finegpt_pipeline.loss_curve import LOSS_CURVE_NAME, curve_points, write_loss_curve
 
 TRAIN_MODULE = "finegpt_pipeline.train"
+TRAINER_RETRIES = dg.RetryPolicy(max_retries=2, delay=5)
 MAX_RUNTIME_TAG = "dagster/max_runtime"  # enforced by run monitoring (docker/dagster.yaml)
 
 
@@ -70,6 +71,9 @@ def run_key(plan: dict, bins_dir: Path, launch: TrainingLaunchConfig) -> str:
     group_name="training",
     pool="gpu",
     automation_condition=WEEKLY_RETRAIN,
+    # a trainer that died (OOM kill, preemption, SIGKILL) is retried within the run: the
+    # retry resumes from the last checkpoint into the same MLflow run
+    retry_policy=TRAINER_RETRIES,
     kinds={"pytorch", "mlflow"},
     owners=OWNERS,
     code_version="1",
