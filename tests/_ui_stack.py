@@ -124,6 +124,11 @@ def start_stack(root: Path, shard: Path) -> Stack:
                                "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
                                "--default-artifact-root", str(home / "mlartifacts")])
         stack.wait_http(f"{stack.mlflow}/health")
+        # the instance's SQLite storages made and migrated once, before the webserver and the
+        # runs open them side by side (two processes creating one schedule DB can leave two
+        # alembic heads)
+        subprocess.run([sys.executable, "-c", "import dagster as dg; dg.DagsterInstance.get()"
+                        ".get_runs(limit=1)"], cwd=REPO, env=env, check=True, timeout=120)
         stack.start("dagster", [str(BIN / "dagster-webserver"), "-h", "127.0.0.1",
                                 "-p", str(dagster_port), "-w", "workspace.yaml"])
         stack.timings["mlflow server up"] = time.monotonic() - t0
