@@ -2,11 +2,12 @@
 `dagster sensor start finegpt_automation`):
 
 - the data assets (`token_stats`, `tokenized_bins`) run as soon as their shard changed
-  (`raw_shard` materialized by a run, the `shard_changed_sensor` or by hand), once their
-  upstream's blocking checks pass;
-- the model is retrained weekly, Mondays 03:00 UTC: `training_config` and `trained_checkpoint`
-  are requested together at each tick (unchanged inputs reuse the plan and the finished run);
-- `eval_report` follows every new checkpoint whose blocking check (finite loss) passed.
+  (`raw_shard` materialized by a run, the `shard_changed_sensor` or by hand);
+- the model is retrained weekly: `training_config` is requested at each tick, Mondays 03:00
+  UTC (unchanged inputs give the same plan), `trained_checkpoint` follows the new plan
+  (unchanged inputs reuse the finished run) and `eval_report` the new checkpoint;
+- each only once its upstream's blocking checks passed (a plan over budget is not trained, a
+  NaN model is not evaluated).
 
 The asset definitions carry these conditions; this sensor evaluates them.
 """
@@ -17,8 +18,8 @@ WEEKLY = "0 3 * * 1"  # Mondays 03:00, when a home GPU is idle
 TIMEZONE = "UTC"
 
 # after a changed upstream; never while it is in progress, missing or failing a blocking check
-ON_NEW_DATA = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
-# once per weekly tick, whatever changed: same inputs give the same plan and reuse the run
+AFTER_UPSTREAM = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+# once per weekly tick, whatever changed: same inputs give the same plan
 WEEKLY_RETRAIN = (dg.AutomationCondition.cron_tick_passed(WEEKLY, TIMEZONE)
                   & ~dg.AutomationCondition.any_deps_missing()
                   & ~dg.AutomationCondition.any_deps_in_progress()

@@ -8,7 +8,7 @@ from typing import Optional
 import dagster as dg
 
 from assets import lineage
-from assets.automation import ON_NEW_DATA
+from assets.automation import AFTER_UPSTREAM
 from assets.metadata_format import OWNERS, size_entries
 from assets.resources import FineGPTPaths
 from finegpt_pipeline import bins_checks, layout, mlflow_datasets, tokenized_bins as stage
@@ -29,7 +29,7 @@ class TokenizeConfig(dg.Config):
 
 @dg.asset(
     group_name="data",
-    automation_condition=ON_NEW_DATA,
+    automation_condition=AFTER_UPSTREAM,
     description="nanoGPT-format train.bin/val.bin (uint16 GPT-2 ids, EOT before every document) "
                 "and meta.json, split deterministically by document hash.",
     kinds={"python", "numpy"},

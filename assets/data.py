@@ -8,7 +8,7 @@ from typing import Optional
 import dagster as dg
 
 from assets import lineage
-from assets.automation import ON_NEW_DATA
+from assets.automation import AFTER_UPSTREAM
 from assets.metadata_format import OWNERS, float_value, size_entries
 from assets.resources import FineGPTPaths
 from finegpt_pipeline import mlflow_datasets, stats
@@ -96,7 +96,7 @@ def histogram_table(lengths: list[int]) -> str:
 
 
 @dg.asset(group_name="data", kinds={"duckdb"}, owners=OWNERS, code_version="1",
-          automation_condition=ON_NEW_DATA,
+          automation_condition=AFTER_UPSTREAM,
           description="Per-document and per-shard token statistics in the "
           "DuckDB warehouse; the summary is this asset's value.")
 def token_stats(context: dg.AssetExecutionContext, raw_shard: dict,

@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets import lineage
-from assets.automation import ON_NEW_DATA
+from assets.automation import AFTER_UPSTREAM
 from assets.metadata_format import OWNERS
 from assets.resources import FineGPTPaths
 from assets.training import dagster_run_url
@@ -29,7 +29,7 @@ class EvalConfig(dg.Config):
 
 @dg.asset(
     group_name="evaluation",
-    automation_condition=ON_NEW_DATA,
+    automation_condition=AFTER_UPSTREAM,
     kinds={"pytorch", "mlflow"},
     owners=OWNERS,
     code_version="1",

@@ -18,7 +18,7 @@ import dagster as dg
 
 from assets import lineage
 from assets.launchers import TrainingLauncher
-from assets.automation import WEEKLY_RETRAIN
+from assets.automation import AFTER_UPSTREAM
 from assets.metadata_format import OWNERS, float_value
 from assets.resources import FineGPTPaths
 from finegpt_pipeline import layout, mlflow_store, run_dir
@@ -70,7 +70,7 @@ def run_key(plan: dict, bins_dir: Path, launch: TrainingLaunchConfig) -> str:
 @dg.asset(
     group_name="training",
     pool="gpu",
-    automation_condition=WEEKLY_RETRAIN,
+    automation_condition=AFTER_UPSTREAM,  # after each new plan (weekly, assets/automation.py)
     # a trainer that died (OOM kill, preemption, SIGKILL) is retried within the run: the
     # retry resumes from the last checkpoint into the same MLflow run
     retry_policy=TRAINER_RETRIES,

@@ -1,14 +1,17 @@
 """Declarative automation as the `finegpt_automation` sensor would evaluate it (Dagster's own
 evaluator, a real instance, simulated clock): off until switched on; a new shard requests the
-data assets; the weekly tick requests the plan and the training together, never before; a new
-checkpoint requests its eval report."""
+data assets; the weekly tick requests the plan, never before; a new plan requests the
+training, a new checkpoint its eval report."""
 
 import datetime as dt
 
 import dagster as dg
 
 from assets.automation import automation_sensor
-from assets.definitions import defs
+from assets.definitions import STAGES, defs
+
+BLOCKING = [spec for checks in dg.load_asset_checks_from_modules(STAGES)
+            for spec in checks.check_specs if spec.blocking]
 
 TUESDAY = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.timezone.utc)
 NEXT_MONDAY_0301 = dt.datetime(2026, 12, 7, 3, 1, tzinfo=dt.timezone.utc)
@@ -21,8 +24,13 @@ def requested(result) -> set[str]:
 
 
 def materialized(instance, *keys):
+    """As a run materializes them: the assets, then their blocking checks, passed."""
     for key in keys:
         instance.report_runless_asset_event(dg.AssetMaterialization(key))
+        for spec in BLOCKING:
+            if spec.asset_key == dg.AssetKey(key):
+                instance.report_runless_asset_event(dg.AssetCheckEvaluation(
+                    asset_key=spec.asset_key, check_name=spec.name, passed=True))
 
 
 def test_automation_is_off_until_switched_on():
@@ -45,7 +53,26 @@ def test_new_shard_then_weekly_retrain_then_eval():
         quiet = tick(TUESDAY + dt.timedelta(minutes=2), data.cursor)
         assert requested(quiet) == set()  # no retraining before the weekly tick
         weekly = tick(NEXT_MONDAY_0301, quiet.cursor)
-        assert requested(weekly) == {"training_config", "trained_checkpoint"}
-        materialized(instance, "training_config", "trained_checkpoint")
-        after = tick(NEXT_MONDAY_0301 + dt.timedelta(minutes=30), weekly.cursor)
+        assert requested(weekly) == {"training_config"}
+        materialized(instance, "training_config")
+        train = tick(NEXT_MONDAY_0301 + dt.timedelta(minutes=5), weekly.cursor)
+        assert requested(train) == {"trained_checkpoint"}
+        materialized(instance, "trained_checkpoint")
+        after = tick(NEXT_MONDAY_0301 + dt.timedelta(minutes=30), train.cursor)
         assert requested(after) == {"eval_report"}
+
+
+def test_a_failed_blocking_check_holds_the_downstream_back():
+    with dg.instance_for_test() as instance:
+        first = dg.evaluate_automation_conditions(defs=defs, instance=instance,
+                                                  evaluation_time=TUESDAY)
+        instance.report_runless_asset_event(dg.AssetMaterialization("trained_checkpoint"))
+        instance.report_runless_asset_event(dg.AssetCheckEvaluation(
+            asset_key=dg.AssetKey("trained_checkpoint"),
+            check_name="trained_checkpoint_loss_is_finite", passed=False))
+        for key in ("tokenized_bins",):
+            materialized(instance, key)
+        later = dg.evaluate_automation_conditions(defs=defs, instance=instance,
+                                                  cursor=first.cursor,
+                                                  evaluation_time=TUESDAY + dt.timedelta(minutes=1))
+        assert "eval_report" not in requested(later)  # a NaN model is never evaluated
