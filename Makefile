@@ -22,7 +22,7 @@ export FINEGPT_HOME ?= $(CURDIR)/.finegpt
 # CLI supersedes them are noise here.
 export PYTHONWARNINGS ?= ignore:Function `job_execute_command` is superseded,ignore:Function `definitions_validate_command` is superseded
 
-.PHONY: venv dagster-home run test test-slow unit validate data-job train-job demo browser test-stack
+.PHONY: venv dagster-home run test test-slow unit validate data-job train-job demo browser test-stack ui-and-stack
 
 $(BIN)/finegpt: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,8 +40,9 @@ dagster-home:
 run: venv dagster-home
 	$(BIN)/dagster job execute -m assets.definitions -j $(JOB)
 
+# two workers: half the suite waits on subprocesses, servers and SQLite, not on the CPU
 unit: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal
 
 test-slow: venv
 	$(BIN)/python -m pytest -q -m slow
@@ -69,4 +70,8 @@ browser: venv
 test-stack: venv
 	$(BIN)/python -m pytest -q -m stack --durations=3 tests/test_postgres_stack.py
 
-test: unit validate demo browser test-stack
+# the browser test and the stack test side by side: both mostly wait on servers starting
+ui-and-stack: venv
+	$(MAKE) -j2 --output-sync=target browser test-stack
+
+test: unit validate demo ui-and-stack

@@ -61,7 +61,7 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig,
                                      finegpt_paths.mlflow_tracking_uri())
         where = trained_checkpoint.get("mlflow_run_url") or run_id
         context.log.info(f"logged to MLflow run {where}")
-    context.log.info(f"Dagster run: {dagster_run_url(context.run_id)}")  # the run's last line
+    context.log.info(f"Dagster run: {dagster_run_url(context.run.run_id)}")  # the run's last line
     value = {k: result[k] for k in (*NUMBERS, "tokens", "beats_unigram", "checkpoint",
                                     "bins_dir", "val_sha256")}
     forecast = result.get("forecast")

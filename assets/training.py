@@ -100,7 +100,7 @@ def _train(context: dg.AssetExecutionContext, config: TrainingLaunchConfig,
     bins_dir = Path(tokenized_bins["dir"])
     key = run_key(training_config, bins_dir, config)
     if config.fresh:
-        key = f"{key}-{context.run_id[:8]}"
+        key = f"{key}-{context.run.run_id[:8]}"
     out_dir = finegpt_paths.trained_runs_dir() / key
     finished = run_dir.finished_run(out_dir)
     if finished is not None:
@@ -159,10 +159,10 @@ def limit_runtime(context: dg.AssetExecutionContext, plan: dict) -> int | None:
     hours = plan_parts(plan, "training_config")[1].get("est_hours")
     if not isinstance(hours, (int, float)) or hours <= 0:
         return None
-    record = context.instance.get_run_record_by_id(context.run_id)
+    record = context.instance.get_run_record_by_id(context.run.run_id)
     started = record.start_time if record and record.start_time else time.time()
     limit = int(time.time() - started + hours * 3600 * RUNTIME_MARGIN + RUNTIME_SLACK_S)
-    context.instance.add_run_tags(context.run_id, {MAX_RUNTIME_TAG: str(limit)})
+    context.instance.add_run_tags(context.run.run_id, {MAX_RUNTIME_TAG: str(limit)})
     context.log.info(f"run time limit {limit:,} s ({MAX_RUNTIME_TAG}: the plan's "
                      f"{hours * 3600:,.0f} s x{RUNTIME_MARGIN:g} + {RUNTIME_SLACK_S} s)")
     return limit
@@ -184,7 +184,7 @@ def _log_closing_summary(context: dg.AssetExecutionContext, summary: dict) -> No
         f"{summary.get('tokens_seen') or 0:,} tokens, {summary.get('params') or 0:,} params); "
         f"val loss {loss('final_val_loss')} (best {loss('best_val_loss')})")
     context.log.info(f"MLflow run: {summary.get('mlflow_run_url') or 'not tracked'}")
-    context.log.info(f"Dagster run: {dagster_run_url(context.run_id)}")
+    context.log.info(f"Dagster run: {dagster_run_url(context.run.run_id)}")
 
 
 def _output(context: dg.AssetExecutionContext, finegpt_paths: FineGPTPaths, summary: dict,

@@ -20,7 +20,7 @@ from assets.launchers import TrainingLauncher
 from assets.resources import FineGPTPaths
 from assets.training import trained_checkpoint
 
-STEPS, EVERY = 40, 4  # enough steps after the first checkpoint to be killed in
+STEPS, EVERY = 24, 4  # enough steps after the first checkpoint to be killed in
 
 
 def trainer_pids() -> list[int]:
