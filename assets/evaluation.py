@@ -53,7 +53,8 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig,
     out_dir = finegpt_paths.eval_reports_dir() / run_name
     run_id = trained_checkpoint.get("mlflow_run_id")
     result = evaluate.run_eval(ckpt, tokenized_bins["dir"], out_dir, config.device,
-                               config.max_new_tokens, finegpt_paths.mlflow_tracking_uri(), run_id)
+                               config.max_new_tokens, finegpt_paths.mlflow_tracking_uri(), run_id,
+                               finegpt_paths.home_dir())
     context.log.info(f"eval_report: {eval_report_render.headline(result)}")
     context.log.info(f"report: {result['files']['report.html']}")
     if run_id:  # the report joins the training run it measures

@@ -61,6 +61,10 @@ def train_command(bins_dir: Path, plan_path: Path, out_dir: Path, resume: bool,
 def run_key(plan: dict, bins_dir: Path, launch: TrainingLaunchConfig) -> str:
     """Same plan, bins and launch settings -> same run directory, so a retried run resumes;
     changing any of them (an override, max_iters) starts a run of its own."""
+    # the loss forecast is a prediction about the run, not an input to it: a refit after an
+    # eval must not start the same training again
+    report = {k: v for k, v in (plan.get("report") or {}).items() if k != "loss_forecast"}
+    plan = {**plan, "report": report} if "report" in plan else plan
     blob = json.dumps({"plan": plan, "bins": layout.bins_fingerprint(bins_dir),
                        "overrides": list(launch.overrides), "max_iters": launch.max_iters},
                       sort_keys=True)

@@ -22,7 +22,6 @@ into the output directory once everything is computed: bad input leaves nothing 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -35,12 +34,12 @@ import torch
 from torch.nn import functional as F
 
 from finegpt_pipeline import (
-    checkpoint, eval_history, eval_report_render, loss_curve, loss_forecast, plan_vs_run, run_dir,
+    checkpoint, eval_history, eval_report_render, loss_curve, loss_forecast, paths, plan_vs_run, run_dir,
 )
 from finegpt_pipeline.atomic import write_bytes, write_json, write_text
 from finegpt_pipeline.batches import Bins
 from finegpt_pipeline.config import EOT_TOKEN, GPT2_VOCAB_SIZE
-from finegpt_pipeline.layout import bin_path
+from finegpt_pipeline.layout import bin_path, sha256_file
 from finegpt_pipeline.unigram import UNIGRAM_ALPHA, token_counts, unigram_log_probs
 
 PROMPTS = ("", "The history of", "In this article, we")  # "" starts a new document (EOT)
@@ -152,14 +151,6 @@ def training_curves(summary: dict[str, Any] | None) -> dict[str, list] | None:
     return points if points["train"] or points["val"] else None
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # ---------------------------------------------------------------- the report
 
 
@@ -220,7 +211,7 @@ def evaluate(ckpt_path: str | Path, bins_dir: str | Path, device: str = "cpu",
     return {
         **numbers,
         "checkpoint": str(ckpt_path.resolve()), "bins_dir": str(Path(bins_dir).resolve()),
-        "val_sha256": file_sha256(bin_path(bins_dir, "val")),
+        "val_sha256": sha256_file(bin_path(bins_dir, "val")),
         "run_dir": run.name, "iter_num": int(ckpt.get("iter_num", 0)),
         "params": model.get_num_params(), "model_args": dict(ckpt["model_args"]),
         "val_file_tokens": val_size, "train_file_tokens": train_tokens,
@@ -232,14 +223,19 @@ def evaluate(ckpt_path: str | Path, bins_dir: str | Path, device: str = "cpu",
 
 
 def with_context(report: dict[str, Any], tracking_uri: str | None,
-                 mlflow_run_id: str | None = None) -> dict[str, Any]:
+                 mlflow_run_id: str | None = None, home: Path | None = None) -> dict[str, Any]:
     """The report with the experiment's earlier runs (`history`, from MLflow at
     `tracking_uri`; None: untracked) and the loss `forecast` for this run's N and D, fitted to
-    those of them evaluated on the same val.bin when there are enough."""
+    those of them evaluated on the same val.bin when there are enough. The points, this run's
+    included, are kept for the planner under the FINEGPT_HOME `home` (tracked runs only)."""
     history = eval_history.history(tracking_uri, report, mlflow_run_id)
     tokens = report["run_summary"].get("tokens_seen")
     forecast = (loss_forecast.forecast(report["params"], tokens, history["points"])
                 if tokens else None)
+    if tracking_uri and tokens:
+        loss_forecast.save_points(paths.home(home).forecast_points(report["val_sha256"]),
+                                  [*history["points"], (report["params"], tokens,
+                                                        report["val_loss"])])
     if forecast is not None:
         forecast["measured"] = report["val_loss"]
         forecast["measured_minus_forecast"] = report["val_loss"] - forecast["val_loss"]
@@ -260,12 +256,13 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
 
 def run_eval(ckpt_path: str | Path, bins_dir: str | Path, out_dir: str | Path,
              device: str = "cpu", max_new_tokens: int = MAX_NEW_TOKENS,
-             tracking_uri: str | None = None, mlflow_run_id: str | None = None) -> dict[str, Any]:
+             tracking_uri: str | None = None, mlflow_run_id: str | None = None,
+             home: Path | None = None) -> dict[str, Any]:
     """Evaluate, compare (`with_context`) and write the report files."""
     if Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise ValueError(f"{out_dir}: exists and is not a directory; pass a directory as --out")
     report = with_context(evaluate(ckpt_path, bins_dir, device, max_new_tokens), tracking_uri,
-                          mlflow_run_id)
+                          mlflow_run_id, home)
     files = write_report(report, out_dir)
     return {**report, "files": {k: str(v) for k, v in files.items()}}
 

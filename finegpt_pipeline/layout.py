@@ -57,6 +57,11 @@ class Home:
     def bins(self) -> Path:
         return self.root / "bins"
 
+    def forecast_points(self, val_sha256: str) -> Path:
+        """(N, D, val loss) of the runs evaluated on one val.bin, as eval_report last saw them:
+        the loss forecast's fit points, read by the planner."""
+        return self.root / "forecast" / f"points-{val_sha256[:16]}.json"
+
     @property
     def plans(self) -> Path:
         return self.root / "plans"
@@ -152,6 +157,15 @@ def shard_path_of(meta: dict) -> str:
     """The local parquet file the bins were tokenized from (`source_path`; bins written before
     it was named so call it `source`)."""
     return meta.get("source_path") or meta["source"]
+
+
+def sha256_file(path: str | Path) -> str:
+    """A file's content hash (hex), read in 1 MiB blocks: the one every stage uses."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def bins_fingerprint(bins_dir: str | Path) -> str:

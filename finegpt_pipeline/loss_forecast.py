@@ -21,10 +21,14 @@ The plan uses the published coefficients only: a plan is a function of its decla
 from __future__ import annotations
 
 import itertools
+import json
 import math
+from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
+
+from finegpt_pipeline.atomic import write_json
 
 CHINCHILLA = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
 CHINCHILLA_SOURCE = ("Hoffmann et al. 2022, Training Compute-Optimal Large Language Models, "
@@ -124,3 +128,22 @@ def forecast(n: int | float, d: int | float,
     return {**base, "val_loss": value, "calibrated": False, "coefficients": dict(CHINCHILLA),
             "source": CHINCHILLA_SOURCE, "runs": len(pts), "sizes": sizes,
             "inside_range": inside, "label": UNCALIBRATED_LABEL, "note": note}
+
+
+# ---------------------------------------------------------------- the points between stages
+
+
+def save_points(path: Path, points: Iterable[tuple[float, float, float]]) -> None:
+    """eval_report's fit points for the next plan on the same val.bin (atomic, sorted)."""
+    write_json(path, {"points": sorted([float(n), float(d), float(y)] for n, d, y in points)})
+
+
+def load_points(path: Path) -> list[tuple[float, float, float]]:
+    """The points `save_points` wrote; none when there is no such file."""
+    try:
+        return [tuple(p) for p in json.loads(Path(path).read_text())["points"]]
+    except FileNotFoundError:
+        return []
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a forecast points file ({exc}); delete it, the next "
+                         "eval_report writes it again") from None

@@ -15,9 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from pathlib import Path
 from typing import Any, Iterable
 
-from finegpt_pipeline import calibrate, claims as claims_mod, loss_forecast
+from finegpt_pipeline import calibrate, claims as claims_mod, loss_forecast, paths
 from finegpt_pipeline.config import (
     TrainConfig, _coerce, make_plan_file, padded_vocab_size, parse_assignment,
 )
@@ -26,6 +27,7 @@ from finegpt_pipeline.costs import (
     memory_budget, memory_estimate, param_count, replace, reschedule, step_seconds, with_schedule,
 )
 from finegpt_pipeline.hardware import CATALOG, GIB, Hardware, detect, get_hardware
+from finegpt_pipeline.layout import bin_path, sha256_file
 from finegpt_pipeline.plan_data import block_size_for, eval_iters_for, tokens_from_meta
 from finegpt_pipeline.plan_report import requirements_report
 from finegpt_pipeline.plan_shapes import candidate_shapes
@@ -44,11 +46,13 @@ MAX_MICRO_BATCH = {"gpu": 64, "cpu": 16}  # CPU: bigger micro-batches only add m
 
 def build_plan(hw: Hardware | str | None = None, tokens_available: int | None = None, *,
                calibration: bool | None = None, claims: dict[str, Any] | None = None,
-               bins_dir: str | None = None, remeasure: bool = False, **sizing) -> dict[str, Any]:
+               bins_dir: str | None = None, remeasure: bool = False,
+               home: Path | None = None, **sizing) -> dict[str, Any]:
     """The plan file for these inputs: `make_plan(hw, tokens_available, **sizing)`, calibrated
     when `calibration` says so (None: for a GPU detected here, `calibrate.wants_calibration`),
     then the claimed figures checked: `claims`, or else the preset's seed claims, if any.
-    `bins_dir` records which bins it was sized for."""
+    `bins_dir` records which bins it was sized for; the loss forecast is fitted to the runs
+    eval_report measured on its val.bin (kept under the FINEGPT_HOME `home`), else published."""
     plan = make_plan(hw, tokens_available, remeasure=remeasure, **sizing)
     if calibrate.wants_calibration(calibration, plan):
         plan = calibrate.calibrate_plan(plan, remeasure=remeasure)
@@ -58,8 +62,16 @@ def build_plan(hw: Hardware | str | None = None, tokens_available: int | None = 
         report["claim_verdicts"] = claims_mod.check_claims(plan, checked)
     if bins_dir is not None:
         report["bins_dir"] = str(bins_dir)
-    # published coefficients only: the plan stays a function of its declared inputs
-    report["loss_forecast"] = loss_forecast.forecast(report["params"], report["tokens_total"])
+    # fitted to the points file eval_report keeps per val.bin (a declared input: the plan
+    # names it), else the published coefficients
+    points, points_file = [], None
+    val = bin_path(bins_dir, "val") if bins_dir else None
+    if val is not None and val.exists():
+        points_file = paths.home(home).forecast_points(sha256_file(val))
+        points = loss_forecast.load_points(points_file)
+    report["loss_forecast"] = loss_forecast.forecast(report["params"], report["tokens_total"],
+                                                     points)
+    report["loss_forecast"]["points_file"] = str(points_file) if points else None
     return plan
 
 

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from finegpt_pipeline.atomic import atomic_path
+from finegpt_pipeline.layout import sha256_file  # noqa: F401 (the stages' one content hash)
 
 FINEWEB_COLUMNS = ("text", "id", "dump", "url", "date", "file_path", "language",
                    "language_score", "token_count")
@@ -56,9 +57,6 @@ def missing_fineweb_columns(pf: pq.ParquetFile) -> list[str]:
 # Resolving a shard source (local path or `hf://REPO/PATH`) to a validated local parquet file.
 
 HF_PREFIX = "hf://"
-_HASH_CHUNK = 1 << 20
-
-
 @dataclass
 class ShardInfo:
     """A validated local shard. `to_dict()` is the `raw_shard` asset's value; downstream stages
@@ -97,14 +95,6 @@ def is_hub_source(source: str) -> bool:
 def local_source_path(source: str | Path) -> Path:
     """A local source as `resolve_shard` reads it (user and relative parts resolved)."""
     return Path(source).expanduser().resolve()
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 _HASHED: dict[tuple, str] = {}  # (path, device, inode, size, mtime_ns) -> sha256, this process

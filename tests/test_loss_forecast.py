@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from _bins_fixture import sample_bins  # noqa: F401 (fixture)
 from finegpt_pipeline import loss_forecast as lf
 from finegpt_pipeline.plan import build_plan
 from finegpt_pipeline.plan_report import requirements_report
@@ -87,3 +88,39 @@ def test_the_plan_forecasts_with_the_published_coefficients_and_stays_reproducib
     assert row == [f"| Loss forecast | {forecast['val_loss']:.2f} nats/token at N = "
                    f"{rep['params']:,} params, D = {rep['tokens_total']:,} tokens | "
                    f"{lf.UNCALIBRATED_LABEL} |"]
+
+
+def test_the_plan_fits_the_points_eval_report_kept_for_its_val_bin(tmp_path, sample_bins):
+    """eval_report keeps (N, D, val loss) per val.bin; a plan on those bins fits them once they
+    span 4 sizes, names the file (a declared input) and stays byte-identical while it holds."""
+    from finegpt_pipeline.layout import Home, read_meta, sha256_file
+
+    home = tmp_path / "home"
+    meta = read_meta(sample_bins)
+
+    def plan():
+        return build_plan("cpu", meta["train_tokens"], calibration=False, bins_dir=str(sample_bins),
+                          val_tokens=meta["val_tokens"], home=home)
+
+    assert plan()["report"]["loss_forecast"]["calibrated"] is False  # no points yet
+    points_file = Home(home).forecast_points(sha256_file(sample_bins / "val.bin"))
+    lf.save_points(points_file, _points(TRUE, GRID))
+    assert lf.load_points(points_file) == sorted(tuple(p) for p in _points(TRUE, GRID))
+    first, second = plan(), plan()
+    assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
+    forecast = first["report"]["loss_forecast"]
+    assert forecast["calibrated"] is True and forecast["points_file"] == str(points_file)
+    rep = first["report"]
+    assert forecast["val_loss"] == pytest.approx(lf.predict(TRUE, rep["params"],
+                                                            rep["tokens_total"]), rel=1e-2)
+
+
+def test_a_refitted_forecast_does_not_start_the_training_again(tmp_path):
+    from assets.training import TrainingLaunchConfig, run_key
+
+    plan = {"plan_version": 2, "config": {"n_layer": 2}, "report": {"loss_forecast": {"x": 1}}}
+    refit = {**plan, "report": {"loss_forecast": {"x": 2}}}
+    other = {**plan, "config": {"n_layer": 3}}
+    launch = TrainingLaunchConfig()
+    assert run_key(plan, tmp_path, launch) == run_key(refit, tmp_path, launch)
+    assert run_key(plan, tmp_path, launch) != run_key(other, tmp_path, launch)
