@@ -23,7 +23,9 @@ from assets.training import trained_checkpoint
 STEPS, EVERY = 24, 4  # enough steps after the first checkpoint to be killed in
 
 
-def trainer_pids() -> list[int]:
+def trainer_pids(runs: Path) -> list[int]:
+    """This test's trainers only (their --out is under `runs`): other tests train beside it
+    under pytest-xdist."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -31,7 +33,7 @@ def trainer_pids() -> list[int]:
                 cmd = (entry / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"finegpt_pipeline.train" in cmd:
+            if b"finegpt_pipeline.train" in cmd and any(str(runs).encode() in a for a in cmd):
                 pids.append(int(entry.name))
     return pids
 
@@ -40,7 +42,7 @@ def kill_after_first_checkpoint(runs: Path, killed: list) -> None:
     deadline = time.time() + 240
     while time.time() < deadline and not killed:
         if any(runs.glob("*/ckpt.pt")):
-            for pid in trainer_pids():
+            for pid in trainer_pids(runs):
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
             return
