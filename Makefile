@@ -37,8 +37,12 @@ dagster-home:
 	mkdir -p $(DAGSTER_HOME)
 	cp -n docker/dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
 
+# The data assets are partitioned by shard: register FINEGPT_SHARD's partition (prints the
+# run tags that target it), then run the job on it
+PARTITION = tags=$$($(BIN)/python -m assets.shards add --tags) &&
+
 run: venv dagster-home
-	$(BIN)/dagster job execute -m assets.definitions -j $(JOB)
+	$(PARTITION) $(BIN)/dagster job execute -m assets.definitions -j $(JOB) --tags "$$tags"
 
 # two workers: half the suite waits on subprocesses, servers and SQLite, not on the CPU
 unit: venv
@@ -51,15 +55,16 @@ validate: venv dagster-home
 	$(BIN)/dagster definitions validate -m assets.definitions
 
 data-job: venv dagster-home
-	FINEGPT_SHARD=$${FINEGPT_SHARD:-$(SAMPLE)} $(BIN)/dagster job execute -m assets.definitions -j data_job
+	export FINEGPT_SHARD=$${FINEGPT_SHARD:-$(SAMPLE)} && $(PARTITION) $(BIN)/dagster job execute -m assets.definitions -j data_job --tags "$$tags"
 
+# every shard the data job has tokenized
 train-job: venv dagster-home
-	FINEGPT_SHARD=$${FINEGPT_SHARD:-$(SAMPLE)} $(BIN)/dagster job execute -m assets.definitions -j train_job
+	$(BIN)/dagster job execute -m assets.definitions -j train_job
 
 # The whole chain on the sample, as CI runs it; then ckpt.pt on val.bin, evaluated
 # independently, must give the report's val loss and bits per byte
 demo: venv dagster-home
-	$(BIN)/dagster job execute -m assets.definitions -j pipeline_job -c configs/demo-cpu.yaml
+	export FINEGPT_SHARD=$(SAMPLE) && $(PARTITION) $(BIN)/dagster job execute -m assets.definitions -j pipeline_job -c configs/demo-cpu.yaml --tags "$$tags"
 	$(BIN)/python -m pytest -q -m demo tests/test_pipeline_report.py
 
 # Debian's chromium (apt-get install chromium), driven by playwright; tmp homes, free ports

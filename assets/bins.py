@@ -11,6 +11,7 @@ from assets import lineage
 from assets.automation import AFTER_UPSTREAM
 from assets.metadata_format import OWNERS, size_entries
 from assets.resources import FineGPTPaths
+from assets.shards import SHARDS
 from finegpt_pipeline import bins_checks, layout, mlflow_datasets, tokenized_bins as stage
 from finegpt_pipeline.config import GPT2_VOCAB_SIZE
 from finegpt_pipeline.locks import Busy
@@ -29,6 +30,7 @@ class TokenizeConfig(dg.Config):
 
 @dg.asset(
     group_name="data",
+    partitions_def=SHARDS,
     automation_condition=AFTER_UPSTREAM,
     description="nanoGPT-format train.bin/val.bin (uint16 GPT-2 ids, EOT before every document) "
                 "and meta.json, split deterministically by document hash.",
@@ -75,7 +77,7 @@ def tokenized_bins(context: dg.AssetExecutionContext, config: TokenizeConfig,
         )
 
 
-@dg.asset_check(asset=tokenized_bins, blocking=True,
+@dg.asset_check(asset=tokenized_bins, blocking=True, partitions_def=SHARDS,
                 description="Decoding the bins and splitting at EOT gives exactly the source documents "
                             f"(all of them, or {ROUNDTRIP_SAMPLE_DOCS} evenly spaced on big shards).")
 def tokenized_bins_roundtrip(tokenized_bins: dict) -> dg.AssetCheckResult:
@@ -88,14 +90,14 @@ def tokenized_bins_roundtrip(tokenized_bins: dict) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset_check(asset=tokenized_bins, blocking=True,
+@dg.asset_check(asset=tokenized_bins, blocking=True, partitions_def=SHARDS,
                 description=f"Every token id is below vocab_size ({GPT2_VOCAB_SIZE}).")
 def tokenized_bins_ids_in_vocab(tokenized_bins: dict) -> dg.AssetCheckResult:
     result = bins_checks.verify_ids_in_vocab(tokenized_bins["dir"])
     return dg.AssetCheckResult(passed=result["ok"], metadata=result)
 
 
-@dg.asset_check(asset=tokenized_bins, additional_ins={"token_stats": dg.AssetIn("token_stats")},
+@dg.asset_check(asset=tokenized_bins, partitions_def=SHARDS, additional_ins={"token_stats": dg.AssetIn("token_stats")},
                 description="Tokens in the bins = the stats' tiktoken recount + one EOT per document.")
 def tokenized_bins_totals_match_stats(tokenized_bins: dict, token_stats: dict) -> dg.AssetCheckResult:
     result = bins_checks.verify_totals(tokenized_bins, token_stats["tokens_tiktoken"], token_stats["documents"])

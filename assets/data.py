@@ -11,10 +11,11 @@ from assets import lineage
 from assets.automation import AFTER_UPSTREAM
 from assets.metadata_format import OWNERS, float_value, size_entries
 from assets.resources import FineGPTPaths
+from assets.shards import SHARDS, source_of
 from finegpt_pipeline import mlflow_datasets, stats
 from finegpt_pipeline.atomic import write_bytes
 from finegpt_pipeline.locks import Busy
-from finegpt_pipeline.shard import ShardError, is_hub_source, resolve_shard
+from finegpt_pipeline.shard import ShardError, file_version, is_hub_source, local_source_path, resolve_shard
 from finegpt_pipeline.tokenizer import TokenizerUnavailable
 
 
@@ -26,12 +27,13 @@ class RawShardConfig(dg.Config):
 
 
 @dg.asset(group_name="data", kinds={"parquet"}, owners=OWNERS, code_version="1",
-          description="A validated local FineWeb parquet shard "
+          partitions_def=SHARDS,
+          description="A validated local FineWeb parquet shard, one per `shards` partition "
           "(local file or Hugging Face hub file, optionally just its head).")
 def raw_shard(context: dg.AssetExecutionContext, config: RawShardConfig,
               finegpt_paths: FineGPTPaths) -> dg.Output[dict]:
     with lineage.asset_run(context, finegpt_paths) as run:
-        source = finegpt_paths.shard_source()
+        source = source_of(context.partition_key)
         try:
             info = resolve_shard(source, finegpt_paths.shards_dir(),
                                  max_docs=config.max_docs, max_row_groups=config.max_row_groups)
@@ -51,6 +53,9 @@ def raw_shard(context: dg.AssetExecutionContext, config: RawShardConfig,
                 # not "path": the IO manager's own metadata key would overwrite it
                 "shard_path": dg.MetadataValue.path(info.path),
                 "source": info.source,
+                # size + mtime of the local source file: shard_changed_sensor's cheap comparison
+                **({} if is_hub_source(info.source)
+                   else {"source_version": file_version(local_source_path(info.source))}),
                 **size_entries("size", info.bytes),
                 "rows": info.rows,
                 "row_groups": info.row_groups,
@@ -96,7 +101,7 @@ def histogram_table(lengths: list[int]) -> str:
 
 
 @dg.asset(group_name="data", kinds={"duckdb"}, owners=OWNERS, code_version="1",
-          automation_condition=AFTER_UPSTREAM,
+          automation_condition=AFTER_UPSTREAM, partitions_def=SHARDS,
           description="Per-document and per-shard token statistics in the "
           "DuckDB warehouse; the summary is this asset's value.")
 def token_stats(context: dg.AssetExecutionContext, raw_shard: dict,
@@ -148,14 +153,14 @@ def token_stats(context: dg.AssetExecutionContext, raw_shard: dict,
         return run.output(summary, metadata=metadata)
 
 
-@dg.asset_check(asset=token_stats, blocking=True,
+@dg.asset_check(asset=token_stats, blocking=True, partitions_def=SHARDS,
                 description=f"Null or empty texts are at most {stats.MAX_EMPTY_FRACTION:.0%} of documents.")
 def token_stats_text_not_empty(token_stats: dict) -> dg.AssetCheckResult:
     passed, meta = stats.check_text_not_empty(token_stats)
     return dg.AssetCheckResult(passed=passed, metadata=meta)
 
 
-@dg.asset_check(asset=token_stats,
+@dg.asset_check(asset=token_stats, partitions_def=SHARDS,
                 description=f"tiktoken recount vs FineWeb token_count: >= {stats.MIN_EQUAL_FRACTION:.0%} "
                             f"of documents equal, totals within {stats.MAX_TOTAL_REL_DIFF:.1%}.")
 def token_stats_recount_agrees(token_stats: dict) -> dg.AssetCheckResult:

@@ -10,7 +10,7 @@ from assets.champion import ChampionPolicy
 from assets.jobs import data_job, pipeline_job, train_job
 from assets.launchers import TrainingLauncher
 from assets.resources import FineGPTPaths
-from assets.sensors import shard_changed_sensor
+from assets.sensors import incoming_shards_sensor, shard_changed_sensor
 
 STAGES = [data, bins, planning, training, training_checks, evaluation, champion]
 
@@ -18,7 +18,7 @@ defs = dg.Definitions(
     assets=dg.load_assets_from_modules(STAGES),
     asset_checks=dg.load_asset_checks_from_modules(STAGES),
     jobs=[data_job, train_job, pipeline_job],
-    sensors=[shard_changed_sensor, automation_sensor],
+    sensors=[incoming_shards_sensor, shard_changed_sensor, automation_sensor],
     resources={"finegpt_paths": FineGPTPaths(), "champion_policy": ChampionPolicy(),
                "training_launcher": TrainingLauncher()},
 )

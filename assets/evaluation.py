@@ -15,6 +15,7 @@ from assets import lineage
 from assets.automation import AFTER_UPSTREAM
 from assets.metadata_format import OWNERS
 from assets.resources import FineGPTPaths
+from assets.shards import ALL_SHARDS_IN, bins_location
 from assets.training import dagster_run_url
 from finegpt_pipeline import mlflow_store
 
@@ -33,7 +34,8 @@ class EvalConfig(dg.Config):
     kinds={"pytorch", "mlflow"},
     owners=OWNERS,
     code_version="1",
-    description="Val loss ± se over every token of val.bin, bits per byte, uniform and unigram "
+    ins={"tokenized_bins": ALL_SHARDS_IN},
+    description="Val loss ± se over every token of val.bin (of every materialized shard), bits per byte, uniform and unigram "
                 "baselines, generations and loss curves of the trained checkpoint, its plan "
                 "against what it measured, the experiment's earlier runs and the loss forecast; "
                 "report.md, report.html (self-contained), report.json, loss_curve.png.",
@@ -44,15 +46,15 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig,
                 tokenized_bins: dict) -> dg.Output[dict]:
     from finegpt_pipeline import eval_report_render, evaluate  # torch: only when it runs
 
-    for name, value, key in (("trained_checkpoint", trained_checkpoint, "checkpoint"),
-                             ("tokenized_bins", tokenized_bins, "dir")):
-        if key not in value:
-            raise ValueError(f"{name}: expected a dict with {key!r}, got keys {sorted(value)}")
+    if "checkpoint" not in trained_checkpoint:
+        raise ValueError("trained_checkpoint: expected a dict with 'checkpoint', got keys "
+                         f"{sorted(trained_checkpoint)}")
+    bins_dir, _ = bins_location(tokenized_bins, finegpt_paths)
     ckpt = Path(trained_checkpoint["checkpoint"])
     run_name = Path(trained_checkpoint.get("run_dir") or ckpt.parent).name
     out_dir = finegpt_paths.eval_reports_dir() / run_name
     run_id = trained_checkpoint.get("mlflow_run_id")
-    result = evaluate.run_eval(ckpt, tokenized_bins["dir"], out_dir, config.device,
+    result = evaluate.run_eval(ckpt, bins_dir, out_dir, config.device,
                                config.max_new_tokens, finegpt_paths.mlflow_tracking_uri(), run_id,
                                finegpt_paths.home_dir())
     context.log.info(f"eval_report: {eval_report_render.headline(result)}")

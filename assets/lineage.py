@@ -33,16 +33,19 @@ def data_version_of(context: dg.AssetExecutionContext, given: dg.DataVersion | N
     else Dagster's logical version of the code version and the inputs' data versions."""
     if given is not None:
         return given.value
-    from dagster._core.definitions.data_version import (DATA_VERSION_TAG, DEFAULT_DATA_VERSION,
+    from dagster._core.definitions.data_version import (DEFAULT_DATA_VERSION,
                                                         compute_logical_data_version)
 
     key = context.asset_key
     code_version = context.assets_def.code_versions_by_key.get(key) or context.run.run_id
+    # the inputs' versions as Dagster reads them (a partitioned input: a hash of its
+    # partitions' versions), from the step's own cache
+    step = context.op_execution_context._step_execution_context
     inputs = {}
     for parent in context.assets_def.asset_deps[key]:
-        event = context.instance.get_latest_materialization_event(parent)
-        tag = event.asset_materialization.tags.get(DATA_VERSION_TAG) if event else None
-        inputs[parent] = dg.DataVersion(tag) if tag else DEFAULT_DATA_VERSION
+        info = step.maybe_fetch_and_get_input_asset_version_info(parent)
+        inputs[parent] = (info.data_version if info and info.data_version
+                          else DEFAULT_DATA_VERSION)
     return compute_logical_data_version(code_version, inputs).value
 
 
@@ -146,8 +149,10 @@ def tracked(bins_context: str | None = None):
         def wrapper(context, *args, **kwargs):
             with asset_run(context, kwargs["finegpt_paths"]) as run:
                 if bins_context:
-                    run.log_inputs(mlflow_datasets.bins_inputs(kwargs["tokenized_bins"]["dir"]),
-                                   bins_context)
+                    from assets.shards import bins_location
+
+                    bins_dir, _ = bins_location(kwargs["tokenized_bins"], kwargs["finegpt_paths"])
+                    run.log_inputs(mlflow_datasets.bins_inputs(bins_dir), bins_context)
                 out = fn(context, *args, **kwargs)
                 return run.output(out.value, metadata=dict(out.metadata),
                                   data_version=out.data_version)

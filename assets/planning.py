@@ -12,6 +12,7 @@ from assets import lineage
 from assets.automation import WEEKLY_RETRAIN
 from assets.metadata_format import OWNERS, float_value
 from assets.resources import FineGPTPaths
+from assets.shards import ALL_SHARDS_IN, bins_location
 from finegpt_pipeline.atomic import write_json
 from finegpt_pipeline.config import TrainConfig
 from finegpt_pipeline.costs import DEFAULT_PRICE_PER_KWH
@@ -59,23 +60,25 @@ def plan_digest(plan: dict) -> str:
 # calibration) is only known from the run's config; a measurement taken beside a running
 # training would share its GPU (or CPU) and be kept for this machine's later plans.
 @dg.asset(group_name="training", pool="gpu", kinds={"python", "mlflow"}, owners=OWNERS,
-          code_version="1", automation_condition=WEEKLY_RETRAIN, description="Model, batch and schedule sized for "
-          "this hardware and the tokenized data, with a requirements report (time, memory, energy).")
+          code_version="1", automation_condition=WEEKLY_RETRAIN, ins={"tokenized_bins": ALL_SHARDS_IN},
+          description="Model, batch and schedule sized for this hardware and the tokenized data of "
+          "every materialized shard, with a requirements report (time, memory, energy).")
 def training_config(context: dg.AssetExecutionContext, config: PlanConfig,
                     finegpt_paths: FineGPTPaths, tokenized_bins: dict) -> dg.Output:
     import mlflow
 
     with lineage.asset_run(context, finegpt_paths) as run:
-        source = f"tokenized_bins ({tokenized_bins.get('dir', '?')})"
-        plan = build_plan(config.gpu, tokens_from_meta(tokenized_bins, source),
+        bins_dir, meta = bins_location(tokenized_bins, finegpt_paths)
+        source = f"tokenized_bins ({bins_dir})"
+        plan = build_plan(config.gpu, tokens_from_meta(meta, source),
                           calibration=config.calibrate,
-                          bins_dir=str(tokenized_bins.get("dir", "")), remeasure=config.remeasure,
+                          bins_dir=str(bins_dir), remeasure=config.remeasure,
                           home=finegpt_paths.home_dir(),
                           hours=config.hours or None,
                           tokens_per_param=config.tokens_per_param or None,
                           overrides=config.overrides, preset=config.preset or None,
                           price_per_kwh=config.price_per_kwh,
-                          val_tokens=tokens_from_meta(tokenized_bins, source, key="val_tokens"))
+                          val_tokens=tokens_from_meta(meta, source, key="val_tokens"))
         cfg, rep = plan["config"], plan["report"]
         report = requirements_report(plan)
         path = finegpt_paths.plans_dir() / f"plan-{plan_digest(plan)}.json"
@@ -89,6 +92,8 @@ def training_config(context: dg.AssetExecutionContext, config: PlanConfig,
             plan,
             metadata={
                 "plan_path": dg.MetadataValue.path(str(path)),
+                "shards": dg.MetadataValue.int(meta.get("shards", 1)),
+                "bins": dg.MetadataValue.path(str(bins_dir)),
                 "hardware": rep["gpu_name"],
                 "model": f"{cfg['n_layer']}L/{cfg['n_head']}H/{cfg['n_embd']}d block {cfg['block_size']}",
                 "params": dg.MetadataValue.int(rep["params"]),

@@ -1,6 +1,7 @@
 """Resources: where artifacts live and where runs are tracked. Empty fields fall back to the
-engine's environment contract (FINEGPT_HOME, FINEGPT_SHARD, MLFLOW_TRACKING_URI); the tree
-under the home is `finegpt_pipeline.layout.Home`."""
+engine's environment contract (FINEGPT_HOME, MLFLOW_TRACKING_URI); the tree under the home is
+`finegpt_pipeline.layout.Home`. Which shard a run reads is its `shards` partition
+(assets/shards.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ class FineGPTPaths(dg.ConfigurableResource):
     """Artifact locations. Leave a field empty to use the environment contract."""
 
     home: str = ""
-    shard: str = ""
+    incoming: str = ""  # the incoming_shards_sensor's directory; empty: $FINEGPT_HOME/incoming
 
     def home_dir(self) -> Path:
         return Path(self.home).resolve() if self.home else paths.finegpt_home()
@@ -24,8 +25,8 @@ class FineGPTPaths(dg.ConfigurableResource):
     def layout(self) -> Home:
         return paths.home(self.home_dir())
 
-    def shard_source(self) -> str:
-        return self.shard or paths.shard_source()
+    def incoming_dir(self) -> Path:
+        return Path(self.incoming).resolve() if self.incoming else self.layout().incoming
 
     def warehouse(self) -> Path:
         return self.layout().warehouse
@@ -41,6 +42,10 @@ class FineGPTPaths(dg.ConfigurableResource):
 
     def bins_dir(self) -> Path:
         return self.layout().bins
+
+    def bin_sets_dir(self) -> Path:
+        """Where the bins sets of several shards are written (`finegpt_pipeline.bins_set`)."""
+        return self.layout().bin_sets
 
     def plans_dir(self) -> Path:
         return self.layout().plans

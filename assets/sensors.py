@@ -1,51 +1,117 @@
-"""Sensors: rerun the pipeline when the local shard file changes."""
+"""Sensors over the `shards` partitions (both off until switched on):
+
+- `incoming_shards_sensor`: a parquet file dropped into the incoming directory
+  ($FINEGPT_HOME/incoming, or the `finegpt_paths` resource's `incoming`) becomes a partition
+  and a `data_job` run of its own. A file that is not a usable shard is reported in the tick's
+  log, once per version of the file, and never registered; a file still being written (modified
+  in the last SETTLE_S seconds) waits for the next tick.
+- `shard_changed_sensor`: a registered local shard whose file changed since `raw_shard` last
+  read it gets a `pipeline_job` run for its partition.
+
+Neither requests anything for a shard that is already registered and unchanged, so switching
+one on beside an up-to-date pipeline starts no run.
+"""
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
+
 import dagster as dg
 
-from assets.jobs import pipeline_job
+from assets.jobs import data_job, pipeline_job
 from assets.resources import FineGPTPaths
-from finegpt_pipeline.shard import is_hub_source, local_source_path, sha256_file
+from assets.shards import SHARDS, partition_key, problem, source_of
+from finegpt_pipeline.shard import file_version, is_hub_source, sha256_file
 
 RAW_SHARD = dg.AssetKey("raw_shard")
+SETTLE_S = 10  # a file modified more recently may still be being copied in
+
+
+@dg.sensor(
+    job=data_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Registers each new parquet file in the incoming directory ($FINEGPT_HOME/incoming) "
+                "as a `shards` partition and requests its data_job run; bad files are reported "
+                "in the tick's log and never registered.",
+)
+def incoming_shards_sensor(context: dg.SensorEvaluationContext, finegpt_paths: FineGPTPaths):
+    folder = finegpt_paths.incoming_dir()
+    if not folder.is_dir():
+        return dg.SkipReason(f"{folder}: no such directory; create it and copy parquet shards in")
+    reported = json.loads(context.cursor) if context.cursor else {}  # key -> version found bad
+    known = set(context.instance.get_dynamic_partitions(SHARDS.name))
+    new, bad, settling = [], [], []
+    for path in sorted(folder.glob("*.parquet")):
+        key = partition_key(path)
+        if key in known:
+            continue
+        version = file_version(path)
+        if time.time() - path.stat().st_mtime < SETTLE_S:
+            settling.append(path.name)
+        elif reported.get(key) != version:  # a bad file is reported once per version
+            error = problem(path)
+            if error:
+                bad.append(error)
+                reported[key] = version
+            else:
+                reported.pop(key, None)
+                new.append(key)
+    for line in bad:
+        context.log.error(f"not registered: {line}")
+    context.update_cursor(json.dumps(reported, sort_keys=True))
+    if not new:
+        parts = [f"{len(bad)} bad file(s) reported"] if bad else []
+        parts += [f"waiting for {', '.join(settling)} to settle"] if settling else []
+        return dg.SkipReason(f"{folder}: no new shard" + (f" ({'; '.join(parts)})" if parts else ""))
+    context.log.info(f"registering {len(new)} shard(s): {', '.join(new)}")
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(partition_key=key, run_key=f"incoming:{key}") for key in new],
+        dynamic_partitions_requests=[SHARDS.build_add_request(new)],
+    )
 
 
 @dg.sensor(
     job=pipeline_job,
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.STOPPED,
-    description="Requests a pipeline run when the local shard file (the finegpt_paths resource's "
-                "shard, else FINEGPT_SHARD) is replaced or modified; switched on, it requests "
-                "nothing for the shard raw_shard last materialized.",
+    description="Requests a pipeline run for a registered local shard whose file was replaced "
+                "or modified since raw_shard last read it; switched on, it requests nothing "
+                "for unchanged shards.",
 )
-def shard_changed_sensor(context: dg.SensorEvaluationContext, finegpt_paths: FineGPTPaths):
-    source = finegpt_paths.shard_source()  # the shard raw_shard will read
-    if is_hub_source(source):
-        return dg.SkipReason(f"{source} is a hub file; this sensor watches local shards only")
-    path = local_source_path(source)
-    if not path.is_file():
-        return dg.SkipReason(f"{path}: shard file not found")
-    stat = path.stat()
-    # size + mtime identify a version cheaply; raw_shard hashes the content itself.
-    version = f"{stat.st_size}-{stat.st_mtime_ns}"
-    if context.cursor == version:
-        return dg.SkipReason(f"{path} unchanged")
-    first_tick = context.cursor is None
-    context.update_cursor(version)
-    if first_tick and _last_materialized_sha256(context) == sha256_file(path):
-        # switched on beside an up-to-date pipeline: hash once, then watch size + mtime
-        return dg.SkipReason(f"{path} is the shard raw_shard last materialized")
-    return dg.RunRequest(run_key=f"{path}:{version}")
+def shard_changed_sensor(context: dg.SensorEvaluationContext):
+    seen = json.loads(context.cursor) if context.cursor else {}  # key -> file version
+    requests = []
+    for key in context.instance.get_dynamic_partitions(SHARDS.name):
+        source = source_of(key)
+        if is_hub_source(source) or not Path(source).is_file():
+            continue  # hub files do not change; a missing file fails its next run
+        version = file_version(source)
+        if seen.get(key) == version:
+            continue
+        first_sight = key not in seen
+        seen[key] = version
+        if first_sight and _unchanged_since_read(context, key, source, version):
+            continue
+        requests.append(dg.RunRequest(partition_key=key, run_key=f"{key}:{version}"))
+    context.update_cursor(json.dumps(seen, sort_keys=True))
+    return requests or dg.SkipReason("no registered local shard changed")
 
 
-def _last_materialized_sha256(context: dg.SensorEvaluationContext) -> str | None:
-    """raw_shard's content hash at its latest materialization (its data version)."""
-    try:
-        instance = context.instance
-    except dg.DagsterInvariantViolationError:  # evaluated without an instance (a unit test)
-        return None
-    record = instance.get_latest_materialization_event(RAW_SHARD)
-    materialization = record.asset_materialization if record else None
-    entry = materialization.metadata.get("sha256") if materialization else None
-    return getattr(entry, "value", None)
+def _unchanged_since_read(context: dg.SensorEvaluationContext, key: str, source: str,
+                          version: str) -> bool:
+    """Is the file what raw_shard's latest materialization of this partition read (or never
+    materialized, which the registering side runs)? The file version it recorded, else the
+    content hash."""
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=RAW_SHARD, asset_partitions=[key]), limit=1).records
+    materialization = records[0].asset_materialization if records else None
+    if materialization is None:
+        return True
+    meta = materialization.metadata
+    recorded = getattr(meta.get("source_version"), "value", None)
+    if recorded == version:
+        return True
+    return getattr(meta.get("sha256"), "value", None) == sha256_file(source)

@@ -21,6 +21,7 @@ from assets.launchers import TrainingLauncher
 from assets.automation import AFTER_UPSTREAM
 from assets.metadata_format import OWNERS, float_value
 from assets.resources import FineGPTPaths
+from assets.shards import ALL_SHARDS_IN, bins_location
 from finegpt_pipeline import layout, mlflow_store, run_dir
 from finegpt_pipeline.atomic import write_json
 from finegpt_pipeline.config import plan_parts
@@ -81,7 +82,9 @@ def run_key(plan: dict, bins_dir: Path, launch: TrainingLaunchConfig) -> str:
     kinds={"pytorch", "mlflow"},
     owners=OWNERS,
     code_version="1",
-    description="A GPT trained on the tokenized bins under the plan; nanoGPT-format ckpt.pt.",
+    ins={"tokenized_bins": ALL_SHARDS_IN},
+    description="A GPT trained under the plan on the tokenized bins of every materialized shard "
+                "(windows drawn in proportion to each shard's size); nanoGPT-format ckpt.pt.",
 )
 def trained_checkpoint(
     context: dg.AssetExecutionContext,
@@ -99,9 +102,7 @@ def trained_checkpoint(
 def _train(context: dg.AssetExecutionContext, config: TrainingLaunchConfig,
            finegpt_paths: FineGPTPaths, launcher: TrainingLauncher, training_config: dict,
            tokenized_bins: dict, lineage_run: lineage.AssetRun) -> dg.Output[dict]:
-    if "dir" not in tokenized_bins:
-        raise ValueError(f"tokenized_bins: expected a dict with 'dir', got keys {sorted(tokenized_bins)}")
-    bins_dir = Path(tokenized_bins["dir"])
+    bins_dir, _ = bins_location(tokenized_bins, finegpt_paths)
     key = run_key(training_config, bins_dir, config)
     if config.fresh:
         key = f"{key}-{context.run.run_id[:8]}"
@@ -112,7 +113,7 @@ def _train(context: dg.AssetExecutionContext, config: TrainingLaunchConfig,
                          "same plan, bins and launch settings")
         _log_closing_summary(context, finished)
         return _output(context, finegpt_paths, finished, out_dir, {"reused": dg.MetadataValue.bool(True)},
-                       dg.DataVersion(f"{out_dir.name}@{finished['steps']}"), lineage_run)
+                       dg.DataVersion(f"{out_dir.name}@{finished['steps']}"), lineage_run, bins_dir)
     # the run directory's one plan file: the trainer reads it as --plan, then rewrites it with
     # the config it trains (launch overrides applied) beside the plan's report
     plan_path = out_dir / run_dir.PLAN_NAME
@@ -147,7 +148,7 @@ def _train(context: dg.AssetExecutionContext, config: TrainingLaunchConfig,
     metadata = {"reused": dg.MetadataValue.bool(False), "command": dg.MetadataValue.text(" ".join(command))}
     _log_closing_summary(context, summary)
     return _output(context, finegpt_paths, summary, out_dir, metadata, materialization.data_version,
-                   lineage_run)
+                   lineage_run, bins_dir)
 
 
 RUNTIME_MARGIN, RUNTIME_SLACK_S = 2.0, 600  # the plan's estimate x2, plus 10 minutes
@@ -192,12 +193,14 @@ def _log_closing_summary(context: dg.AssetExecutionContext, summary: dict) -> No
 
 
 def _output(context: dg.AssetExecutionContext, finegpt_paths: FineGPTPaths, summary: dict,
-            out_dir: Path, metadata: dict, data_version, lineage_run: lineage.AssetRun) -> dg.Output[dict]:
-    """The asset's value and metadata from a run's summary.json, launched now or reused."""
+            out_dir: Path, metadata: dict, data_version, lineage_run: lineage.AssetRun,
+            bins_dir: Path) -> dg.Output[dict]:
+    """The asset's value and metadata from a run's summary.json, launched now or reused;
+    `bins_dir` is what it trained on (one shard's bins, or the bins set of several)."""
     value = {k: summary.get(k) for k in (
         "steps", "tokens_seen", "best_val_loss", "final_val_loss", "checkpoint",
         "mlflow_run_id", "mlflow_run_url", "params")}
-    value["run_dir"] = str(out_dir)
+    value.update(run_dir=str(out_dir), bins_dir=str(bins_dir))
     value.update(model_version=None, model_version_url=None)
     if summary.get("mlflow_run_id") and summary.get("checkpoint"):  # the registry's candidate
         from finegpt_pipeline import registry  # torch: only when it runs
@@ -209,6 +212,7 @@ def _output(context: dg.AssetExecutionContext, finegpt_paths: FineGPTPaths, summ
                     "model_version_url": dg.MetadataValue.url(version["url"])}
     png = write_loss_curve(out_dir)
     metadata = {**metadata, "run_dir": dg.MetadataValue.path(str(out_dir)),
+                "bins": dg.MetadataValue.path(str(bins_dir)),
                 **summary_metadata(summary), "loss_curve_png": dg.MetadataValue.path(str(png))}
     metadata["loss_curve"] = dg.MetadataValue.md(
         _loss_curve_md(context, finegpt_paths.mlflow_tracking_uri(), summary, png))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.shards import ALL_SHARDS_IN, by_shard
 from finegpt_pipeline.run_dir import SUMMARY_NAME
 
 VAL_KEYS = ("final_val_loss", "best_val_loss")
@@ -57,14 +58,18 @@ def trained_checkpoint_loss_is_finite(trained_checkpoint: dict) -> dg.AssetCheck
 
 
 @dg.asset_check(asset="trained_checkpoint",
-                additional_ins={"tokenized_bins": dg.AssetIn("tokenized_bins")},
+                additional_ins={"tokenized_bins": ALL_SHARDS_IN},
                 description="The trainer's final val loss is below the add-alpha unigram "
                             "baseline of train.bin on val.bin (WARN: short CPU runs are not).")
 def trained_checkpoint_beats_unigram(trained_checkpoint: dict,
                                      tokenized_bins: dict) -> dg.AssetCheckResult:
     from finegpt_pipeline.unigram import UNIGRAM_ALPHA, unigram_val_loss
 
-    unigram = unigram_val_loss(tokenized_bins["dir"])
+    # the bins it trained on: one shard's, or the bins set of all of them
+    bins_dir = trained_checkpoint.get("bins_dir")
+    if not bins_dir:  # a value from before bins sets: one shard
+        [bins_dir] = [item["dir"] for item in by_shard(tokenized_bins).values()]
+    unigram = unigram_val_loss(bins_dir)
     val = trained_checkpoint.get("final_val_loss")
     passed = _finite(val) and val < unigram
     return dg.AssetCheckResult(

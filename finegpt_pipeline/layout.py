@@ -4,6 +4,7 @@ directory, its `meta.json` reader, and the one answer to "have the bins changed?
     $FINEGPT_HOME/
       warehouse.duckdb             token statistics (`stats`, `warehouse`)
       shards/                      heads of shards cut by `max_docs` / `max_row_groups`
+      incoming/                    new parquet shards, registered by the incoming sensor
       reports/                     token-length histograms
       reports/eval/<run key>/      eval_report: report.json/.md/.html, loss_curve.png
       bins/<key>/                  tokenized_bins: train.bin, val.bin, meta.json, .lock
@@ -43,6 +44,11 @@ class Home:
     @property
     def shards(self) -> Path:
         return self.root / "shards"
+
+    @property
+    def incoming(self) -> Path:
+        """Where the incoming_shards_sensor looks for new parquet shards."""
+        return self.root / "incoming"
 
     @property
     def reports(self) -> Path:

@@ -97,6 +97,12 @@ def local_source_path(source: str | Path) -> Path:
     return Path(source).expanduser().resolve()
 
 
+def file_version(path: str | Path) -> str:
+    """Size + mtime: what tells versions of a file apart without reading it."""
+    st = os.stat(path)
+    return f"{st.st_size}-{st.st_mtime_ns}"
+
+
 _HASHED: dict[tuple, str] = {}  # (path, device, inode, size, mtime_ns) -> sha256, this process
 _RACY_S = 2.0
 

@@ -83,9 +83,14 @@ class Stack:
         path.write_text(json.dumps(run_config(max_iters)))
         t0 = time.monotonic()
         with open(self.root / f"pipeline-{max_iters}.log", "w") as log:
+            # the README's way: register FINEGPT_SHARD's partition, run the job on it
+            tags = subprocess.run([sys.executable, "-m", "assets.shards", "add", "--tags"],
+                                  cwd=REPO, env=self.env, capture_output=True, text=True,
+                                  timeout=120, check=True).stdout.strip()
             done = subprocess.run([str(BIN / "dagster"), "job", "execute", "-m", "assets.definitions",
-                                   "-j", "pipeline_job", "-c", str(path)], cwd=REPO, env=self.env,
-                                  stdout=log, stderr=subprocess.STDOUT, timeout=900)
+                                   "-j", "pipeline_job", "-c", str(path), "--tags", tags],
+                                  cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                  timeout=900)
         self.timings[f"pipeline_job max_iters={max_iters}"] = time.monotonic() - t0
         if done.returncode != 0:
             tail = (self.root / f"pipeline-{max_iters}.log").read_text()[-3000:]

@@ -18,6 +18,7 @@ import pytest
 from finegpt_pipeline import bins_checks, layout, tokenized_bins, tokenizer
 from finegpt_pipeline.config import EOT_TOKEN
 from finegpt_pipeline.shard import ShardError, sha256_file
+from tests._shards import materialize_shard
 
 SAMPLE_TOKENS = 215_790  # tiktoken recount of the 300-document sample
 SAMPLE_SPLIT_TOKENS = (199_859, 16_231)  # (train, val) tokens of the sample under the default split
@@ -282,7 +283,8 @@ def test_dagster_asset_and_checks(sample_shard, finegpt_home):
             bins_assets.tokenized_bins_roundtrip, bins_assets.tokenized_bins_ids_in_vocab,
             bins_assets.tokenized_bins_totals_match_stats]
     resources = {"finegpt_paths": FineGPTPaths(home=str(finegpt_home))}
-    result = dg.materialize(defs, resources=resources)
+    instance = dg.DagsterInstance.ephemeral()  # one instance: the reruns below read its storage
+    result = materialize_shard(defs, sample_shard, instance=instance, resources=resources)
     assert result.success
     value = result.output_for_node("tokenized_bins")
     assert Path(value["dir"]).parent == finegpt_home / "bins"
@@ -296,11 +298,13 @@ def test_dagster_asset_and_checks(sample_shard, finegpt_home):
     assert mat.metadata["reused"].value is False
 
     rerun = dg.AssetSelection.assets("raw_shard", "tokenized_bins").without_checks()
-    again = dg.materialize(defs, resources=resources, selection=rerun)
+    again = materialize_shard(defs, sample_shard, instance=instance, resources=resources,
+                              selection=rerun)
     assert again.asset_materializations_for_node("tokenized_bins")[0].metadata["reused"].value
     # another split is another directory: never the one a training of the first split reads
     assert Path(value["dir"]).name == f"{sha256_file(sample_shard)[:12]}-val0.005-minauto"
-    other = dg.materialize(defs, resources=resources, selection=rerun, run_config={
+    other = materialize_shard(defs, sample_shard, instance=instance, resources=resources,
+                              selection=rerun, run_config={
         "ops": {"tokenized_bins": {"config": {"val_fraction": 0.1, "min_val_docs": 3}}}})
     other_dir = Path(other.output_for_node("tokenized_bins")["dir"])
     assert other_dir.name.endswith("-val0.1-min3") and other_dir.parent == Path(value["dir"]).parent
@@ -317,8 +321,8 @@ def test_dagster_asset_fails_cleanly_on_bad_shard(tmp_path, finegpt_home):
     def raw_shard_stub() -> dict:
         return {"path": str(bad), "source": str(bad), "sha256": sha256_file(bad)}
 
-    result = dg.materialize([raw_shard_stub, bins_assets.tokenized_bins], raise_on_error=False,
-                            resources={"finegpt_paths": FineGPTPaths(home=str(finegpt_home))})
+    result = materialize_shard([raw_shard_stub, bins_assets.tokenized_bins], bad, raise_on_error=False,
+                               resources={"finegpt_paths": FineGPTPaths(home=str(finegpt_home))})
     assert not result.success
     failure = [e for e in result.all_events if e.is_step_failure][0]
     assert "`text` is null at row 1" in failure.step_failure_data.error.message

@@ -44,8 +44,10 @@ def test_cli_run_is_filed_under_the_workspace_location(tmp_path, finegpt_home, s
     (dagster_home / "dagster.yaml").write_text((REPO / "docker" / "dagster.yaml").read_text())
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "FINEGPT_SHARD": str(sample_shard),
            "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
+    tags = subprocess.run([sys.executable, "-m", "assets.shards", "add", "--tags"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=120, check=True).stdout
     done = subprocess.run([str(DAGSTER), "job", "execute", "-m", "assets.definitions",
-                           "-j", "data_job", "-o", "raw_shard"],
+                           "-j", "data_job", "-o", "raw_shard", "--tags", tags.strip()],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
 

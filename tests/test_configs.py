@@ -12,7 +12,8 @@ from assets.definitions import defs
 from finegpt_pipeline.config import TrainConfig
 from finegpt_pipeline.plan import build_plan
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
 ONE_SHARD_TOKENS = 750_000_000  # a full FineWeb shard, measured (README: facts we build on)
 
 
@@ -40,9 +41,15 @@ def test_a_config_with_a_typo_is_refused():
         dg.validate_run_config(defs.resolve_job_def("pipeline_job"), bad)
 
 
-def test_demo_config_names_the_shared_sample():
-    shard = load("demo-cpu.yaml")["resources"]["finegpt_paths"]["config"]["shard"]
-    assert shard.endswith("fineweb-cc-main-2013-20-head300.parquet")
+def test_demo_runs_on_the_shared_sample():
+    """The shard is the run's partition, not config: `make demo` (CI) registers the sample's
+    and runs demo-cpu.yaml on it, as the file's own comment says."""
+    makefile = (REPO / "Makefile").read_text()
+    assert "SAMPLE ?= ../shared/data/fineweb-cc-main-2013-20-head300.parquet" in makefile
+    [demo] = [line for line in makefile.splitlines() if "-c configs/demo-cpu.yaml" in line]
+    assert "FINEGPT_SHARD=$(SAMPLE)" in demo and '--tags "$$tags"' in demo
+    assert "add --tags ../shared/data/fineweb-cc-main-2013-20-head300.parquet" in (
+        REPO / "configs" / "demo-cpu.yaml").read_text()
 
 
 @pytest.mark.parametrize("name", ["rtx4070-one-shard.yaml", "h100.yaml"])

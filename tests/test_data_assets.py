@@ -14,6 +14,7 @@ from assets.data import (data_asset_checks, data_assets, raw_shard, token_stats,
                          token_stats_recount_agrees, token_stats_text_not_empty)
 from assets.metadata_format import INLINE_MARKDOWN_CHARS, significant
 from assets.resources import FineGPTPaths
+from tests._shards import materialize_shard
 from tests.test_shard import INFO_KEYS, make_bad_inputs
 
 
@@ -24,10 +25,9 @@ def after_token_stats() -> int:
 
 
 def materialize(home, shard, run_config=None, extra=()):
-    # the default ephemeral instance: a fresh in-memory one per run, seconds faster than on disk
-    return dg.materialize(
-        [*data_assets, *data_asset_checks, *extra],
-        resources={"finegpt_paths": FineGPTPaths(home=str(home), shard=str(shard))},
+    return materialize_shard(
+        [*data_assets, *data_asset_checks, *extra], shard,
+        resources={"finegpt_paths": FineGPTPaths(home=str(home))},
         run_config=run_config, raise_on_error=False)
 
 

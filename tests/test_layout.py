@@ -76,19 +76,6 @@ def test_shard_path_of_reads_new_and_old_meta():
     assert layout.shard_path_of({"source": "/old.parquet"}) == "/old.parquet"
 
 
-def test_sensor_watches_the_resource_shard_not_the_environment(sample_shard, tmp_path, monkeypatch):
-    from assets.sensors import shard_changed_sensor
-
-    monkeypatch.setenv("FINEGPT_SHARD", str(tmp_path / "not-this-one.parquet"))
-    local = tmp_path / "shard.parquet"
-    shutil.copyfile(sample_shard, local)
-    resources = {"finegpt_paths": FineGPTPaths(home=str(tmp_path / "h"), shard=str(local))}
-    first = shard_changed_sensor(dg.build_sensor_context(resources=resources))
-    assert isinstance(first, dg.RunRequest) and first.run_key.startswith(f"{local}:")
-    hub = {"finegpt_paths": FineGPTPaths(shard="hf://o/n/x.parquet")}
-    assert "hub file" in shard_changed_sensor(dg.build_sensor_context(resources=hub)).skip_message
-
-
 def test_jobs_select_by_group():
     from assets.jobs import data_job, pipeline_job, train_job
 
@@ -114,25 +101,3 @@ def test_meta_names_the_local_file_as_source_path(sample_shard, tmp_path):
     meta = tokenize_shard(sample_shard, tmp_path / "b", num_workers=1)
     assert meta["source_path"] == str(sample_shard.resolve()) and "source" not in meta
     assert json.loads((tmp_path / "b" / layout.META_NAME).read_text()) == meta
-
-
-def test_sensor_switched_on_requests_nothing_for_the_materialized_shard(sample_shard, tmp_path):
-    """Its first tick hashes the shard once: the shard raw_shard last materialized is not
-    requested again; a changed file afterwards is."""
-    from assets.data import raw_shard
-    from assets.sensors import shard_changed_sensor
-
-    local = tmp_path / "shard.parquet"
-    shutil.copyfile(sample_shard, local)
-    resources = {"finegpt_paths": FineGPTPaths(home=str(tmp_path / "h"), shard=str(local))}
-    with dg.instance_for_test() as instance:
-        assert dg.materialize([raw_shard], instance=instance, resources=resources).success
-        ctx = dg.build_sensor_context(instance=instance, resources=resources)
-        first = shard_changed_sensor(ctx)
-        assert isinstance(first, dg.SkipReason) and "last materialized" in first.skip_message
-        with open(local, "ab") as fh:  # a changed file (size and mtime move)
-            fh.write(b"\0")
-        again = shard_changed_sensor(dg.build_sensor_context(instance=instance,
-                                                             resources=resources,
-                                                             cursor=ctx.cursor))
-        assert isinstance(again, dg.RunRequest)

@@ -20,6 +20,7 @@ from assets.data import raw_shard, token_stats
 from assets.evaluation import eval_report
 from assets.planning import training_config
 from assets.resources import FineGPTPaths
+from tests._shards import materialize_shard
 from assets.training import trained_checkpoint
 from finegpt_pipeline import mlflow_datasets, mlflow_store
 
@@ -32,9 +33,10 @@ TINY = ["n_layer=1", "n_head=1", "n_embd=16", "block_size=16", "micro_batch=2", 
 
 
 def _pipeline(home: Path, shard: Path) -> dg.ExecuteInProcessResult:
-    return dg.materialize(
+    return materialize_shard(
         [raw_shard, token_stats, tokenized_bins, training_config, trained_checkpoint, eval_report],
-        resources={"finegpt_paths": FineGPTPaths(home=str(home), shard=str(shard)),
+        shard,
+        resources={"finegpt_paths": FineGPTPaths(home=str(home)),
                    "training_launcher": TrainingLauncher()},
         run_config={"ops": {
             "training_config": {"config": {"gpu": "cpu", "calibrate": False, "overrides": TINY}},

@@ -53,11 +53,11 @@ import sys, dagster as dg
 from assets.data import data_assets
 from assets.bins import tokenized_bins
 from assets.resources import FineGPTPaths
+from tests._shards import materialize_shard
 for selection in (["raw_shard", "token_stats"], ["raw_shard", "tokenized_bins"]):
-    result = dg.materialize([*data_assets, tokenized_bins], selection=selection,
-                            raise_on_error=False,
-                            resources={"finegpt_paths": FineGPTPaths(home=sys.argv[1],
-                                                                     shard=sys.argv[2])})
+    result = materialize_shard([*data_assets, tokenized_bins], sys.argv[2], selection=selection,
+                               raise_on_error=False,
+                               resources={"finegpt_paths": FineGPTPaths(home=sys.argv[1])})
     failure = next(e for e in result.all_events if e.is_step_failure)
     print(failure.step_key, "|", failure.step_failure_data.error.message.strip())
 """

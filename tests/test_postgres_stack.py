@@ -149,9 +149,14 @@ def test_pipeline_job_through_the_deployment_stack(postgres, tmp_path, sample_sh
                                            stderr=subprocess.STDOUT)
             if name in ports:
                 wait_for_port(ports[name], procs[name], name, log=tmp_path / f"{name}.log")
+        # the shard's partition, in the deployment's Postgres instance
+        key = subprocess.run([sys.executable, "-m", "assets.shards", "add", str(sample_shard)],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+                             check=True).stdout.strip()
         client = DagsterGraphQLClient("127.0.0.1", port_number=ports["web"], timeout=60)
         run_id = client.submit_job_execution("pipeline_job", run_config=RUN_CONFIG,
-                                             repository_location_name="finegpt")
+                                             repository_location_name="finegpt",
+                                             tags={"dagster/partition": key})
         deadline, status = time.time() + TIMEOUT_S, None
         while time.time() < deadline:
             status = client.get_run_status(run_id).value
