@@ -95,7 +95,7 @@ class Bins:
 
     def describe(self, split: str) -> str:
         """The split's file, for messages: its .bin, or a set's manifest and member count."""
-        if len(self.members) == 1 and not is_set(self.dir):
+        if not is_set(self.dir):
             return str(bin_path(self.dir, split))
         return f"{self.dir / MANIFEST_NAME} ({split}.bin of {len(self.members)} members)"
 

@@ -1,4 +1,5 @@
-"""`finegpt eval`: a trained checkpoint measured on every token of a bins directory's val.bin.
+"""`finegpt eval`: a trained checkpoint measured on every token of a bins directory's val.bin
+(a bins set's: its members' val.bins concatenated, train.bin counts summed).
 
 - Val loss: val.bin cut into consecutive non-overlapping windows of block_size (the last one
   shorter), so each of its tokens after the first is predicted exactly once, from the context

@@ -200,11 +200,11 @@ def bins_fingerprint(bins_dir: str | Path) -> str:
     its members' fingerprints as they are now."""
     bins_dir = Path(bins_dir)
     if is_set(bins_dir):
-        text = "set|" + (bins_dir / MANIFEST_NAME).read_text()
         try:
+            text = "set|" + (bins_dir / MANIFEST_NAME).read_text()
             dirs = [record["dir"] for record in _manifest(bins_dir)]
         except (OSError, ValueError):
-            dirs = []
+            text, dirs = f"set|{bins_dir.resolve()}|unreadable", []
         text += "".join(f"|{bins_fingerprint(d)}" for d in dirs)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
     meta = bins_dir / META_NAME

@@ -33,7 +33,7 @@ def _write(out: Path, train: np.ndarray, val: np.ndarray, **meta) -> Path:
     return out
 
 
-def _text_bins(out: Path, texts: list[str]) -> Path:
+def _text_bins(out: Path, texts: list[str], **meta) -> Path:
     """Bins as the tokenize stage lays them out: EOT before each document, every 5th to val."""
     from finegpt_pipeline.tokenizer import encode_batch
 
@@ -41,7 +41,7 @@ def _text_bins(out: Path, texts: list[str]) -> Path:
     ids = {split: np.array([t for i, d in enumerate(docs) if (i % 5 == 4) == (split == "val")
                             for t in (EOT_TOKEN, *d)]) for split in ("train", "val")}
     return _write(out, ids["train"], ids["val"], train_docs=sum(i % 5 != 4 for i in range(len(docs))),
-                  val_docs=sum(i % 5 == 4 for i in range(len(docs))))
+                  val_docs=sum(i % 5 == 4 for i in range(len(docs))), **meta)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,8 @@ def shards(sample_shard, tmp_path_factory) -> tuple[Path, Path, Path]:
     holding their splits concatenated in manifest order: what the set must read as."""
     root = tmp_path_factory.mktemp("shards")
     texts = pq.read_table(sample_shard, columns=["text"]).column("text").to_pylist()
-    a, b = _text_bins(root / "a", texts[:15]), _text_bins(root / "b", texts[15:45])
+    a = _text_bins(root / "a", texts[:15], source_sha256="a" * 64, source_path=str(sample_shard))
+    b = _text_bins(root / "b", texts[15:45])
     merged = _write(root / "merged",
                     *(np.concatenate([np.fromfile(d / f"{s}.bin", dtype=np.uint16) for d in (a, b)])
                       for s in ("train", "val")))
@@ -75,15 +76,22 @@ def test_set_is_written_once_per_members_and_bins(counted, tmp_path):
     assert [m["dir"] for m in manifest["members"]] == [str(a.resolve()), str(b.resolve())]
     assert manifest["members"][0] == {"dir": str(a.resolve()), "train_tokens": 1000,
                                       "val_tokens": 100, "fingerprint": layout.bins_fingerprint(a)}
-    stamp = (first / "manifest.json").stat().st_mtime_ns
+    stamp = _stamp(first / "manifest.json")
     assert bins_set.write_set([a, b], root) == first  # same members, any order: same set
-    assert (first / "manifest.json").stat().st_mtime_ns == stamp  # not rewritten
+    assert _stamp(first / "manifest.json") == stamp  # not rewritten
     assert bins_set.is_set(first) and not bins_set.is_set(a)
     assert bins_set.members(first) == [a.resolve(), b.resolve()] and bins_set.members(a) == [a]
     assert bins_set.write_set([first, a], root) == first  # a set's members join, deduped
     # a member re-tokenized: another set; the old one no longer opens
     layout.write_meta(b, note="re-tokenized")
     assert bins_set.write_set([a, b], root) != first
+    with pytest.raises(ValueError, match="changed since the set was written"):
+        bins_set.members(first)
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns
 
 
 def test_one_member_is_that_bins_dir_and_none_is_an_error(counted, tmp_path):
@@ -112,6 +120,8 @@ def test_set_meta_sums_its_members(shards, tmp_path):
         assert meta[key] == metas[0][key] + metas[1][key]
     assert meta["vocab_size"] == 50257 and [m["dir"] for m in meta["members"]] == [
         str(a.resolve()), str(b.resolve())]
+    assert meta["members"][0]["source_sha256"] == "a" * 64  # as its meta.json has it
+    assert "source_sha256" not in meta["members"][1] and "source_sha256" not in meta
     assert layout.verify_files(s) == meta
     assert plan_data.tokens_from_bins(s) == meta["train_tokens"]
     with Bins(s) as bins:
@@ -218,9 +228,13 @@ def test_changed_or_removed_member_refuses_the_set_in_one_line(counted, tmp_path
         Bins(s)
 
 
-def test_mlflow_inputs_name_each_member(counted, tmp_path):
+def test_mlflow_inputs_name_each_member(counted, shards, tmp_path):
     from finegpt_pipeline import mlflow_datasets
 
+    with_shard = mlflow_datasets.bins_inputs(bins_set.write_set(shards[:2], tmp_path / "sets"))
+    assert [d.name for d, _ in with_shard] == [  # the shard member a's meta.json names
+        "raw_shard", "tokenized_bins/train", "tokenized_bins/val", "tokenized_bins/train",
+        "tokenized_bins/val"]
     a, b = counted
     s = bins_set.write_set([a, b], tmp_path / "sets")
     inputs = mlflow_datasets.bins_inputs(s)
@@ -241,12 +255,7 @@ def test_train_plan_and_eval_on_a_set(shards, tmp_path, capsys):
     s = Path(capsys.readouterr().out.strip())
     assert s.parent == (tmp_path / "home" / "bins" / "sets").resolve() and bins_set.is_set(s)
     meta = layout.read_meta(s)
-    from finegpt_pipeline import plan as planner
-
-    parser = __import__("argparse").ArgumentParser()
-    planner.add_cli(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["plan", "--gpu", "cpu", "--bins", str(s), "--json"])
-    assert args.func(args) == 0
+    assert cli.main(["plan", "--gpu", "cpu", "--bins", str(s), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["report"]["tokens_available"] == meta["train_tokens"]
     plan = write_plan(tmp_path / "plan.json", n_layer=1, n_embd=32, block_size=32, micro_batch=2,
                       max_iters=2, lr_decay_iters=2, warmup_iters=1, eval_interval=2, eval_iters=2,
@@ -258,7 +267,9 @@ def test_train_plan_and_eval_on_a_set(shards, tmp_path, capsys):
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout[proc.stdout.index("{"):])
     assert summary["steps"] == 2 and np.isfinite(summary["final_val_loss"])
-    report = evaluate.run_eval(run / "ckpt.pt", s, tmp_path / "report", max_new_tokens=4)
+    assert cli.main(["eval", "--ckpt", str(run / "ckpt.pt"), "--bins", str(s), "--out",
+                     str(tmp_path / "report"), "--max-new-tokens", "4", "--no-mlflow"]) == 0
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["tokens"] == meta["val_tokens"] - 1
     assert report["val_sha256"] == layout.val_sha256(s)
     assert report["train_file_tokens"] == meta["train_tokens"]
