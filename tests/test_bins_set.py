@@ -275,3 +275,17 @@ def test_train_plan_and_eval_on_a_set(shards, tmp_path, capsys):
     assert report["train_file_tokens"] == meta["train_tokens"]
     assert hashlib.sha256(b"".join((m / "val.bin").read_bytes() for m in (a, b))).hexdigest() \
         == report["val_sha256"]
+
+
+def test_an_open_set_keeps_every_member_from_being_re_tokenized(counted, tmp_path):
+    """Bins(set) holds each member's shared lock (the one `finegpt tokenize` needs exclusive)
+    until close."""
+    from finegpt_pipeline.locks import try_lock
+
+    s = bins_set.write_set(counted, tmp_path / "sets")
+    with Bins(s):
+        assert all(try_lock(m / layout.LOCK_NAME, shared=False) is None for m in counted)
+    for m in counted:
+        lock = try_lock(m / layout.LOCK_NAME, shared=False)
+        assert lock is not None
+        lock.close()
