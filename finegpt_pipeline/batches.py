@@ -1,5 +1,6 @@
 """Training batches: random windows from the memmapped nanoGPT bins (`Bins` reads a bins
-directory as `layout` describes it; the tokenize stage that writes one is `tokenized_bins`).
+directory as `layout` describes it, or a bins set of several; the tokenize stage that writes
+one is `tokenized_bins`).
 
 Each micro-batch's window offsets come from a generator seeded by (seed, step, micro-batch
 index across all ranks), never from running generator state, so a run resumed at step k draws
@@ -14,16 +15,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .layout import LOCK_NAME, META_NAME, SPLITS, bin_path, verify_files
+from .layout import (
+    LOCK_NAME, MANIFEST_NAME, META_NAME, SPLITS, bin_path, is_set, member_metas, members,
+    summed_meta,
+)
 from .locks import Busy, describe_holders, try_lock
 
 VAL_STREAM = 2**31 - 1  # seed component that keeps validation batches apart from training ones
 
 
 class Bins:
-    """`train.bin` / `val.bin` (uint16 GPT-2 ids) and their `meta.json` in one directory.
+    """`train.bin` / `val.bin` (uint16 GPT-2 ids) and their `meta.json` in one directory, or
+    the members of a bins set (`bins_set`) read as one: `tokens` and `meta` summed.
 
-    Holds a shared lock on the directory's `.lock` from construction until `close()` (or the
+    Holds a shared lock on each directory's `.lock` from construction until `close()` (or the
     end of the process; also a context manager): `finegpt tokenize` refuses to replace bins a
     training reads, since every batch opens the files afresh."""
 
@@ -31,25 +36,26 @@ class Bins:
         self.dir = Path(directory)
         if not self.dir.is_dir():
             raise FileNotFoundError(f"{self.dir}: bins directory not found")
+        self._locks = []
         try:
-            self._lock = try_lock(self.dir / LOCK_NAME, shared=True)
-        except OSError:  # a read-only dir without a lock file: nothing can replace the bins
-            self._lock = None
-        else:
-            if self._lock is None:
-                raise Busy(f"{self.dir}: being tokenized by "
-                           f"{describe_holders(self.dir / LOCK_NAME)}; train when it has finished")
-        try:
-            self.meta = verify_files(self.dir)  # under the lock: the files cannot change now
+            self.members = members(self.dir)
+            for member in self.members:
+                self._locks.append(_shared_lock(member))
+            # under the locks: the files cannot change now
+            self.parts = member_metas(self.dir, verify=True)
         except BaseException:
             self.close()
             raise
-        self.tokens = {split: int(self.meta[f"{split}_tokens"]) for split in SPLITS}
+        self.meta = summed_meta(self.parts) if is_set(self.dir) else self.parts[0][1]
+        self.member_tokens = {split: [int(meta[f"{split}_tokens"]) for _, meta in self.parts]
+                              for split in SPLITS}
+        self.tokens = {split: sum(n) for split, n in self.member_tokens.items()}
 
     def close(self) -> None:
-        """Release the directory's lock; the bins may be re-tokenized from then on."""
-        if self._lock is not None:
-            self._lock.close()
+        """Release the directories' locks; the bins may be re-tokenized from then on."""
+        for lock in self._locks:
+            if lock is not None:
+                lock.close()
 
     def __enter__(self) -> "Bins":
         return self
@@ -58,19 +64,63 @@ class Bins:
         self.close()
 
     def check(self, block_size: int, vocab_size: int) -> None:
-        """Fail before training if a window cannot fit or the ids cannot be embedded."""
-        for split, n in self.tokens.items():
-            if n < block_size + 1:
-                raise ValueError(f"{bin_path(self.dir, split)}: {n} tokens, fewer than "
-                                 f"block_size + 1 = {block_size + 1}; lower block_size")
-        meta_vocab = self.meta.get("vocab_size")
-        if meta_vocab is not None and int(meta_vocab) > vocab_size:
-            raise ValueError(f"{self.dir / META_NAME}: vocab_size {meta_vocab} exceeds the "
-                             f"model's vocab_size {vocab_size}")
+        """Fail before training if a window cannot fit (in every member) or the ids cannot be
+        embedded."""
+        for member, meta in self.parts:
+            for split in SPLITS:
+                n = int(meta[f"{split}_tokens"])
+                if n < block_size + 1:
+                    raise ValueError(f"{bin_path(member, split)}: {n} tokens, fewer than "
+                                     f"block_size + 1 = {block_size + 1}; lower block_size")
+            meta_vocab = meta.get("vocab_size")
+            if meta_vocab is not None and int(meta_vocab) > vocab_size:
+                raise ValueError(f"{member / META_NAME}: vocab_size {meta_vocab} exceeds the "
+                                 f"model's vocab_size {vocab_size}")
 
     def memmap(self, split: str) -> np.memmap:
+        """A plain bins dir's split (a set has one per member: `memmaps`, `read_all`)."""
+        if len(self.members) != 1:
+            raise ValueError(f"{self.dir}: a bins set has one {split}.bin per member; "
+                             "read it with memmaps() or read_all()")
+        return self.memmaps(split)[0]
+
+    def memmaps(self, split: str) -> list[np.memmap]:
         # a fresh memmap per batch, as nanoGPT does: long-lived memmaps grow resident memory
-        return np.memmap(bin_path(self.dir, split), dtype=np.uint16, mode="r")
+        return [np.memmap(bin_path(m, split), dtype=np.uint16, mode="r") for m in self.members]
+
+    def read_all(self, split: str) -> np.ndarray:
+        """The whole split as one int64 array: the members' concatenated in order (each
+        document starts with EOT, so the concatenation is valid text)."""
+        return np.concatenate([np.asarray(m, dtype=np.int64) for m in self.memmaps(split)])
+
+    def describe(self, split: str) -> str:
+        """The split's file, for messages: its .bin, or a set's manifest and member count."""
+        if not is_set(self.dir):
+            return str(bin_path(self.dir, split))
+        return f"{self.dir / MANIFEST_NAME} ({split}.bin of {len(self.members)} members)"
+
+    def windows(self, split: str, offsets: np.ndarray, length: int) -> np.ndarray:
+        """Windows of `length` tokens (int64, one row per offset). An offset indexes the split's
+        window starts, Σ(n_i - length + 1) of them: member i's come after those of members
+        before it, so a window never crosses a member's end."""
+        spans = np.array(self.member_tokens[split], dtype=np.int64) - (length - 1)
+        ends = np.cumsum(spans)
+        which = np.searchsorted(ends, offsets, side="right")
+        local = offsets - (ends - spans)[which]
+        data = self.memmaps(split)
+        return np.stack([np.asarray(data[m][i:i + length], dtype=np.int64)
+                         for m, i in zip(which, local)])
+
+
+def _shared_lock(bins_dir: Path):
+    try:
+        lock = try_lock(bins_dir / LOCK_NAME, shared=True)
+    except OSError:  # a read-only dir without a lock file: nothing can replace the bins
+        return None
+    if lock is None:
+        raise Busy(f"{bins_dir}: being tokenized by "
+                   f"{describe_holders(bins_dir / LOCK_NAME)}; train when it has finished")
+    return lock
 
 
 class BatchSource:
@@ -84,14 +134,14 @@ class BatchSource:
         self.pin = device.type == "cuda"
 
     def offsets(self, split: str, *stream: int) -> np.ndarray:
+        """Window starts drawn uniformly from all members' (a plain dir: 0..n - block_size),
+        so a member is sampled in proportion to its size."""
         rng = np.random.default_rng([self.seed, *stream])
-        high = self.bins.tokens[split] - self.block_size
+        high = sum(n - self.block_size for n in self.bins.member_tokens[split])
         return rng.integers(0, high, size=self.micro_batch)
 
     def _load(self, split: str, offsets: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        data = self.bins.memmap(split)
-        T = self.block_size
-        windows = np.stack([np.asarray(data[i:i + T + 1], dtype=np.int64) for i in offsets])
+        windows = self.bins.windows(split, offsets, self.block_size + 1)
         x = torch.from_numpy(np.ascontiguousarray(windows[:, :-1]))
         y = torch.from_numpy(np.ascontiguousarray(windows[:, 1:]))
         if self.pin:

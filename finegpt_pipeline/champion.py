@@ -18,8 +18,8 @@ from typing import Any
 from finegpt_pipeline import evaluate, layout, registry
 
 def measure(model, bins_dir: str | Path, device: str = "cpu") -> dict[str, Any]:
-    """`model`'s val loss, se and bpb on every token of `bins_dir`'s val.bin, as eval_report
-    measures it (`evaluate.measure_on_bins`)."""
+    """`model`'s val loss, se and bpb on every token of `bins_dir`'s val.bin (a bins set's: its
+    members' together), as eval_report measures it (`evaluate.measure_on_bins`)."""
     numbers, _, _ = evaluate.measure_on_bins(model, bins_dir, device)
     return {**{k: numbers[k] for k in ("val_loss", "val_loss_se", "val_bpb", "tokens")},
             "bins_fingerprint": layout.bins_fingerprint(bins_dir),

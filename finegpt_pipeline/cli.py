@@ -13,6 +13,7 @@ from finegpt_pipeline.locks import Busy
 STAGE_MODULES = [
     "finegpt_pipeline.stats",
     "finegpt_pipeline.tokenized_bins",
+    "finegpt_pipeline.bins_set",
     "finegpt_pipeline.plan",
     "finegpt_pipeline.train",
     "finegpt_pipeline.sample",

@@ -1,4 +1,5 @@
-"""`finegpt eval`: a trained checkpoint measured on every token of a bins directory's val.bin.
+"""`finegpt eval`: a trained checkpoint measured on every token of a bins directory's val.bin
+(a bins set's: its members' val.bins concatenated, train.bin counts summed).
 
 - Val loss: val.bin cut into consecutive non-overlapping windows of block_size (the last one
   shorter), so each of its tokens after the first is predicted exactly once, from the context
@@ -39,8 +40,8 @@ from finegpt_pipeline import (
 from finegpt_pipeline.atomic import write_bytes, write_json, write_text
 from finegpt_pipeline.batches import Bins
 from finegpt_pipeline.config import EOT_TOKEN, GPT2_VOCAB_SIZE
-from finegpt_pipeline.layout import bin_path, sha256_file
-from finegpt_pipeline.unigram import UNIGRAM_ALPHA, token_counts, unigram_log_probs
+from finegpt_pipeline.layout import val_sha256
+from finegpt_pipeline.unigram import UNIGRAM_ALPHA, split_counts, unigram_log_probs
 
 PROMPTS = ("", "The history of", "In this article, we")  # "" starts a new document (EOT)
 SEEDS = (1337, 42)
@@ -174,13 +175,11 @@ def _device(name: str) -> str:
 
 def measure_on_bins(model: torch.nn.Module, bins_dir: str | Path, device: str = "cpu",
                     whose: str = "model's") -> tuple[dict[str, Any], int, int]:
-    """`model` on every token of `bins_dir`'s val.bin: (`summarize`'s numbers, val.bin's
-    tokens, train.bin's tokens). The one measurement eval_report and the champion check use."""
-    with Bins(bins_dir) as bins:
-        val = np.asarray(bins.memmap("val"), dtype=np.int64)
-        train_counts = token_counts(bins.memmap("train"))
-        train_tokens = int(bins.tokens["train"])
-    val_path = bin_path(bins_dir, "val")
+    """`model` on every token of `bins_dir`'s val.bin (a set's: the union): (`summarize`'s
+    numbers, val.bin's tokens, train.bin's tokens). The one measurement eval_report and the champion check use."""
+    with Bins(bins_dir) as bins:  # a bins set: its members' val.bins concatenated
+        val, val_path = bins.read_all("val"), bins.describe("val")
+        train_counts, train_tokens = split_counts(bins), int(bins.tokens["train"])
     if val.size < 2:
         raise ValueError(f"{val_path}: {val.size} tokens; evaluation needs at least 2")
     if val.max() >= model.config.vocab_size:
@@ -211,7 +210,7 @@ def evaluate(ckpt_path: str | Path, bins_dir: str | Path, device: str = "cpu",
     return {
         **numbers,
         "checkpoint": str(ckpt_path.resolve()), "bins_dir": str(Path(bins_dir).resolve()),
-        "val_sha256": sha256_file(bin_path(bins_dir, "val")),
+        "val_sha256": val_sha256(bins_dir),
         "run_dir": run.name, "iter_num": int(ckpt.get("iter_num", 0)),
         "params": model.get_num_params(), "model_args": dict(ckpt["model_args"]),
         "val_file_tokens": val_size, "train_file_tokens": train_tokens,
@@ -327,7 +326,8 @@ def add_cli(subparsers) -> None:
                               description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", required=True, help="checkpoint file (RUN_DIR/ckpt.pt)")
-    p.add_argument("--bins", required=True, help="directory with train.bin, val.bin, meta.json")
+    p.add_argument("--bins", required=True, help="bins dir (train.bin, val.bin, meta.json) "
+                   "or bins set (manifest.json: its members' val.bins as one)")
     p.add_argument("--out", required=True, help="report directory (report.json/.md/.html, "
                    "loss_curve.png)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto")

@@ -8,6 +8,7 @@ directory, its `meta.json` reader, and the one answer to "have the bins changed?
       reports/                     token-length histograms
       reports/eval/<run key>/      eval_report: report.json/.md/.html, loss_curve.png
       bins/<key>/                  tokenized_bins: train.bin, val.bin, meta.json, .lock
+      bins/sets/<key>/             a bins set: manifest.json naming several bins dirs (`bins_set`)
       plans/                       training_config's plans
       runs/trained_checkpoint/<key>/  a training run (its files: `run_dir`)
       hardware/<machine-id>/       this machine's measurements (`hardware.cached_measurement`)
@@ -63,6 +64,11 @@ class Home:
     def bins(self) -> Path:
         return self.root / "bins"
 
+    @property
+    def bin_sets(self) -> Path:
+        """Bins sets (`bins_set.write_set`): several shards' bins read as one."""
+        return self.bins / "sets"
+
     def forecast_points(self, val_sha256: str) -> Path:
         """(N, D, val loss) of the runs evaluated on one val.bin, as eval_report last saw them:
         the loss forecast's fit points, read by the planner."""
@@ -116,7 +122,14 @@ def bin_path(bins_dir: str | Path, split: str) -> Path:
 
 
 def read_meta(bins_dir: str | Path) -> dict:
-    """The bins' meta.json; its absence means the bins are missing or were never finished."""
+    """The bins' meta.json; its absence means the bins are missing or were never finished.
+    A bins set's: its members' summed (`summed_meta`)."""
+    if is_set(bins_dir):
+        return summed_meta(member_metas(bins_dir))
+    return _read_dir_meta(bins_dir)
+
+
+def _read_dir_meta(bins_dir: str | Path) -> dict:
     meta_path = Path(bins_dir) / META_NAME
     try:
         return json.loads(meta_path.read_text())
@@ -127,11 +140,23 @@ def read_meta(bins_dir: str | Path) -> dict:
         raise ValueError(f"{meta_path}: not valid JSON ({exc})") from None
 
 
+def meta_source(bins_dir: str | Path) -> str:
+    """The file `read_meta` reads, for messages: meta.json, or a bins set's manifest.json."""
+    return str(Path(bins_dir) / (MANIFEST_NAME if is_set(bins_dir) else META_NAME))
+
+
 def verify_files(bins_dir: str | Path) -> dict:
     """meta.json, once train.bin and val.bin are there, uint16-sized, and hold exactly the token
-    counts meta.json records (bins and meta.json of one run); else one line naming the file."""
+    counts meta.json records (bins and meta.json of one run); else one line naming the file.
+    A bins set: every member verified, their summed meta."""
+    if is_set(bins_dir):
+        return summed_meta(member_metas(bins_dir, verify=True))
+    return _verify_dir(bins_dir)
+
+
+def _verify_dir(bins_dir: str | Path) -> dict:
     bins_dir = Path(bins_dir)
-    meta = read_meta(bins_dir)
+    meta = _read_dir_meta(bins_dir)
     for split in SPLITS:
         path, key = bin_path(bins_dir, split), f"{split}_tokens"
         if not path.is_file():
@@ -177,11 +202,106 @@ def sha256_file(path: str | Path) -> str:
 def bins_fingerprint(bins_dir: str | Path) -> str:
     """Have the bins changed? A digest of where they are (resolved), their meta.json and the
     files' sizes: equal bins in another directory (a copy, another FINEGPT_HOME) differ.
-    Missing files count as empty, so it never fails."""
+    Missing files count as empty, so it never fails. A bins set's digests its manifest and
+    its members' fingerprints as they are now."""
     bins_dir = Path(bins_dir)
+    if is_set(bins_dir):
+        try:
+            text = "set|" + (bins_dir / MANIFEST_NAME).read_text()
+            dirs = [record["dir"] for record in _manifest(bins_dir)]
+        except (OSError, ValueError):
+            text, dirs = f"set|{bins_dir.resolve()}|unreadable", []
+        text += "".join(f"|{bins_fingerprint(d)}" for d in dirs)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
     meta = bins_dir / META_NAME
     text = str(bins_dir.resolve()) + "|" + (meta.read_text() if meta.exists() else "")
     for split in SPLITS:
         path = bin_path(bins_dir, split)
         text += f"|{split}:{path.stat().st_size if path.exists() else 0}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def val_sha256(bins_dir: str | Path) -> str:
+    """The val split's content hash: val.bin's sha256; a bins set's, that of its members'
+    val.bin bytes concatenated in manifest order (what a merged val.bin would hash to)."""
+    digest = hashlib.sha256()
+    for member in members(bins_dir):
+        with open(bin_path(member, "val"), "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- a bins set (read side)
+# A directory holding only manifest.json (written by `bins_set.write_set`), naming the bins
+# directories read as one: token counts summed, training windows drawn across them, val their
+# union. The members are recorded with their fingerprints: a member changed since refuses.
+
+MANIFEST_NAME = "manifest.json"
+SET_FIX = "write the set again from its members' current bins (bins_set.write_set or `finegpt bins-set DIR DIR ...`)"
+
+
+def is_set(path: str | Path) -> bool:
+    """Whether `path` is a bins set (a manifest.json, no meta.json) rather than a bins dir."""
+    path = Path(path)
+    return (path / MANIFEST_NAME).is_file() and not (path / META_NAME).exists()
+
+
+def _manifest(set_dir: Path) -> list[dict]:
+    """The manifest's member records; a malformed one is one line naming it."""
+    path = set_dir / MANIFEST_NAME
+    try:
+        records = json.loads(path.read_text())["members"]
+        if not (isinstance(records, list) and records
+                and all(isinstance(r, dict) and {"dir", "fingerprint"} <= r.keys() for r in records)):
+            raise ValueError("members is not a list of {dir, fingerprint, ...} records")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a bins set manifest ({exc}); {SET_FIX}") from None
+    return records
+
+
+def members(bins_dir: str | Path) -> list[Path]:
+    """A bins set's member directories in manifest order, each checked against the fingerprint
+    the manifest recorded; a plain bins dir is its own one member."""
+    bins_dir = Path(bins_dir)
+    if not is_set(bins_dir):
+        return [bins_dir]
+    path, out = bins_dir / MANIFEST_NAME, []
+    for record in _manifest(bins_dir):
+        member = Path(record["dir"])
+        if not (member / META_NAME).is_file():
+            raise FileNotFoundError(f"{path}: member {member} is gone (no meta.json); {SET_FIX}")
+        if bins_fingerprint(member) != record["fingerprint"]:
+            raise ValueError(f"{path}: member {member} changed since the set was written "
+                             f"(re-tokenized?); {SET_FIX}")
+        out.append(member)
+    return out
+
+
+def member_metas(bins_dir: str | Path, verify: bool = False) -> list[tuple[Path, dict]]:
+    """(dir, meta.json) of each member, files verified with `verify` (`verify_files`)."""
+    read = _verify_dir if verify else _read_dir_meta
+    return [(member, read(member)) for member in members(bins_dir)]
+
+
+def member_record(member: Path, meta: dict) -> dict:
+    """What a manifest records of one member (and a set's summed meta lists)."""
+    record = {"dir": str(Path(member).resolve()), "train_tokens": meta.get("train_tokens"),
+              "val_tokens": meta.get("val_tokens"), "fingerprint": bins_fingerprint(member)}
+    if meta.get("source_sha256"):
+        record["source_sha256"] = meta["source_sha256"]
+    return record
+
+
+def summed_meta(parts: list[tuple[Path, dict]]) -> dict:
+    """A bins set's meta: the members' token and document counts summed, the largest vocab_size,
+    and the members' records (`member_record`) under "members"."""
+    metas = [meta for _, meta in parts]
+    out = {"vocab_size": max(int(m.get("vocab_size", GPT2_VOCAB_SIZE)) for m in metas),
+           "eot_token": metas[0].get("eot_token", EOT_TOKEN), "dtype": "uint16",
+           "members": [member_record(d, m) for d, m in parts]}
+    for key in ("train_tokens", "val_tokens", "train_docs", "val_docs"):
+        values = [m.get(key) for m in metas]
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            out[key] = sum(values)
+    return out

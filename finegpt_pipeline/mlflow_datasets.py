@@ -62,7 +62,12 @@ def shard_input(source: str, sha256: str, rows: int | None):
 
 def bins_inputs(bins_dir: str | Path, splits: tuple[str, ...] = layout.SPLITS) -> list:
     """(dataset, tags) for each split's .bin (tokens), and the shard the bins came from when
-    their meta.json names it (bins made by `finegpt tokenize` or tokenized_bins)."""
+    their meta.json names it (bins made by `finegpt tokenize` or tokenized_bins). A bins set:
+    each member's, as for that bins dir, tagged with the set."""
+    if layout.is_set(bins_dir):
+        tag = {"bins_set": str(Path(bins_dir).resolve())}
+        return [(dataset, {**tags, **tag}) for member in layout.members(bins_dir)
+                for dataset, tags in bins_inputs(member, splits)]
     bins_dir = Path(bins_dir).resolve()
     meta = layout.read_meta(bins_dir)
     digest = layout.bins_fingerprint(bins_dir)

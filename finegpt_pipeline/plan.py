@@ -27,7 +27,7 @@ from finegpt_pipeline.costs import (
     memory_budget, memory_estimate, param_count, replace, reschedule, step_seconds, with_schedule,
 )
 from finegpt_pipeline.hardware import CATALOG, GIB, Hardware, detect, get_hardware
-from finegpt_pipeline.layout import bin_path, sha256_file
+from finegpt_pipeline.layout import bin_path, is_set, val_sha256
 from finegpt_pipeline.plan_data import block_size_for, eval_iters_for, tokens_from_meta
 from finegpt_pipeline.plan_report import requirements_report
 from finegpt_pipeline.plan_shapes import candidate_shapes
@@ -65,9 +65,8 @@ def build_plan(hw: Hardware | str | None = None, tokens_available: int | None = 
     # fitted to the points file eval_report keeps per val.bin (a declared input: the plan
     # names it), else the published coefficients
     points, points_file = [], None
-    val = bin_path(bins_dir, "val") if bins_dir else None
-    if val is not None and val.exists():
-        points_file = paths.home(home).forecast_points(sha256_file(val))
+    if bins_dir and (is_set(bins_dir) or bin_path(bins_dir, "val").exists()):
+        points_file = paths.home(home).forecast_points(val_sha256(bins_dir))
         points = loss_forecast.load_points(points_file)
     report["loss_forecast"] = loss_forecast.forecast(report["params"], report["tokens_total"],
                                                      points)
@@ -293,7 +292,8 @@ def add_cli(subparsers) -> None:
                        "without --gpu/--preset)")
     data = p.add_mutually_exclusive_group()
     data.add_argument("--tokens", type=float, help="training tokens available")
-    data.add_argument("--bins", help="tokenized_bins directory (reads meta.json)")
+    data.add_argument("--bins", help="tokenized_bins directory (reads meta.json) or bins set "
+                      "(its members' tokens summed)")
     p.add_argument("--hours", type=float, help="time budget in hours")
     p.add_argument("--tokens-per-param", type=float, help="goal tokens:params ratio (e.g. 20)")
     p.add_argument("--preset", help="a seed configuration (see --list)")
@@ -337,11 +337,9 @@ def run_plan(args: argparse.Namespace) -> int:
     tokens = int(args.tokens) if args.tokens is not None else None
     val_tokens = None
     if args.bins:
-        from pathlib import Path
+        from finegpt_pipeline.layout import meta_source, read_meta
 
-        from finegpt_pipeline.layout import META_NAME, read_meta
-
-        meta, source = read_meta(args.bins), str(Path(args.bins) / META_NAME)
+        meta, source = read_meta(args.bins), meta_source(args.bins)
         tokens = tokens_from_meta(meta, source)
         val_tokens = tokens_from_meta(meta, source, key="val_tokens")
     plan = build_plan(

@@ -9,10 +9,11 @@ from typing import Any
 
 
 def tokens_from_bins(bins_dir: str | Path) -> int:
-    """Training tokens available, from `tokenized_bins`' meta.json (`train_tokens`)."""
-    from .layout import META_NAME, read_meta
+    """Training tokens available, from `tokenized_bins`' meta.json (`train_tokens`; a bins
+    set: its members' summed)."""
+    from .layout import meta_source, read_meta
 
-    return tokens_from_meta(read_meta(bins_dir), source=str(Path(bins_dir) / META_NAME))
+    return tokens_from_meta(read_meta(bins_dir), source=meta_source(bins_dir))
 
 
 def tokens_from_meta(meta: dict[str, Any], source: str = "meta.json", key: str = "train_tokens") -> int:

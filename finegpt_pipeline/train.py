@@ -346,7 +346,8 @@ def _handle(args: argparse.Namespace) -> int:
 def add_cli(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a GPT on nanoGPT bins from a plan",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bins", required=True, help="directory with train.bin, val.bin, meta.json")
+    p.add_argument("--bins", required=True, help="bins dir (train.bin, val.bin, meta.json) "
+                   "or bins set (manifest.json: windows drawn across its members)")
     p.add_argument("--plan", required=True, help="plan JSON (`finegpt plan --json`; a flat "
                    "config also loads)")
     p.add_argument("--out", required=True, help="run directory: ckpt.pt, plan.json (the config "

@@ -1,0 +1,95 @@
+"""Several shards' bins read as one: a **bins set**, a directory holding only `manifest.json`
+that names its member bins directories (each one shard's train.bin, val.bin, meta.json).
+
+    $FINEGPT_HOME/bins/sets/<key>/manifest.json    (`layout.Home.bin_sets`)
+
+Training and evaluation take a set wherever they take a bins dir: `layout.read_meta` sums the
+members' counts (so the planner sizes for all their tokens), `batches.BatchSource` draws
+windows across the members in proportion to their size (never across a boundary), and the val
+split is the union of the members' (`evaluate`, `unigram`, `champion`, the trainer's periodic
+estimate). One member is no set: `write_set` returns that bins dir itself, so one shard behaves
+exactly as it always has.
+
+The key is a digest of the members' places and fingerprints (`layout.bins_fingerprint`): the
+same finished bins give the same set, a re-tokenized member a new one, and opening a set
+whose member changed after it was written fails with one line naming the manifest and the fix.
+The read side (`members`, `is_set`, the summed meta) is in `layout`, which every reader imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+from finegpt_pipeline import layout
+from finegpt_pipeline.atomic import write_json
+from finegpt_pipeline.layout import MANIFEST_NAME, is_set, members  # noqa: F401 (the contract's names)
+from finegpt_pipeline.locks import Busy, describe_holders, try_lock
+
+MANIFEST_VERSION = 1
+KEY_CHARS = 16
+
+
+def write_set(bin_dirs, root: str | Path) -> Path:
+    """The bins set of `bin_dirs` (bins dirs, or sets, whose members join) under `root`: one
+    distinct member is returned as itself; two or more, each verified as finished bins, get
+    `root/<key>/manifest.json` (atomic; an identical one already there is left as it is)."""
+    dirs = sorted({member.resolve() for d in bin_dirs for member in layout.members(d)},
+                  key=str)
+    if not dirs:
+        raise ValueError("bins set: no bins directories given; pass at least one")
+    records = [_verified_record(d) for d in dirs]
+    if len(records) == 1:
+        return dirs[0]
+    blob = json.dumps([[r["dir"], r["fingerprint"]] for r in records])
+    out = Path(root).resolve() / hashlib.sha256(blob.encode()).hexdigest()[:KEY_CHARS]
+    manifest = {"version": MANIFEST_VERSION, "members": records}
+    path = out / MANIFEST_NAME
+    try:
+        if json.loads(path.read_text()) == manifest:
+            return out
+    except (OSError, ValueError):
+        pass
+    write_json(path, manifest)
+    return out
+
+
+def _verified_record(bins_dir: Path) -> dict:
+    """A member's manifest record, read under its shared lock (not while it is tokenized)."""
+    if not bins_dir.is_dir():
+        raise FileNotFoundError(f"{bins_dir}: bins directory not found")
+    try:
+        lock = try_lock(bins_dir / layout.LOCK_NAME, shared=True)
+    except OSError:  # a read-only dir without a lock file: nothing can replace the bins
+        lock = None
+    else:
+        if lock is None:
+            raise Busy(f"{bins_dir}: being tokenized by "
+                       f"{describe_holders(bins_dir / layout.LOCK_NAME)}; retry when it has finished")
+    try:
+        return layout.member_record(bins_dir, layout.verify_files(bins_dir))
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _handle(args: argparse.Namespace) -> int:
+    from finegpt_pipeline import paths
+
+    print(write_set(args.dirs, paths.home(args.home).bin_sets))
+    return 0
+
+
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser("bins-set", help="read several bins dirs as one (prints its dir)",
+                              description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="bins directory (or bins set)")
+    p.add_argument("--home", help="FINEGPT_HOME to write the set under (default: the "
+                   "environment's); the set goes to HOME/bins/sets/<key>")
+    p.set_defaults(func=_handle)
