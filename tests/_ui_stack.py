@@ -52,6 +52,7 @@ class Stack:
     run_ids: list[str] = field(default_factory=list)
     procs: list[subprocess.Popen] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    tags: str | None = None  # `--tags` of FINEGPT_SHARD's partition, once registered
 
     @property
     def home(self) -> Path:
@@ -83,12 +84,13 @@ class Stack:
         path.write_text(json.dumps(run_config(max_iters)))
         t0 = time.monotonic()
         with open(self.root / f"pipeline-{max_iters}.log", "w") as log:
-            # the README's way: register FINEGPT_SHARD's partition, run the job on it
-            tags = subprocess.run([sys.executable, "-m", "assets.shards", "add", "--tags"],
-                                  cwd=REPO, env=self.env, capture_output=True, text=True,
-                                  timeout=120, check=True).stdout.strip()
+            # the README's way: register FINEGPT_SHARD's partition (once), run the job on it
+            if self.tags is None:
+                self.tags = subprocess.run([sys.executable, "-m", "assets.shards", "add", "--tags"],
+                                           cwd=REPO, env=self.env, capture_output=True, text=True,
+                                           timeout=120, check=True).stdout.strip()
             done = subprocess.run([str(BIN / "dagster"), "job", "execute", "-m", "assets.definitions",
-                                   "-j", "pipeline_job", "-c", str(path), "--tags", tags],
+                                   "-j", "pipeline_job", "-c", str(path), "--tags", self.tags],
                                   cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                   timeout=900)
         self.timings[f"pipeline_job max_iters={max_iters}"] = time.monotonic() - t0

@@ -5,6 +5,7 @@ location, so CLI runs show in the UI's job pages (which list runs by the tag
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -44,14 +45,17 @@ def test_cli_run_is_filed_under_the_workspace_location(tmp_path, finegpt_home, s
     (dagster_home / "dagster.yaml").write_text((REPO / "docker" / "dagster.yaml").read_text())
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "FINEGPT_SHARD": str(sample_shard),
            "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
-    tags = subprocess.run([sys.executable, "-m", "assets.shards", "add", "--tags"], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=120, check=True).stdout
+    import dagster as dg
+
+    from assets.shards import register
+
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        [key] = register(instance, [str(sample_shard)])  # as `python -m assets.shards add` does
     done = subprocess.run([str(DAGSTER), "job", "execute", "-m", "assets.definitions",
-                           "-j", "data_job", "-o", "raw_shard", "--tags", tags.strip()],
+                           "-j", "data_job", "-o", "raw_shard", "--tags",
+                           json.dumps({"dagster/partition": key})],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-
-    import dagster as dg
 
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         (run,) = instance.get_runs()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import pytest
 from assets.data import raw_shard
 from assets.resources import FineGPTPaths
 from assets.sensors import SETTLE_S, incoming_shards_sensor, shard_changed_sensor
-from assets.shards import SHARDS, by_shard, partition_key, register, source_of
+from assets.shards import SHARDS, by_shard, main, partition_key, register, source_of
 from finegpt_pipeline.shard import ShardError
 from tests._shards import materialize_shard
 
@@ -52,22 +50,23 @@ def test_register_adds_good_shards_once_and_nothing_when_one_is_bad(sample_shard
         assert instance.get_dynamic_partitions(SHARDS.name) == [str(sample_shard.resolve())]
 
 
-def test_cli_registers_and_prints_the_run_tags(sample_shard, tmp_path):
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dh"), "PYTHONPATH": str(REPO)}
+def test_cli_registers_and_prints_the_run_tags(sample_shard, tmp_path, monkeypatch, capsys):
+    """`python -m assets.shards` on $DAGSTER_HOME's instance (main() in this process: a
+    subprocess per call costs seconds of imports; `make run` and CI run it as a command)."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dh"))
     (tmp_path / "dh").mkdir()
     shutil.copy(REPO / "docker" / "dagster.yaml", tmp_path / "dh" / "dagster.yaml")
     # two sources in one call: the bad one keeps the good one out too
-    bad = subprocess.run([sys.executable, "-m", "assets.shards", "add", str(sample_shard),
-                          str(tmp_path / "missing.parquet")],
-                         env=env, capture_output=True, text=True, cwd=REPO)
-    assert bad.returncode == 2 and bad.stdout == ""
-    assert bad.stderr.strip() == f"error: {tmp_path / 'missing.parquet'}: shard file not found"
-    tags = subprocess.run([sys.executable, "-m", "assets.shards", "add", "--tags", str(sample_shard)],
-                          env=env, capture_output=True, text=True, cwd=REPO, check=True)
-    assert json.loads(tags.stdout) == {"dagster/partition": str(sample_shard.resolve())}
-    listed = subprocess.run([sys.executable, "-m", "assets.shards", "list"],
-                            env=env, capture_output=True, text=True, cwd=REPO, check=True)
-    assert listed.stdout.splitlines() == [f"{sample_shard.resolve()}\t{sample_shard.resolve()}"]
+    assert main(["add", str(sample_shard), str(tmp_path / "missing.parquet")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.strip() == f"error: {tmp_path / 'missing.parquet'}: shard file not found"
+    assert main(["add", "--tags", str(sample_shard)]) == 0
+    assert json.loads(capsys.readouterr().out) == {"dagster/partition": str(sample_shard.resolve())}
+    monkeypatch.setenv("FINEGPT_SHARD", "hf://o/n/x.parquet")  # no source: FINEGPT_SHARD's
+    assert main(["add"]) == 0 and capsys.readouterr().out == "hf:o/n/x.parquet\n"
+    assert main(["list"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"{sample_shard.resolve()}\t{sample_shard.resolve()}", "hf:o/n/x.parquet\thf://o/n/x.parquet"]
 
 
 def test_incoming_sensor_registers_new_files_reports_bad_ones_once(sample_shard, tmp_path):
