@@ -49,7 +49,7 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig,
     if "checkpoint" not in trained_checkpoint:
         raise ValueError("trained_checkpoint: expected a dict with 'checkpoint', got keys "
                          f"{sorted(trained_checkpoint)}")
-    bins_dir, _ = bins_location(tokenized_bins, finegpt_paths)
+    bins_dir, _ = bins_location(context, tokenized_bins, finegpt_paths)
     ckpt = Path(trained_checkpoint["checkpoint"])
     run_name = Path(trained_checkpoint.get("run_dir") or ckpt.parent).name
     out_dir = finegpt_paths.eval_reports_dir() / run_name

@@ -151,7 +151,8 @@ def tracked(bins_context: str | None = None):
                 if bins_context:
                     from assets.shards import bins_location
 
-                    bins_dir, _ = bins_location(kwargs["tokenized_bins"], kwargs["finegpt_paths"])
+                    bins_dir, _ = bins_location(context, kwargs["tokenized_bins"],
+                                                kwargs["finegpt_paths"])
                     run.log_inputs(mlflow_datasets.bins_inputs(bins_dir), bins_context)
                 out = fn(context, *args, **kwargs)
                 return run.output(out.value, metadata=dict(out.metadata),

@@ -68,7 +68,7 @@ def training_config(context: dg.AssetExecutionContext, config: PlanConfig,
     import mlflow
 
     with lineage.asset_run(context, finegpt_paths) as run:
-        bins_dir, meta = bins_location(tokenized_bins, finegpt_paths)
+        bins_dir, meta = bins_location(context, tokenized_bins, finegpt_paths)
         source = f"tokenized_bins ({bins_dir})"
         plan = build_plan(config.gpu, tokens_from_meta(meta, source),
                           calibration=config.calibrate,

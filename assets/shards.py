@@ -97,12 +97,42 @@ def by_shard(value: dict, name: str = "tokenized_bins") -> dict[str, dict]:
     return dict(sorted(value.items()))
 
 
-def bins_location(tokenized_bins: dict, finegpt_paths) -> tuple[Path, dict]:
+def held_back(instance: dg.DagsterInstance, keys: list[str]) -> dict[str, list[str]]:
+    """The shards among `keys` whose latest run of a data-stage blocking check failed (a bad
+    shard's bins stay stored for inspection, but no training reads them): key -> checks."""
+    from dagster._core.event_api import PartitionKeyFilter
+    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+
+    from assets import bins, data  # they import this module: only when it runs
+
+    checks = [spec.key for defs in dg.load_asset_checks_from_modules([data, bins])
+              for spec in defs.check_specs if spec.blocking]
+    out = {}
+    for key in keys:
+        latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            checks, partition_filter=PartitionKeyFilter(key=key))
+        failed = sorted(check.name for check, record in latest.items()
+                        if record.status == AssetCheckExecutionRecordStatus.FAILED)
+        if failed:
+            out[key] = failed
+    return out
+
+
+def bins_location(context: dg.AssetExecutionContext, tokenized_bins: dict,
+                  finegpt_paths) -> tuple[Path, dict]:
     """The bins a training or an eval reads and their counts (`train_tokens`, `val_tokens`,
     ...): one shard's directory and value as they are, or the bins set of all of them
     (written once under the `finegpt_paths` resource's bin_sets_dir, the same directory for
-    the same shards) and its summed meta."""
+    the same shards) and its summed meta. A shard that failed a blocking check is left out."""
     shards = by_shard(tokenized_bins)
+    held = held_back(context.instance, [key for key in shards if key])
+    for key, checks in held.items():
+        context.log.warning(f"{key}: left out, its blocking check(s) {', '.join(checks)} failed; "
+                            "fix the shard and re-materialize its partition")
+    shards = {key: value for key, value in shards.items() if key not in held}
+    if not shards:
+        raise dg.Failure(description="tokenized_bins: every tokenized shard failed a blocking "
+                         "check; fix one and re-materialize its partition")
     if len(shards) == 1:
         [value] = shards.values()
         return Path(value["dir"]), value

@@ -102,7 +102,7 @@ def trained_checkpoint(
 def _train(context: dg.AssetExecutionContext, config: TrainingLaunchConfig,
            finegpt_paths: FineGPTPaths, launcher: TrainingLauncher, training_config: dict,
            tokenized_bins: dict, lineage_run: lineage.AssetRun) -> dg.Output[dict]:
-    bins_dir, _ = bins_location(tokenized_bins, finegpt_paths)
+    bins_dir, _ = bins_location(context, tokenized_bins, finegpt_paths)
     key = run_key(training_config, bins_dir, config)
     if config.fresh:
         key = f"{key}-{context.run.run_id[:8]}"

@@ -1,5 +1,6 @@
 """Two shards through Dagster: each its own partition and data run; the plan, the training and
-the eval read both (a bins set: windows drawn across both, val the union of their val splits)."""
+the eval read both (a bins set: windows drawn across both, val the union of their val splits);
+a shard that fails a blocking check is left out of the next plan."""
 
 from __future__ import annotations
 
@@ -58,6 +59,20 @@ def test_two_shards_are_two_partitions_and_one_training(finegpt_home, sample_sha
                                                                    "overrides": TINY}},
                                     "eval_report": {"config": {"device": "cpu", "max_new_tokens": 2}}}})
         assert result.success
+
+        # the second shard fails a blocking check (re-checked after, say, a corrupted copy):
+        # the next plan reads the first shard alone
+        instance.report_runless_asset_event(dg.AssetCheckEvaluation(
+            asset_key=dg.AssetKey("tokenized_bins"), check_name="tokenized_bins_roundtrip",
+            passed=False, partition=partition_key(second)))
+        alone = dg.materialize(ASSETS, instance=instance, resources=resources,
+                               selection=["training_config"], run_config={"ops": {
+                                   "training_config": {"config": {"gpu": "cpu", "calibrate": False,
+                                                                  "overrides": TINY}}}})
+        warnings = [e.user_message for e in instance.all_logs(alone.run_id) if "left out" in e.user_message]
+    assert alone.output_for_node("training_config")["report"]["tokens_available"] == bins[0]["train_tokens"]
+    assert warnings == [f"{second}: left out, its blocking check(s) tokenized_bins_roundtrip failed; "
+                        "fix the shard and re-materialize its partition"]
 
     plan = result.output_for_node("training_config")
     assert plan["report"]["tokens_available"] == sum(b["train_tokens"] for b in bins)
