@@ -33,8 +33,8 @@ class RawShardConfig(dg.Config):
 def raw_shard(context: dg.AssetExecutionContext, config: RawShardConfig,
               finegpt_paths: FineGPTPaths) -> dg.Output[dict]:
     with lineage.asset_run(context, finegpt_paths) as run:
-        source = source_of(context.partition_key)
         try:
+            source = source_of(context.partition_key)
             info = resolve_shard(source, finegpt_paths.shards_dir(),
                                  max_docs=config.max_docs, max_row_groups=config.max_row_groups)
         except ShardError as exc:

@@ -22,7 +22,7 @@ import dagster as dg
 
 from assets.jobs import data_job, pipeline_job
 from assets.resources import FineGPTPaths
-from assets.shards import SHARDS, partition_key, problem, source_of
+from assets.shards import HUB_KEY_PREFIX, SHARDS, partition_key, problem
 from finegpt_pipeline.shard import file_version, is_hub_source, sha256_file
 
 RAW_SHARD = dg.AssetKey("raw_shard")
@@ -85,23 +85,21 @@ def shard_changed_sensor(context: dg.SensorEvaluationContext):
     seen = json.loads(context.cursor) if context.cursor else {}  # key -> file version
     requests = []
     for key in context.instance.get_dynamic_partitions(SHARDS.name):
-        source = source_of(key)
-        if is_hub_source(source) or not Path(source).is_file():
+        if key.startswith(HUB_KEY_PREFIX) or is_hub_source(key) or not Path(key).is_file():
             continue  # hub files do not change; a missing file fails its next run
-        version = file_version(source)
+        version = file_version(key)
         if seen.get(key) == version:
             continue
         first_sight = key not in seen
         seen[key] = version
-        if first_sight and _unchanged_since_read(context, key, source, version):
+        if first_sight and _unchanged_since_read(context, key, version):
             continue
         requests.append(dg.RunRequest(partition_key=key, run_key=f"{key}:{version}"))
     context.update_cursor(json.dumps(seen, sort_keys=True))
     return requests or dg.SkipReason("no registered local shard changed")
 
 
-def _unchanged_since_read(context: dg.SensorEvaluationContext, key: str, source: str,
-                          version: str) -> bool:
+def _unchanged_since_read(context: dg.SensorEvaluationContext, key: str, version: str) -> bool:
     """Is the file what raw_shard's latest materialization of this partition read (or never
     materialized, which the registering side runs)? The file version it recorded, else the
     content hash."""
@@ -114,4 +112,4 @@ def _unchanged_since_read(context: dg.SensorEvaluationContext, key: str, source:
     recorded = getattr(meta.get("source_version"), "value", None)
     if recorded == version:
         return True
-    return getattr(meta.get("sha256"), "value", None) == sha256_file(source)
+    return getattr(meta.get("sha256"), "value", None) == sha256_file(key)

@@ -47,8 +47,13 @@ def partition_key(source: str | Path) -> str:
 
 
 def source_of(key: str) -> str:
-    """The shard source a partition key names (an `hf://` URL typed as a key is taken too)."""
-    if key.startswith(HUB_KEY_PREFIX) and not is_hub_source(key):
+    """The shard source a partition key names; a key Dagster cannot store outputs under (an
+    `hf://` URL typed into the UI's "Add partition") is refused in one line with its fix."""
+    if is_hub_source(key):
+        raise ShardError(f"partition {key}: a hub shard's key is {partition_key(key)} (Dagster "
+                         f"cannot store outputs under a URL); add it with `python -m assets.shards "
+                         f"add {key}` and run that partition")
+    if key.startswith(HUB_KEY_PREFIX):
         return HF_PREFIX + key[len(HUB_KEY_PREFIX):]
     return key
 

@@ -32,7 +32,10 @@ def test_partition_keys_name_the_source_and_give_it_back(tmp_path):
     hub = "hf://HuggingFaceFW/fineweb/data/CC-MAIN-2013-20/000_00000.parquet"
     key = partition_key(hub)
     assert key == "hf:HuggingFaceFW/fineweb/data/CC-MAIN-2013-20/000_00000.parquet"
-    assert "://" not in key and source_of(key) == hub and source_of(hub) == hub
+    assert "://" not in key and source_of(key) == hub
+    with pytest.raises(ShardError, match=rf"partition {hub}: a hub shard's key is {key} .*"
+                                         rf"`python -m assets.shards add {hub}`"):
+        source_of(hub)  # typed into the UI's "Add partition"
     local = tmp_path / "a" / ".." / "shard.parquet"
     assert partition_key(local) == str(tmp_path.resolve() / "shard.parquet")
     assert source_of(partition_key(local)) == partition_key(local)
