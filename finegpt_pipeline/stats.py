@@ -64,22 +64,24 @@ def _column(present: set[str], name: str, sql_type: str, expr: str | None = None
 
 
 def recount_tokens(shard_path: str | Path, sha256: str, ids_root: str | Path | None,
-                   progress: Report | None = None) -> pa.Table:
+                   progress: Report | None = None, num_workers: int | None = None) -> pa.Table:
     """(doc_index, tokens_tiktoken) for every document, NULL where the text is NULL, from the
     shard's ids (`token_ids.counts_for`: kept under `ids_root`, tokenized now or verified)."""
-    counts = token_ids.counts_for(shard_path, sha256, ids_root, report=progress)
+    counts = token_ids.counts_for(shard_path, sha256, ids_root, num_workers, report=progress)
     return pa.table({"doc_index": pa.array(np.arange(counts.size, dtype=np.int64)),
                      "tokens_tiktoken": pa.array(counts.astype(np.int64), mask=counts < 0)})
 
 
 def compute_stats(shard_path: str | Path, db_path: str | Path, shard_key: str | None = None,
                   expected_sha256: str | None = None, progress: Report | None = None,
-                  ids_root: str | Path | None = None) -> dict[str, Any]:
+                  ids_root: str | Path | None = None,
+                  num_workers: int | None = None) -> dict[str, Any]:
     """Load a shard's per-document statistics into the warehouse and return its summary.
     `expected_sha256` (what raw_shard recorded) refuses a file whose bytes changed since
     (`shard.verified_sha256`, the policy tokenized_bins follows too); `progress` gets progress
     lines (`finegpt_pipeline.progress`); the shard's ids are kept under `ids_root` for
-    tokenized_bins (default: `token_ids.root_for_warehouse(db_path)`)."""
+    tokenized_bins (default: `token_ids.root_for_warehouse(db_path)`); `num_workers` tokenizer
+    processes (default: one per core; 1 tokenizes in this process)."""
     start = time.monotonic()
     # validates (and hashes, once) before the warehouse is touched
     info = describe_shard(shard_path, expected_sha256=expected_sha256)
@@ -87,7 +89,7 @@ def compute_stats(shard_path: str | Path, db_path: str | Path, shard_key: str | 
     key = shard_key or info.sha256
     if ids_root is None:
         ids_root = token_ids.root_for_warehouse(db_path)
-    recount = recount_tokens(info.path, info.sha256, ids_root, progress)
+    recount = recount_tokens(info.path, info.sha256, ids_root, progress, num_workers)
     present = set(info.columns)
     url = _column(present, "url", "VARCHAR")
     select = f"""
