@@ -326,8 +326,9 @@ def _prune(kept: Path) -> None:
 def _build(path: str, sha256: str, n_docs: int, kdir: Path | None, num_workers: int | None,
            prog: Progress) -> TokenIds:
     """Tokenize the shard in worker processes; its ids kept in `kdir` (nothing kept with None)."""
-    pf = worker_shard(path)
-    n_rg = pf.metadata.num_row_groups
+    from finegpt_pipeline.shard import open_shard
+
+    n_rg = open_shard(path).metadata.num_row_groups
     workers = max(1, min(num_workers or tokenizer.default_threads(), n_rg))
     prog.total = n_rg
     prog.begin(f"{path}: recounting {n_docs:,} docs in {n_rg} row groups")
