@@ -223,8 +223,10 @@ def _tokenize(shard_path, path, starts, temps, val_fraction, min_val, workers, s
     if done is None:
         prog.begin(f"{shard_path}: {n_docs:,} docs in {len(starts) - 1} row groups, "
                    f"{workers} worker(s) -> {out_dir}")
-        prog.total, prog.unit, prog.done, prog.docs, prog.tokens = len(starts) - 1, "row groups", 0, 0, 0
-        pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) if workers > 1 else None
+        prog.total, prog.unit = len(starts) - 1, "row groups"
+        prog.done = prog.docs = prog.tokens = 0
+        pool = (ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
+                if workers > 1 else None)
         try:
             done = _tokenize_texts(path, starts, temps, val_fraction, min_val_docs, workers, pool,
                                    prog)
