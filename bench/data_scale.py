@@ -104,8 +104,8 @@ def run_data_job(shard: Path, work: Path) -> dict:
     ids = home / "token_ids"
     return {"wall_s": wall, "peak_rss_mib": max((r for _, r in samples), default=0) / 2**20,
             "steps": steps, "samples": len(samples),
-            # did tokenized_bins split the ids token_stats kept, or tokenize the shard again?
-            "tokenized_once": "from the ids token_stats kept in" in log,
+            # did tokenized_bins split the ids token_stats kept (or keep them itself, first)?
+            "tokenized_once": "from the ids kept in" in log or "from the ids built in" in log,
             "token_ids_bytes": sum(p.stat().st_size for p in ids.rglob("*") if p.is_file())
             if ids.exists() else 0}
 

@@ -1,5 +1,7 @@
-"""A shard's GPT-2 ids, tokenized once: `token_stats` keeps them while it counts, and
-`tokenized_bins` splits them into train.bin/val.bin instead of tokenizing the shard again.
+"""A shard's GPT-2 ids, tokenized once: whichever of `token_stats` and `tokenized_bins` comes
+first tokenizes the shard and keeps its ids here (the other waits for a build in progress), and
+the other reuses them: token_stats their counts, tokenized_bins the ids, split into
+train.bin/val.bin instead of tokenizing the shard again.
 
 They live in the FINEGPT_HOME that holds the stage's output (`Home.token_ids`): beside the
 warehouse file token_stats writes, and found from the bins directory tokenized_bins writes
@@ -285,9 +287,10 @@ def map_ordered(fn, arg_lists, pool, window: int):
 
 def counts_for(shard_path: str | Path, sha256: str, root: str | Path | None,
                num_workers: int | None = None, report: Report | None = None,
-               label: str = "stats") -> np.ndarray:
+               label: str = "stats", verb: str = "recounting") -> np.ndarray:
     """Per-document GPT-2 token counts of the shard (-1 for a NULL text): from its cache under
-    `root` when valid, else by tokenizing it once and keeping the ids there (not with None)."""
+    `root` when valid (after waiting for a build in progress), else by tokenizing it once and
+    keeping the ids there (not with root None). `label` and `verb` word the progress lines."""
     from finegpt_pipeline.shard import open_shard
 
     path = str(Path(shard_path).resolve())
@@ -299,7 +302,8 @@ def counts_for(shard_path: str | Path, sha256: str, root: str | Path | None,
                        "(tokenized before; verified)")
             return ids.counts.copy()
     if root is None:
-        return _build(path, sha256, n_docs, None, num_workers, Progress(report, label, 0)).counts
+        return _build(path, sha256, n_docs, None, num_workers, Progress(report, label, 0),
+                      verb).counts
     kdir = shard_dir(sha256, root)
     lock = _acquire(kdir, False, WAIT_S, report)
     if lock is None:
@@ -307,7 +311,7 @@ def counts_for(shard_path: str | Path, sha256: str, root: str | Path | None,
     try:
         ids = _load(kdir, sha256, n_docs)  # built while this process waited
         if ids is None:
-            ids = _build(path, sha256, n_docs, kdir, num_workers, Progress(report, label, 0))
+            ids = _build(path, sha256, n_docs, kdir, num_workers, Progress(report, label, 0), verb)
             _prune(kdir)
         return ids.counts.copy()
     finally:
@@ -324,14 +328,14 @@ def _prune(kept: Path) -> None:
 
 
 def _build(path: str, sha256: str, n_docs: int, kdir: Path | None, num_workers: int | None,
-           prog: Progress) -> TokenIds:
+           prog: Progress, verb: str) -> TokenIds:
     """Tokenize the shard in worker processes; its ids kept in `kdir` (nothing kept with None)."""
     from finegpt_pipeline.shard import open_shard
 
     n_rg = open_shard(path).metadata.num_row_groups
     workers = max(1, min(num_workers or tokenizer.default_threads(), n_rg))
     prog.total = n_rg
-    prog.begin(f"{path}: recounting {n_docs:,} docs in {n_rg} row groups")
+    prog.begin(f"{path}: {verb} {n_docs:,} docs in {n_rg} row groups")
     if kdir is not None:
         for old in kdir.iterdir():  # a damaged cache or an interrupted build's temp files
             if old.name != LOCK:
@@ -371,7 +375,7 @@ def _build(path: str, sha256: str, n_docs: int, kdir: Path | None, num_workers: 
             for name, tmp in temps.items():
                 os.replace(tmp, kdir / name)
             write_json(kdir / META, meta)  # last: the marker of a complete cache
-            prog.note(f"recounted; the ids of {n_docs:,} docs ({tokens:,} tokens) kept in {kdir}")
+            prog.note(f"the ids of {n_docs:,} docs ({tokens:,} tokens) kept in {kdir}")
     finally:
         for tmp in temps.values():
             tmp.unlink(missing_ok=True)

@@ -8,10 +8,11 @@ contiguous token array per row group, so neither texts nor per-document token li
 process boundaries (the cost of the usual multiprocessing-Pool-per-document pattern). The main
 process only appends arrays, in source order, to temp files beside the targets; peak memory is a
 few row groups, whatever the shard size. `meta.json` is renamed into place last: it is the
-marker of a complete output. When token_stats has already tokenized the shard into this
-FINEGPT_HOME (`token_ids`), its ids are split instead, a chunk at a time, with the same bytes
-as a result and no tokenizing; a damaged cache is noticed before anything is published, removed,
-and the shard tokenized as usual.
+marker of a complete output. Into a FINEGPT_HOME's `bins/`, the shard is tokenized once for
+both data stages (`token_ids`): the ids token_stats kept are split instead, a chunk at a time,
+with the same bytes as a result; with none kept yet, this stage keeps them first (token_stats
+then reuses them). A damaged cache is noticed before anything is published, removed, and the
+shard tokenized as usual.
 
 Split rule (stable, streaming-decidable): a document is in val iff blake2b-64(utf-8 text) <
 val_fraction * 2**64, or its key (hash, row index) is among the `min_val_docs` smallest keys of
@@ -209,14 +210,20 @@ def _tokenize(shard_path, path, starts, temps, val_fraction, min_val, workers, s
               prog: Progress, ids_root, out_dir) -> dict:
     (min_val_docs, requested), n_docs = min_val, starts[-1]
     done, damaged = None, None
-    with token_ids.reading(sha256, n_docs, ids_root, report=prog.report) as ids:
-        if ids is not None:
-            prog.begin(f"{shard_path}: {n_docs:,} docs in {len(starts) - 1} row groups, from "
-                       f"the ids token_stats kept in {ids.dir} -> {out_dir}")
-            try:
-                done = _split_ids(path, starts, ids, temps, val_fraction, min_val_docs, prog)
-            except token_ids.CacheInvalid as exc:
-                damaged = exc
+    for attempt in ("kept", "built") if ids_root is not None else ():
+        if attempt == "built":  # nobody kept them yet: tokenize once, keeping them for token_stats
+            token_ids.counts_for(path, sha256, ids_root, workers, prog.report, "tokenize",
+                                 "tokenizing")
+        with token_ids.reading(sha256, n_docs, ids_root, report=prog.report) as ids:
+            if ids is not None:
+                prog.begin(f"{shard_path}: {n_docs:,} docs in {len(starts) - 1} row groups, "
+                           f"from the ids {attempt} in {ids.dir} -> {out_dir}")
+                try:
+                    done = _split_ids(path, starts, ids, temps, val_fraction, min_val_docs, prog)
+                except token_ids.CacheInvalid as exc:
+                    damaged = exc
+        if done is not None or damaged is not None:
+            break
     if damaged is not None:
         token_ids.discard(sha256, ids_root)
         prog.begin(f"{damaged}: the cache is removed; tokenizing the shard instead")

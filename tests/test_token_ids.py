@@ -24,7 +24,8 @@ from finegpt_pipeline.layout import Home
 from finegpt_pipeline.shard import ShardError, sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
-CACHED = "from the ids token_stats kept in"  # tokenize's first line when it splits cached ids
+CACHED = "from the ids kept in"  # tokenize's first line when it splits the ids token_stats kept
+BUILT = "from the ids built in"  # ... when it found none and kept them itself first
 
 
 def _tokenize(shard: Path, home: Home, out: str = "b", **kw) -> tuple[dict, list[str]]:
@@ -39,10 +40,12 @@ def _bins(out: Path) -> dict[str, bytes]:
 
 
 def _fresh(shard: Path, root: Path, **kw) -> dict[str, bytes]:
-    """Bins tokenized from the texts: a home without token_stats, so no ids to reuse."""
-    meta, lines = _tokenize(shard, Home(root), **kw)
-    assert not any(CACHED in line for line in lines)
-    return _bins(root / "bins" / "b")
+    """Bins tokenized from the texts, as before token_ids: into a directory outside any
+    FINEGPT_HOME, where no ids are looked for or kept."""
+    lines: list[str] = []
+    tokenized_bins.tokenize_shard(shard, root / "plain", num_workers=1, progress=lines.append, **kw)
+    assert "1 worker(s)" in lines[0] and not (root / "token_ids").exists()
+    return _bins(root / "plain")
 
 
 def _key_dir(home: Home, shard: Path) -> Path:
@@ -166,8 +169,8 @@ def test_damaged_cache_is_detected_and_the_shard_tokenized(how, sample_shard, sa
     if how == "changed_id":  # found while streaming: nothing published, the cache removed
         assert CACHED in lines[0] and "sha256" in lines[1] and "tokenizing the shard instead" in lines[1]
         assert not kdir.exists()
-    else:  # refused before use
-        assert not any(CACHED in line for line in lines)
+    else:  # refused before use: tokenize builds them again, then splits them
+        assert not any(CACHED in line for line in lines) and any(BUILT in line for line in lines)
     # token_stats rebuilds what it cannot verify, and the next tokenize splits it
     again = stats.compute_stats(sample_shard, home.warehouse, num_workers=1)
     assert again["tokens_tiktoken"] == summary["tokens_tiktoken"]
@@ -193,7 +196,22 @@ def test_interrupted_before_the_marker_leaves_nothing_that_reads_as_complete(sam
     with token_ids.reading(sha256_file(sample_shard), 300, home.token_ids) as ids:
         assert ids is None
     _, lines = _tokenize(sample_shard, home)
-    assert not any(CACHED in line for line in lines)
+    assert not any(CACHED in line for line in lines) and any(BUILT in line for line in lines)
+    assert sorted(p.name for p in kdir.iterdir()) == [".lock", "docs.bin", "ids.bin", "meta.json"]
+
+
+def test_tokenize_first_keeps_the_ids_and_token_stats_reuses_them(sample_shard, sample_expected,
+                                                                  tmp_path):
+    """The other order (the assets run side by side): still one tokenization, same outputs."""
+    home = Home(tmp_path / "home")
+    _, lines = _tokenize(sample_shard, home)
+    assert any(BUILT in line for line in lines) and _bins(home.bins / "b") == sample_expected
+    reused: list[str] = []
+    summary = stats.compute_stats(sample_shard, home.warehouse, progress=reused.append)
+    assert "tokenized before; verified" in reused[0]
+    elsewhere = tmp_path / "elsewhere" / "stats.duckdb"
+    assert stats.compute_stats(sample_shard, elsewhere)["tokens_tiktoken"] == summary["tokens_tiktoken"]
+    assert _documents(home.warehouse) == _documents(elsewhere)
 
 
 _BUILD = """
