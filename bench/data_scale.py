@@ -12,6 +12,8 @@ tree's RSS (every 0.2 s, /proc) belongs to one step. Per step: wall time from Da
 event log (STEP_START to STEP_SUCCESS) and the peak summed RSS of the job's process tree
 while it ran (the job's parent process included). With steps in parallel (the default: as
 many as cores) token_stats and tokenized_bins overlap; the serial figures bound each one.
+It also says whether tokenized_bins split the ids token_stats kept (`tokenized_once`) and how
+much FINEGPT_HOME's `token_ids/` holds afterwards.
 """
 
 from __future__ import annotations
@@ -98,8 +100,14 @@ def run_data_job(shard: Path, work: Path) -> dict:
         inside = [rss for t, rss in samples if start <= t <= end]
         steps[key] = {"seconds": end - start, "peak_rss_mib": max(inside, default=0) / 2**20,
                       "outcome": outcome}
+    log = (work / "job.log").read_text()
+    ids = home / "token_ids"
     return {"wall_s": wall, "peak_rss_mib": max((r for _, r in samples), default=0) / 2**20,
-            "steps": steps, "samples": len(samples)}
+            "steps": steps, "samples": len(samples),
+            # did tokenized_bins split the ids token_stats kept (or keep them itself, first)?
+            "tokenized_once": "from the ids kept in" in log or "from the ids built in" in log,
+            "token_ids_bytes": sum(p.stat().st_size for p in ids.rglob("*") if p.is_file())
+            if ids.exists() else 0}
 
 
 def main() -> int:
@@ -134,7 +142,8 @@ def main() -> int:
         print(f"| **data_job (process, incl. start-up)** | **{result['wall_s']:.1f}** "
               f"(target < {TARGET_S}) | **{result['peak_rss_mib']:.0f}** "
               f"(target < {TARGET_RSS / 2**20:.0f}) |")
-        print(f"load average at end: {result['load_end']:.2f}")
+        print(f"load average at end: {result['load_end']:.2f}; tokenized once: "
+              f"{result['tokenized_once']}; token_ids/ holds {result['token_ids_bytes']:,} bytes")
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2))
         return 0

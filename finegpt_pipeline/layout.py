@@ -101,6 +101,11 @@ class Home:
         """Where a default (SQLite) MLflow store keeps artifacts: beside it, not in the cwd."""
         return self.root / "mlartifacts"
 
+    @property
+    def token_ids(self) -> Path:
+        """Shards' GPT-2 ids as token_stats tokenized them, for tokenized_bins (`token_ids`)."""
+        return self.root / "token_ids"
+
 
 # ---------------------------------------------------------------- a bins directory
 

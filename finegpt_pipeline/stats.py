@@ -1,7 +1,8 @@
 """Token statistics of a shard in a persistent DuckDB warehouse.
 
-DuckDB scans the parquet and does every aggregate; Python only recounts GPT-2 tokens (the
-tokenizer's threaded fast path), one row group at a time so memory stays flat with shard size.
+DuckDB scans the parquet and does every aggregate; Python only recounts GPT-2 tokens, one row
+group at a time in worker processes so memory stays flat with shard size, and keeps the ids
+(`token_ids`, in the FINEGPT_HOME of the warehouse) so tokenized_bins need not tokenize again.
 Tables, keyed by `shard` (the file's sha256 unless given), queryable afterwards:
 
   documents      one row per document: doc_index, chars, utf8_bytes, tokens_tiktoken,
@@ -26,10 +27,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from finegpt_pipeline import paths, warehouse
-from finegpt_pipeline.progress import Progress, Report, duration, to_stderr
-from finegpt_pipeline.shard import add_shard_arguments, describe_shard, open_shard, shard_from_args
-from finegpt_pipeline.tokenizer import count_tokens, get_encoding
+import numpy as np
+
+from finegpt_pipeline import paths, token_ids, warehouse
+from finegpt_pipeline.progress import Report, duration, to_stderr
+from finegpt_pipeline.shard import add_shard_arguments, describe_shard, shard_from_args
+from finegpt_pipeline.tokenizer import get_encoding
 
 SHORT_DOC_TOKENS = 50  # "very short": fewer GPT-2 tokens than this (empty documents included)
 QUANTILES = {"p1": 0.01, "p5": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95, "p99": 0.99}
@@ -60,41 +63,33 @@ def _column(present: set[str], name: str, sql_type: str, expr: str | None = None
     return expr or f"TRY_CAST(p.{name} AS {sql_type})"
 
 
-def recount_tokens(shard_path: str | Path, progress: Report | None = None) -> pa.Table:
-    """(doc_index, tokens_tiktoken) for every document, NULL where the text is NULL.
-    One row group of text in memory at a time; the result is two integers per document."""
-    pf = open_shard(shard_path)
-    prog = Progress(progress, "stats", pf.metadata.num_row_groups)
-    prog.begin(f"{shard_path}: recounting {pf.metadata.num_rows:,} docs in "
-               f"{pf.metadata.num_row_groups} row groups")
-    chunks, offset = [], 0
-    for i in range(pf.metadata.num_row_groups):
-        texts = pf.read_row_group(i, columns=["text"]).column("text").to_pylist()
-        present = [t for t in texts if t is not None]
-        it = iter(count_tokens(present) if present else [])
-        counts = [None if t is None else next(it) for t in texts]
-        prog.advance(1, len(texts), sum(c for c in counts if c is not None))
-        chunks.append(pa.table({
-            "doc_index": pa.array(range(offset, offset + len(texts)), pa.int64()),
-            "tokens_tiktoken": pa.array(counts, pa.int64())}))
-        offset += len(texts)
-    prog.note("recounted; writing the warehouse")
-    return pa.concat_tables(chunks).combine_chunks()
+def recount_tokens(shard_path: str | Path, sha256: str, ids_root: str | Path | None,
+                   progress: Report | None = None, num_workers: int | None = None) -> pa.Table:
+    """(doc_index, tokens_tiktoken) for every document, NULL where the text is NULL, from the
+    shard's ids (`token_ids.counts_for`: kept under `ids_root`, tokenized now or verified)."""
+    counts = token_ids.counts_for(shard_path, sha256, ids_root, num_workers, report=progress)
+    return pa.table({"doc_index": pa.array(np.arange(counts.size, dtype=np.int64)),
+                     "tokens_tiktoken": pa.array(counts.astype(np.int64), mask=counts < 0)})
 
 
 def compute_stats(shard_path: str | Path, db_path: str | Path, shard_key: str | None = None,
-                  expected_sha256: str | None = None,
-                  progress: Report | None = None) -> dict[str, Any]:
+                  expected_sha256: str | None = None, progress: Report | None = None,
+                  ids_root: str | Path | None = None,
+                  num_workers: int | None = None) -> dict[str, Any]:
     """Load a shard's per-document statistics into the warehouse and return its summary.
     `expected_sha256` (what raw_shard recorded) refuses a file whose bytes changed since
     (`shard.verified_sha256`, the policy tokenized_bins follows too); `progress` gets progress
-    lines (`finegpt_pipeline.progress`)."""
+    lines (`finegpt_pipeline.progress`); the shard's ids are kept under `ids_root` for
+    tokenized_bins (default: `token_ids.root_for_warehouse(db_path)`); `num_workers` tokenizer
+    processes (default: one per core; 1 tokenizes in this process)."""
     start = time.monotonic()
     # validates (and hashes, once) before the warehouse is touched
     info = describe_shard(shard_path, expected_sha256=expected_sha256)
     get_encoding()  # tokenizer files present, or one clear error before any work
     key = shard_key or info.sha256
-    recount = recount_tokens(info.path, progress)
+    if ids_root is None:
+        ids_root = token_ids.root_for_warehouse(db_path)
+    recount = recount_tokens(info.path, info.sha256, ids_root, progress, num_workers)
     present = set(info.columns)
     url = _column(present, "url", "VARCHAR")
     select = f"""

@@ -8,7 +8,11 @@ contiguous token array per row group, so neither texts nor per-document token li
 process boundaries (the cost of the usual multiprocessing-Pool-per-document pattern). The main
 process only appends arrays, in source order, to temp files beside the targets; peak memory is a
 few row groups, whatever the shard size. `meta.json` is renamed into place last: it is the
-marker of a complete output.
+marker of a complete output. Into a FINEGPT_HOME's `bins/`, the shard is tokenized once for
+both data stages (`token_ids`): the ids token_stats kept are split instead, a chunk at a time,
+with the same bytes as a result; with none kept yet, this stage keeps them first (token_stats
+then reuses them). A damaged cache is noticed before anything is published, removed, and the
+shard tokenized as usual.
 
 Split rule (stable, streaming-decidable): a document is in val iff blake2b-64(utf-8 text) <
 val_fraction * 2**64, or its key (hash, row index) is among the `min_val_docs` smallest keys of
@@ -20,7 +24,7 @@ is 30, or a tenth of a shard under 300 documents: a sample gets a val split wort
 from __future__ import annotations
 
 import argparse
-import hashlib
+import bisect
 import heapq
 import json
 import os
@@ -31,7 +35,7 @@ import multiprocessing as mp
 
 import numpy as np
 
-from finegpt_pipeline import tokenizer
+from finegpt_pipeline import token_ids, tokenizer
 from finegpt_pipeline.atomic import temp_beside, write_json
 from finegpt_pipeline.config import EOT_TOKEN, GPT2_VOCAB_SIZE
 from finegpt_pipeline.layout import BIN_NAMES, LOCK_NAME, META_NAME, verify_files
@@ -39,6 +43,7 @@ from finegpt_pipeline.locks import Busy, describe_holders, try_lock
 from finegpt_pipeline.progress import Progress, Report, to_stderr
 from finegpt_pipeline.shard import (ShardError, add_shard_arguments, open_shard, shard_from_args,
                                     verified_sha256)
+from finegpt_pipeline.token_ids import doc_hash  # the split rule's hash (bins_checks' too)
 
 DEFAULT_VAL_FRACTION = 0.005
 DEFAULT_MIN_VAL_DOCS = 30  # at most; a smaller shard gets a tenth of its documents (min_val_docs_for)
@@ -48,10 +53,6 @@ _PREPASS_MARGIN = 100
 SPLIT_RULE = ("val iff blake2b(utf-8 text, digest_size=8) as big-endian uint64 < hash_threshold, "
               "or (hash, row index) <= min_key (the min_val_docs-th smallest key); "
               "documents keep source order within each split")
-
-
-def doc_hash(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
 
 
 def min_val_docs_for(n_docs: int, requested: int | None = None) -> int:
@@ -75,20 +76,17 @@ def _threshold(val_fraction: float) -> int:
     return min(int(val_fraction * 2**64), 2**64)
 
 
+def _null_text(path: str, row: int, nulls: int, rg: int) -> ShardError:
+    return ShardError(f"{path}: `text` is null at row {row} ({nulls} null rows in row group {rg})")
+
+
 # ---------------------------------------------------------------- worker side (one row group)
 
-_OPEN_FILES: dict[str, object] = {}
-
-
 def _row_group_texts(path: str, rg: int, first_index: int) -> list[str]:
-    pf = _OPEN_FILES.get(path)
-    if pf is None:
-        pf = _OPEN_FILES[path] = open_shard(path)
-    col = pf.read_row_group(rg, columns=["text"]).column("text")
+    col = token_ids.worker_shard(path).read_row_group(rg, columns=["text"]).column("text")
     if col.null_count:
         first_null = next(i for i, v in enumerate(col.is_null().to_pylist()) if v)
-        raise ShardError(f"{path}: `text` is null at row {first_index + first_null} "
-                         f"({col.null_count} null rows in row group {rg})")
+        raise _null_text(path, first_index + first_null, col.null_count, rg)
     return col.to_pylist()
 
 
@@ -112,31 +110,19 @@ def _encode_row_group(path: str, rg: int, first_index: int, split: Split):
 
 # ---------------------------------------------------------------- driver
 
-def _map_ordered(fn, arg_lists, pool, window: int):
-    """`map` over the pool with at most `window` tasks in flight (bounds memory), in order."""
-    if pool is None:
-        for args in arg_lists:
-            yield fn(*args)
-        return
-    pending = []
-    for args in arg_lists:
-        pending.append(pool.submit(fn, *args))
-        if len(pending) >= window:
-            yield pending.pop(0).result()
-    for fut in pending:
-        yield fut.result()
-
-
 def tokenize_shard(shard_path: str | Path, out_dir: str | Path,
                    val_fraction: float = DEFAULT_VAL_FRACTION,
                    min_val_docs: int | None = None,
                    num_workers: int | None = None,
                    expected_sha256: str | None = None,
-                   progress: Report | None = None) -> dict:
+                   progress: Report | None = None,
+                   ids_root: str | Path | None = None) -> dict:
     """Write `train.bin`, `val.bin`, `meta.json` for a shard into `out_dir`; return the meta.
     `min_val_docs=None` is the default minimum (`min_val_docs_for`); `expected_sha256` (what
     raw_shard recorded) refuses a file whose bytes changed since (`shard.verified_sha256`, the
-    policy token_stats follows too); `progress` gets progress lines (`finegpt_pipeline.progress`).
+    policy token_stats follows too); `progress` gets progress lines (`finegpt_pipeline.progress`);
+    the shard's ids that token_stats kept are looked for under `ids_root` (default:
+    `token_ids.root_for_bins(out_dir)`, the FINEGPT_HOME holding `out_dir`).
 
     Everything is written to temp files first; only a finished run replaces the files under
     their final names (old meta.json first, new one last). A failed run into a new directory
@@ -170,15 +156,13 @@ def tokenize_shard(shard_path: str | Path, out_dir: str | Path,
                    "tokenize into another directory")
     temps: dict[str, Path] = {}
     prog = Progress(progress, "tokenize", len(starts) - 1)
-    pool, publishing = None, False
+    publishing = False
+    if ids_root is None:
+        ids_root = token_ids.root_for_bins(out_dir)
     try:
         temps.update({name: temp_beside(out_dir / name) for name in BIN_NAMES})
-        prog.begin(f"{shard_path}: {n_docs:,} docs in {len(starts) - 1} row groups, "
-                   f"{workers} worker(s) -> {out_dir}")
-        if workers > 1:
-            pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
         meta = _tokenize(shard_path, path, starts, temps, val_fraction,
-                         (min_val_docs, requested), workers, pool, sha256, prog)
+                         (min_val_docs, requested), workers, sha256, prog, ids_root, out_dir)
         publishing = True
         _publish(out_dir, temps, meta)
         prog.finish(f"{meta['train_docs']:,} train / {meta['val_docs']:,} val docs in {out_dir}")
@@ -195,8 +179,6 @@ def tokenize_shard(shard_path: str | Path, out_dir: str | Path,
                 (out_dir / name).unlink(missing_ok=True)
         raise
     finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
         lock.close()
     return meta
 
@@ -224,18 +206,41 @@ def _publish(out_dir: Path, temps: dict[str, Path], meta: dict) -> None:
     write_json(out_dir / META_NAME, meta)
 
 
-def _tokenize(shard_path, path, starts, temps, val_fraction, min_val, workers, pool,
-              sha256: str, prog: Progress) -> dict:
+def _tokenize(shard_path, path, starts, temps, val_fraction, min_val, workers, sha256: str,
+              prog: Progress, ids_root, out_dir) -> dict:
     (min_val_docs, requested), n_docs = min_val, starts[-1]
-    split = Split(_threshold(val_fraction))
-    if n_docs * val_fraction < _PREPASS_MARGIN * max(min_val_docs, 1):
-        split = _with_min_key(split, path, starts, min_val_docs, pool, workers)
-    counts = _write_bins(path, starts, split, temps, pool, workers, prog)
-    if counts["val_docs"] < min_val_docs:
-        prog.note(f"{counts['val_docs']} val docs, fewer than {min_val_docs}: a second pass")
-        split = _with_min_key(split, path, starts, min_val_docs, pool, workers)
+    done, damaged = None, None
+    for attempt in ("kept", "built") if ids_root is not None else ():
+        if attempt == "built":  # nobody kept them yet: tokenize once, keeping them for token_stats
+            token_ids.counts_for(path, sha256, ids_root, workers, prog.report, "tokenize",
+                                 "tokenizing")
+        with token_ids.reading(sha256, n_docs, ids_root, report=prog.report) as ids:
+            if ids is not None:
+                prog.begin(f"{shard_path}: {n_docs:,} docs in {len(starts) - 1} row groups, "
+                           f"from the ids {attempt} in {ids.dir} -> {out_dir}")
+                try:
+                    done = _split_ids(path, starts, ids, temps, val_fraction, min_val_docs, prog)
+                except token_ids.CacheInvalid as exc:
+                    damaged = exc
+        if done is not None or damaged is not None:
+            break
+    if damaged is not None:
+        token_ids.discard(sha256, ids_root)
+        prog.begin(f"{damaged}: the cache is removed; tokenizing the shard instead")
+    if done is None:
+        prog.begin(f"{shard_path}: {n_docs:,} docs in {len(starts) - 1} row groups, "
+                   f"{workers} worker(s) -> {out_dir}")
+        prog.total, prog.unit = len(starts) - 1, "row groups"
         prog.done = prog.docs = prog.tokens = 0
-        counts = _write_bins(path, starts, split, temps, pool, workers, prog)
+        pool = (ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
+                if workers > 1 else None)
+        try:
+            done = _tokenize_texts(path, starts, temps, val_fraction, min_val_docs, workers, pool,
+                                   prog)
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+    split, counts = done
     if counts["train_docs"] == 0:
         raise ShardError(f"{shard_path}: val fraction {val_fraction} leaves no train documents")
     return {
@@ -255,11 +260,74 @@ def _tokenize(shard_path, path, starts, temps, val_fraction, min_val, workers, p
     }
 
 
+def _tokenize_texts(path, starts, temps, val_fraction, min_val_docs, workers, pool,
+                    prog: Progress) -> tuple[Split, dict]:
+    """The split and the counts, tokenizing the shard's texts in the worker pool."""
+    split = Split(_threshold(val_fraction))
+    if starts[-1] * val_fraction < _PREPASS_MARGIN * max(min_val_docs, 1):
+        split = _with_min_key(split, path, starts, min_val_docs, pool, workers)
+    counts = _write_bins(path, starts, split, temps, pool, workers, prog)
+    if counts["val_docs"] < min_val_docs:
+        prog.note(f"{counts['val_docs']} val docs, fewer than {min_val_docs}: a second pass")
+        split = _with_min_key(split, path, starts, min_val_docs, pool, workers)
+        prog.done = prog.docs = prog.tokens = 0
+        counts = _write_bins(path, starts, split, temps, pool, workers, prog)
+    return split, counts
+
+
+def _split_ids(path, starts, ids: token_ids.TokenIds, temps, val_fraction, min_val_docs,
+               prog: Progress) -> tuple[Split, dict]:
+    """The same split and bytes as `_tokenize_texts`, from the shard's cached ids: the rule
+    applied to the cached hashes (vectorized), then the ids copied a chunk at a time."""
+    nulls = np.flatnonzero(ids.counts < 0)
+    if nulls.size:  # the error tokenizing would give
+        rg = bisect.bisect_right(starts, int(nulls[0])) - 1
+        raise _null_text(path, int(nulls[0]), int(np.count_nonzero(nulls < starts[rg + 1])), rg)
+    split = Split(_threshold(val_fraction))
+    if starts[-1] * val_fraction < _PREPASS_MARGIN * max(min_val_docs, 1):
+        split = _min_key_of(split, ids.hashes, min_val_docs)
+    is_val = _val_mask(split, ids.hashes)
+    if np.count_nonzero(is_val) < min_val_docs:
+        split = _min_key_of(split, ids.hashes, min_val_docs)
+        is_val = _val_mask(split, ids.hashes)
+    lens = ids.doc_tokens
+    counts = dict(train_tokens=int(lens[~is_val].sum()), val_tokens=int(lens[is_val].sum()),
+                  train_docs=int(np.count_nonzero(~is_val)), val_docs=int(np.count_nonzero(is_val)))
+    prog.total, prog.unit = starts[-1], "docs"
+    with open(temps["train.bin"], "wb") as ftrain, open(temps["val.bin"], "wb") as fval:
+        token_ids.stream_split(ids, is_val, ftrain, fval,
+                               advance=lambda docs, tokens: prog.advance(docs, docs, tokens))
+        for fh in (ftrain, fval):
+            fh.flush()
+            os.fsync(fh.fileno())
+    return split, counts
+
+
+def _min_key_of(split: Split, hashes: np.ndarray, k: int) -> Split:
+    """`_with_min_key` from the documents' hashes: the k-th smallest (hash, row index)."""
+    if k == 0:
+        return split
+    j = int(np.lexsort((np.arange(hashes.size), hashes))[k - 1])
+    return Split(split.hash_threshold, (int(hashes[j]), j))
+
+
+def _val_mask(split: Split, hashes: np.ndarray) -> np.ndarray:
+    """`split.is_val` of every document at once."""
+    if split.hash_threshold >= 2**64:
+        mask = np.ones(hashes.size, dtype=bool)
+    else:
+        mask = hashes < np.uint64(split.hash_threshold)
+    if split.min_key is not None:
+        h, i = np.uint64(split.min_key[0]), split.min_key[1]
+        mask |= (hashes < h) | ((hashes == h) & (np.arange(hashes.size) <= i))
+    return mask
+
+
 def _with_min_key(split: Split, path, starts, k, pool, workers) -> Split:
     if k == 0:
         return split
     args = [(path, rg, starts[rg], k) for rg in range(len(starts) - 1)]
-    smallest = heapq.nsmallest(k, (key for keys in _map_ordered(_smallest_keys, args, pool,
+    smallest = heapq.nsmallest(k, (key for keys in token_ids.map_ordered(_smallest_keys, args, pool,
                                                                 2 * workers) for key in keys))
     return Split(split.hash_threshold, smallest[-1])
 
@@ -270,7 +338,7 @@ def _write_bins(path, starts, split: Split, temps: dict[str, Path], pool, worker
     counts = dict(train_tokens=0, val_tokens=0, train_docs=0, val_docs=0)
     with open(temps["train.bin"], "wb") as ftrain, open(temps["val.bin"], "wb") as fval:
         args = [(path, rg, starts[rg], split) for rg in range(len(starts) - 1)]
-        for train, val, n_train, n_val in _map_ordered(_encode_row_group, args, pool,
+        for train, val, n_train, n_val in token_ids.map_ordered(_encode_row_group, args, pool,
                                                        2 * workers):
             ftrain.write(memoryview(train))
             fval.write(memoryview(val))

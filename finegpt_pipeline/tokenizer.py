@@ -96,18 +96,29 @@ def encode_docs_uint16(texts: Sequence[str]) -> np.ndarray:
     """nanoGPT layout for a run of documents: each one's ids preceded by EOT, as uint16.
 
     Runs in the calling thread (callers spread chunks over `thread_pool`)."""
+    return encode_docs_counted(texts)[0]
+
+
+def encode_docs_counted(texts: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
+    """`encode_docs_uint16`'s ids, and each text's token count (EOT not counted) as int32.
+    A None text (a NULL in the shard) adds no ids and counts -1."""
     pieces: list[np.ndarray] = []
+    counts = np.full(len(texts), -1, dtype=np.int32)
     eot = np.array([EOT_TOKEN], dtype=np.uint32)
-    for text in texts:
+    for i, text in enumerate(texts):
+        if text is None:
+            continue
+        ids = encode_ids(text)
+        counts[i] = ids.size
         pieces.append(eot)
-        pieces.append(encode_ids(text))
+        pieces.append(ids)
     if not pieces:
-        return np.empty(0, dtype=np.uint16)
+        return np.empty(0, dtype=np.uint16), counts
     ids = np.concatenate(pieces)
     top = int(ids.max())
     if top >= GPT2_VOCAB_SIZE:  # cannot happen with GPT-2; checked so a cast never wraps silently
         raise ValueError(f"token id {top} is outside the GPT-2 vocabulary ({GPT2_VOCAB_SIZE})")
-    return ids.astype(np.uint16)
+    return ids.astype(np.uint16), counts
 
 
 def decode(ids: Sequence[int]) -> str:
