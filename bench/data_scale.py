@@ -6,7 +6,7 @@ shard of a real shard's size (~2.15 GB). Targets: the job under 10 minutes, peak
 
 What it does: generates the shard (`finegpt_pipeline.synthetic`: real sample paragraphs
 resampled, FineWeb's 1000-row row groups), then runs `dagster job execute -m
-assets.definitions -j data_job` on it in a fresh FINEGPT_HOME and DAGSTER_HOME, with the
+assets.definitions -j data_job` on its partition in a fresh FINEGPT_HOME and DAGSTER_HOME, with the
 multiprocess executor limited to one step at a time so that each sample of the process
 tree's RSS (every 0.2 s, /proc) belongs to one step. Per step: wall time from Dagster's own
 event log (STEP_START to STEP_SUCCESS) and the peak summed RSS of the job's process tree
@@ -74,8 +74,12 @@ def run_data_job(shard: Path, work: Path) -> dict:
     env = {**os.environ, "FINEGPT_HOME": str(home), "DAGSTER_HOME": str(dagster_home),
            "FINEGPT_SHARD": str(shard), "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1",
            "PYTHONPATH": str(REPO)}
+    # the shard's partition first (the data assets are partitioned by shard), as `make run` does
+    tags = subprocess.run([sys.executable, "-m", "assets.shards", "add", "--tags", str(shard)],
+                          cwd=REPO, env=env, capture_output=True, text=True, check=True).stdout
     cmd = [str(Path(sys.executable).parent / "dagster"), "job", "execute", "-m",
-           "assets.definitions", "-j", "data_job", "-c", str(work / "run.yaml")]
+           "assets.definitions", "-j", "data_job", "-c", str(work / "run.yaml"),
+           "--tags", tags.strip()]
     samples: list[tuple[float, int]] = []
     t0 = time.time()
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=open(work / "job.log", "w"),

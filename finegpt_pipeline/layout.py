@@ -9,6 +9,7 @@ directory, its `meta.json` reader, and the one answer to "have the bins changed?
       reports/eval/<run key>/      eval_report: report.json/.md/.html, loss_curve.png
       bins/<key>/                  tokenized_bins: train.bin, val.bin, meta.json, .lock
       bins/sets/<key>/             a bins set: manifest.json naming several bins dirs (`bins_set`)
+      token_ids/<sha16>/           a shard's GPT-2 ids, tokenized once (`token_ids`)
       plans/                       training_config's plans
       runs/trained_checkpoint/<key>/  a training run (its files: `run_dir`)
       hardware/<machine-id>/       this machine's measurements (`hardware.cached_measurement`)
