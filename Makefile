@@ -1,10 +1,10 @@
 # Two entry points that do all set-up on a fresh machine:
 #   make run    build the venv, then materialize the whole pipeline (Dagster job, embedded defaults)
-#   make test   build the venv, then unit tests, code-location validation, pipeline_job on
-#               the shared 300-document sample (configs/demo-cpu.yaml) with its report
-#               reproduced independently, the browser test (both UIs in chromium after two
-#               tiny pipeline runs; `make browser` alone) and the deployment stack on a real
-#               PostgreSQL (`make test-stack` alone)
+#   make test   build the venv, then unit tests; then, beside the browser test (both UIs in
+#               chromium after two tiny pipeline runs; `make browser` alone), code-location
+#               validation, pipeline_job on the shared 300-document sample
+#               (configs/demo-cpu.yaml) with its report reproduced independently, and the
+#               deployment stack on a real PostgreSQL (`make test-stack` alone)
 # On demand: make test-slow   the held-out learning test (~15 minutes on 2 cores; docs/training.md)
 PYTHON ?= python3
 VENV ?= .venv
@@ -22,7 +22,7 @@ export FINEGPT_HOME ?= $(CURDIR)/.finegpt
 # CLI supersedes them are noise here.
 export PYTHONWARNINGS ?= ignore:Function `job_execute_command` is superseded,ignore:Function `definitions_validate_command` is superseded
 
-.PHONY: venv dagster-home run test test-slow unit validate data-job train-job demo browser test-stack ui-and-stack
+.PHONY: venv dagster-home run test test-slow unit validate data-job train-job demo browser test-stack beside-browser ui-and-stack
 
 $(BIN)/finegpt: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -75,8 +75,12 @@ browser: venv
 test-stack: venv
 	$(BIN)/python -m pytest -q -m stack --durations=3 tests/test_postgres_stack.py
 
-# the browser test and the stack test side by side: both mostly wait on servers starting
-ui-and-stack: venv
-	$(MAKE) -j2 --output-sync=target browser test-stack
+# After the unit tests, the browser test (the longest, mostly waiting on its servers) beside
+# the rest in order: validate, the demo, the stack test
+beside-browser: venv
+	$(MAKE) validate && $(MAKE) demo && $(MAKE) test-stack
 
-test: unit validate demo ui-and-stack
+ui-and-stack: venv
+	$(MAKE) -j2 --output-sync=target browser beside-browser
+
+test: unit ui-and-stack

@@ -37,6 +37,8 @@ def test_one_training_run_at_a_time_under_the_shipped_instance_config(tmp_path):
     assert trained_checkpoint.op.pool == "gpu"
     assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
     assert not instance.telemetry_enabled
+    # a partition's run from the CLI names no logger: it logs at INFO, not Dagster's DEBUG
+    assert instance.python_log_level == "INFO"
 
 
 def test_run_directory_follows_plan_bins_and_launch_settings(tmp_path):
