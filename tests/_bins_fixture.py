@@ -70,3 +70,16 @@ def child_env(threads: int = 1) -> dict[str, str]:
     env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     return env
+
+
+def damaged_copy(bins: Path, dest: Path, flip_at: int) -> Path:
+    """A copy of finished bins with two faults in train.bin: the id at `flip_at` changed (the
+    decoded text no longer matches its document) and the last id outside GPT-2's vocabulary."""
+    dest.mkdir()
+    for name in ("meta.json", "val.bin"):
+        (dest / name).write_bytes((bins / name).read_bytes())
+    train = np.fromfile(bins / "train.bin", dtype=np.uint16)
+    train[flip_at] = (int(train[flip_at]) + 1) % 50000
+    train[-1] = 50300  # outside the vocabulary
+    train.tofile(dest / "train.bin")
+    return dest

@@ -17,6 +17,7 @@ import pytest
 from finegpt_pipeline import bins_checks, layout, tokenized_bins, tokenizer
 from finegpt_pipeline.config import EOT_TOKEN
 from finegpt_pipeline.shard import ShardError, sha256_file
+from _bins_fixture import damaged_copy
 from tests._shards import materialize_shard
 
 SAMPLE_TOKENS = 215_790  # tiktoken recount of the 300-document sample
@@ -245,14 +246,7 @@ def test_changed_shard_is_refused_as_token_stats_refuses_it(sample_shard, tmp_pa
 
 def test_verifiers_catch_damage(sample_bins, tmp_path, sample_shard):
     out, meta = sample_bins
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    for name in ("meta.json", "val.bin"):
-        (broken / name).write_bytes((out / name).read_bytes())
-    train = np.fromfile(out / "train.bin", dtype=np.uint16)
-    train[5] = (int(train[5]) + 1) % 50000
-    train[-1] = 50300  # outside the vocabulary
-    train.tofile(broken / "train.bin")
+    broken = damaged_copy(out, tmp_path / "broken", flip_at=5)
     assert not bins_checks.verify_roundtrip(broken, sample_shard)["ok"]
     assert bins_checks.verify_ids_in_vocab(broken)["max_id"] == 50300
     assert not bins_checks.verify_ids_in_vocab(broken)["ok"]

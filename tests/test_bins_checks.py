@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from finegpt_pipeline import bins_checks, layout, tokenized_bins, tokenizer
 from finegpt_pipeline.config import EOT_TOKEN
+from _bins_fixture import damaged_copy
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,14 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_same_results_at_any_chunk_size(sample_shard, tmp_path):
     out = tmp_path / "b"
     tokenized_bins.tokenize_shard(sample_shard, out, num_workers=1)
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    for name in ("meta.json", "val.bin"):
-        (broken / name).write_bytes((out / name).read_bytes())
-    train = np.fromfile(out / "train.bin", dtype=np.uint16)
-    train[5000] = (int(train[5000]) + 1) % 50000
-    train[-1] = 50300  # outside the vocabulary
-    train.tofile(broken / "train.bin")
+    broken = damaged_copy(out, tmp_path / "broken", flip_at=5000)
     for bins in (out, broken):
         whole = bins_checks.verify_roundtrip(bins, sample_shard)
         for chunk in (61, 4096):
