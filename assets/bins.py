@@ -97,7 +97,8 @@ def tokenized_bins_ids_in_vocab(tokenized_bins: dict) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=result["ok"], metadata=result)
 
 
-@dg.asset_check(asset=tokenized_bins, partitions_def=SHARDS, additional_ins={"token_stats": dg.AssetIn("token_stats")},
+@dg.asset_check(asset=tokenized_bins, partitions_def=SHARDS,
+                additional_ins={"token_stats": dg.AssetIn("token_stats")},
                 description="Tokens in the bins = the stats' tiktoken recount + one EOT per document.")
 def tokenized_bins_totals_match_stats(tokenized_bins: dict, token_stats: dict) -> dg.AssetCheckResult:
     result = bins_checks.verify_totals(tokenized_bins, token_stats["tokens_tiktoken"], token_stats["documents"])

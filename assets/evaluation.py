@@ -35,10 +35,11 @@ class EvalConfig(dg.Config):
     owners=OWNERS,
     code_version="1",
     ins={"tokenized_bins": ALL_SHARDS_IN},
-    description="Val loss ± se over every token of val.bin (of every materialized shard), bits per byte, uniform and unigram "
-                "baselines, generations and loss curves of the trained checkpoint, its plan "
-                "against what it measured, the experiment's earlier runs and the loss forecast; "
-                "report.md, report.html (self-contained), report.json, loss_curve.png.",
+    description="Val loss ± se over every token of val.bin (of every materialized shard), bits "
+                "per byte, uniform and unigram baselines, generations and loss curves of the "
+                "trained checkpoint, its plan against what it measured, the experiment's earlier "
+                "runs and the loss forecast; report.md, report.html (self-contained), "
+                "report.json, loss_curve.png.",
 )
 @lineage.tracked(bins_context="evaluation")  # its MLflow run, reading the bins (assets/lineage.py)
 def eval_report(context: dg.AssetExecutionContext, config: EvalConfig,
