@@ -19,7 +19,7 @@ from .layout import (
     LOCK_NAME, MANIFEST_NAME, META_NAME, SPLITS, bin_path, is_set, member_metas, members,
     summed_meta,
 )
-from .locks import Busy, describe_holders, try_lock
+from .locks import read_bins_lock
 
 VAL_STREAM = 2**31 - 1  # seed component that keeps validation batches apart from training ones
 
@@ -40,7 +40,7 @@ class Bins:
         try:
             self.members = members(self.dir)
             for member in self.members:
-                self._locks.append(_shared_lock(member))
+                self._locks.append(read_bins_lock(member, LOCK_NAME, "train when it has finished"))
             # under the locks: the files cannot change now
             self.parts = member_metas(self.dir, verify=True)
         except BaseException:
@@ -110,17 +110,6 @@ class Bins:
         data = self.memmaps(split)
         return np.stack([np.asarray(data[m][i:i + length], dtype=np.int64)
                          for m, i in zip(which, local)])
-
-
-def _shared_lock(bins_dir: Path):
-    try:
-        lock = try_lock(bins_dir / LOCK_NAME, shared=True)
-    except OSError:  # a read-only dir without a lock file: nothing can replace the bins
-        return None
-    if lock is None:
-        raise Busy(f"{bins_dir}: being tokenized by "
-                   f"{describe_holders(bins_dir / LOCK_NAME)}; train when it has finished")
-    return lock
 
 
 class BatchSource:

@@ -26,7 +26,7 @@ from pathlib import Path
 from finegpt_pipeline import layout
 from finegpt_pipeline.atomic import write_json
 from finegpt_pipeline.layout import MANIFEST_NAME, is_set, members  # noqa: F401 (the contract's names)
-from finegpt_pipeline.locks import Busy, describe_holders, try_lock
+from finegpt_pipeline.locks import read_bins_lock
 
 MANIFEST_VERSION = 1
 KEY_CHARS = 16
@@ -60,14 +60,7 @@ def _verified_record(bins_dir: Path) -> dict:
     """A member's manifest record, read under its shared lock (not while it is tokenized)."""
     if not bins_dir.is_dir():
         raise FileNotFoundError(f"{bins_dir}: bins directory not found")
-    try:
-        lock = try_lock(bins_dir / layout.LOCK_NAME, shared=True)
-    except OSError:  # a read-only dir without a lock file: nothing can replace the bins
-        lock = None
-    else:
-        if lock is None:
-            raise Busy(f"{bins_dir}: being tokenized by "
-                       f"{describe_holders(bins_dir / layout.LOCK_NAME)}; retry when it has finished")
+    lock = read_bins_lock(bins_dir, layout.LOCK_NAME, "retry when it has finished")
     try:
         return layout.member_record(bins_dir, layout.verify_files(bins_dir))
     finally:

@@ -198,10 +198,16 @@ def shard_path_of(meta: dict) -> str:
 
 def sha256_file(path: str | Path) -> str:
     """A file's content hash (hex), read in 1 MiB blocks: the one every stage uses."""
+    return _sha256_of([path])
+
+
+def _sha256_of(paths: list) -> str:
+    """The sha256 of the files' bytes one after another, read in 1 MiB blocks."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
+    for path in paths:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -230,12 +236,7 @@ def bins_fingerprint(bins_dir: str | Path) -> str:
 def val_sha256(bins_dir: str | Path) -> str:
     """The val split's content hash: val.bin's sha256; a bins set's, that of its members'
     val.bin bytes concatenated in manifest order (what a merged val.bin would hash to)."""
-    digest = hashlib.sha256()
-    for member in members(bins_dir):
-        with open(bin_path(member, "val"), "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
+    return _sha256_of([bin_path(member, "val") for member in members(bins_dir)])
 
 
 # ---------------------------------------------------------------- a bins set (read side)

@@ -48,6 +48,21 @@ def try_lock(path: str | Path, shared: bool) -> Lock | None:
         return None
 
 
+def read_bins_lock(bins_dir: str | Path, lock_name: str, then: str) -> Lock | None:
+    """A shared lock on a bins directory's lock file (`layout.LOCK_NAME`), so nothing
+    re-tokenizes the bins while they are read; None for a read-only directory without the
+    file (nothing can replace the bins there). Busy, naming the tokenizing process and `then`
+    (what to do), while they are being written."""
+    path = Path(bins_dir) / lock_name
+    try:
+        lock = try_lock(path, shared=True)
+    except OSError:
+        return None
+    if lock is None:
+        raise Busy(f"{bins_dir}: being tokenized by {describe_holders(path)}; {then}")
+    return lock
+
+
 def holders(path: str | Path) -> list[int]:
     """PIDs holding an flock on `path`, per /proc/locks (empty where unknown)."""
     try:
