@@ -12,11 +12,14 @@ interpreter's path differs), and its logs, metrics and materialization stream ba
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+
+from finegpt_pipeline.launcher_watch import LAUNCHER_PID_ENV
 
 BACKENDS = ("local", "k8s")
 HOME_VOLUME = "finegpt-home"
@@ -73,6 +76,8 @@ class TrainingLauncher(dg.ConfigurableResource):
             cwd: str, home: Path, processes: int):
         """Launch and wait; returns the Pipes invocation (its materialize result)."""
         if self.backend == "local":
+            # the trainer stops if this process dies without stopping it (launcher_watch)
+            env = {**env, LAUNCHER_PID_ENV: str(os.getpid())}
             return dg.PipesSubprocessClient().run(command=command, context=context, env=env,
                                                   cwd=cwd)
         from dagster_k8s import PipesK8sClient  # installed with the `deploy` extra

@@ -1,13 +1,15 @@
 """Advisory `flock` locks between the pipeline's processes, and who holds them.
 
-A lock is taken without waiting: a stage that cannot have it raises `Busy`, one line naming the
-resource, the holding processes (from /proc/locks, where the OS has it) and what to do.
+A lock is taken without waiting, or waited for a bounded time (`wait_for`): a stage that cannot
+have it raises `Busy`, one line naming the resource, the holding processes (from /proc/locks,
+where the OS has it) and what to do. A directory can be locked itself, creating nothing in it.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 
 
@@ -16,28 +18,33 @@ class Busy(RuntimeError):
 
 
 class Lock:
-    """A held `flock` on `path` (created if missing); `close()` releases it, as does the
-    end of the process."""
+    """A held `flock` on `path`: a directory, or a file (created if missing); `close()`
+    releases it, as does the end of the process."""
 
     def __init__(self, path: str | Path, shared: bool):
         self.path = Path(path)
+        if self.path.is_dir():
+            fd = os.open(self.path, os.O_RDONLY)
+        else:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except PermissionError:  # a read-only directory: nobody can replace files there
+                fd = os.open(self.path, os.O_RDONLY)
         try:
-            self._fh = open(self.path, "a+b")
-        except PermissionError:  # a read-only directory: nobody can replace files there either
-            self._fh = open(self.path, "rb")
-        try:
-            fcntl.flock(self._fh, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
-            self._fh.close()
+            os.close(fd)
             raise
+        self._fd: int | None = fd
 
     def close(self) -> None:
-        if not self._fh.closed:
-            self._fh.close()  # closing the last descriptor releases the flock
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # closing the last descriptor releases the flock
 
     @property
     def held(self) -> bool:
-        return not self._fh.closed
+        return self._fd is not None
 
 
 def try_lock(path: str | Path, shared: bool) -> Lock | None:
@@ -46,6 +53,17 @@ def try_lock(path: str | Path, shared: bool) -> Lock | None:
         return Lock(path, shared)
     except BlockingIOError:
         return None
+
+
+def wait_for(path: str | Path, shared: bool, wait_s: float, fix: str) -> Lock:
+    """The lock, waited for up to `wait_s` seconds; then Busy naming the holders and `fix`."""
+    deadline = time.monotonic() + wait_s
+    while (lock := try_lock(path, shared)) is None:
+        if time.monotonic() > deadline:
+            raise Busy(f"{path}: held by {describe_holders(path)} for over {wait_s:.0f} s; "
+                       f"{fix}")
+        time.sleep(0.05)
+    return lock
 
 
 def read_bins_lock(bins_dir: str | Path, lock_name: str, then: str) -> Lock | None:

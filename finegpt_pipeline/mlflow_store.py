@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from finegpt_pipeline import mlflow_ui, paths
-from finegpt_pipeline.locks import Busy, describe_holders, try_lock
+from finegpt_pipeline.locks import wait_for
 
 EXPERIMENT = os.environ.get("FINEGPT_EXPERIMENT", "finegpt")
 # MLflow's UI opens an experiment in its GenAI mode (traces, evaluation runs) unless this tag
@@ -160,13 +160,8 @@ class _Held:
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + LOCK_WAIT_S
-        while (lock := try_lock(self.path, shared=False)) is None:
-            if time.monotonic() > deadline:
-                raise Busy(f"{self.path}: held by {describe_holders(self.path)} for over "
-                           f"{LOCK_WAIT_S:.0f} s; end that process or remove the lock file")
-            time.sleep(0.05)
-        self.lock = lock
+        self.lock = wait_for(self.path, shared=False, wait_s=LOCK_WAIT_S,
+                             fix="end that process or remove the lock file")
         return self
 
     def __exit__(self, *exc):

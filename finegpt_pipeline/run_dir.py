@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from finegpt_pipeline.config import plan_parts
+from finegpt_pipeline.locks import Lock, wait_for
 
 CKPT_NAME = "ckpt.pt"
 SUMMARY_NAME = "summary.json"
@@ -27,6 +28,17 @@ RUN_FILES = (CKPT_NAME, SUMMARY_NAME, LOG_NAME, MLFLOW_RUN_FILE, PLAN_NAME)
 _RUN_MARKERS = RUN_FILES[:3]
 # plan files older runs kept beside plan.json: removed with them on --overwrite
 _OLD_PLAN_FILES = ("plan_estimates.json", "launch_plan.json")
+# longer than an orphaned trainer takes to stop (launcher_watch.GRACE_S)
+LOCK_WAIT_S = 60.0
+
+
+def lock(out_dir: str | Path) -> Lock:
+    """The run directory's lock, held while a trainer uses it (two trainers on one run would
+    mix its checkpoints): the directory itself is locked, so nothing is written in it. Waited
+    for, since a trainer whose launcher died may still be stopping; then Busy."""
+    return wait_for(out_dir, shared=False, wait_s=LOCK_WAIT_S,
+                    fix="another trainer is using this run directory: wait for it to finish, "
+                        "stop it, or choose another --out")
 
 
 def held_run(out_dir: str | Path) -> list[str]:

@@ -63,6 +63,11 @@ def _distributed_env() -> tuple[int, int, int]:
     return int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), world
 
 
+def is_main_process() -> bool:
+    """Rank 0, or the only process; known before `setup` (from torchrun's environment)."""
+    return _distributed_env()[0] == 0
+
+
 def resolve_device(spec: str, local_rank: int, distributed: bool) -> torch.device:
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"

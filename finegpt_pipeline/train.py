@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from finegpt_pipeline import allocator, checkpoint, run_dir, runtime
+from finegpt_pipeline import allocator, checkpoint, launcher_watch, run_dir, runtime
 from finegpt_pipeline.atomic import write_json
 from finegpt_pipeline.batches import BatchSource, Bins
 from finegpt_pipeline.config import TrainConfig, make_plan_file
@@ -91,14 +91,20 @@ class Trainer:
         # input checks first: nothing is allocated or written for a run that cannot start.
         # The bins stay locked (shared) until close(), so nothing re-tokenizes them mid-run.
         self.bins = Bins(bins_dir)
+        self.out_lock, created = None, not self.out_dir.exists()
         try:
             self.bins.check(cfg.block_size, cfg.vocab_size)
+            if runtime.is_main_process():  # one trainer per run directory, waited for
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                self.out_lock = run_dir.lock(self.out_dir)
             run_dir.check_start(self.out_dir, resume, overwrite)
             self.resume_requested, self.overwrite = resume, overwrite
             self.use_mlflow = mlflow_wanted(mlflow)
             self.rt = runtime.setup(cfg)
         except BaseException:
-            self.bins.close()
+            self.close()
+            if created and self.out_dir.is_dir() and not any(self.out_dir.iterdir()):
+                self.out_dir.rmdir()  # a refused run leaves no trace
             raise
         self.accum = accum_per_process(cfg.grad_accum, self.rt.world_size)
 
@@ -220,6 +226,12 @@ class Trainer:
             self.report.close(error=exc)
             raise
 
+    def close(self) -> None:
+        """Release the bins and the run directory."""
+        self.bins.close()
+        if self.out_lock is not None:
+            self.out_lock.close()
+
     def _report_process_split(self, tokens_per_step: int) -> None:
         """Warn where the processes do not keep the plan's tokens per step, or a resumed run's."""
         cfg, world = self.cfg, self.rt.world_size
@@ -326,7 +338,7 @@ def train(cfg: TrainConfig, bins_dir: str | Path, out_dir: str | Path, resume: b
     try:
         return trainer.run()
     finally:
-        trainer.bins.close()
+        trainer.close()
         runtime.teardown(trainer.rt)
 
 
@@ -335,9 +347,15 @@ def _handle(args: argparse.Namespace) -> int:
     for flag, key in (("eval_every", "eval_interval"), ("checkpoint_every", "checkpoint_interval")):
         if getattr(args, flag) is not None:
             overrides.append(f"{key}={getattr(args, flag)}")
+    launcher_watch.watch()  # launched by the pipeline: stop if the launcher dies
     cfg = load_plan(args.plan, overrides, max_iters=args.max_iters)
-    summary = train(cfg, args.bins, args.out, resume=args.resume, overwrite=args.overwrite,
-                    mlflow=args.mlflow, planner=planner_report(args.plan))
+    try:
+        summary = train(cfg, args.bins, args.out, resume=args.resume, overwrite=args.overwrite,
+                        mlflow=args.mlflow, planner=planner_report(args.plan))
+    except KeyboardInterrupt:
+        if launcher_watch.gone.is_set():
+            return 1  # stopped for a launcher that is gone: its one line says so
+        raise
     if args.json:
         print(json.dumps(summary, indent=2))
     return 0

@@ -39,6 +39,8 @@ def test_embedded_instance_monitors_runs_and_retries_crashes_only(tmp_path):
     assert config["run_retries"]["enabled"] is True
     assert config["run_retries"]["retry_on_asset_or_op_failure"] is False
     assert config["concurrency"]["pools"]["default_limit"] == 1
+    # a crashed run's pool slot is freed, or its retry waits on it forever
+    assert config["run_monitoring"]["free_slots_after_run_end_seconds"] > 0
 
 
 def test_deployment_instance_uses_postgres_the_queue_and_gpu_containers(tmp_path, deploy_env):
@@ -54,6 +56,7 @@ def test_deployment_instance_uses_postgres_the_queue_and_gpu_containers(tmp_path
     assert set(POSTGRES_ENV) <= set(launcher["config"]["env_vars"])
     assert config["run_retries"]["retry_on_asset_or_op_failure"] is False
     assert config["run_monitoring"]["enabled"] is True
+    assert config["run_monitoring"]["free_slots_after_run_end_seconds"] > 0
 
 
 @pytest.mark.parametrize("path", [ROOT / "workspace.yaml", DOCKER / "deploy" / "workspace.yaml"])

@@ -1,16 +1,25 @@
 """The deployment stack's parts, for real, without containers (no docker daemon runs here):
 Debian's PostgreSQL on a loopback port holds Dagster's run, event and schedule storage (the
-deployment's docker/deploy/dagster.yaml: Postgres, the queued run coordinator) and MLflow's
-backend (an `mlflow server --serve-artifacts`); the daemon and the user-code gRPC server run
-as processes; `pipeline_job` on the sample goes in through Dagster's GraphQL client, and the
-test waits for success, then finds the runs in both Postgres databases.
+deployment's docker/deploy/dagster.yaml: Postgres, the queued run coordinator, run monitoring
+and crash-only run retries) and MLflow's backend (an `mlflow server --serve-artifacts`); the
+daemon and the user-code gRPC server run as processes; `pipeline_job` on the sample goes in
+through Dagster's GraphQL client.
+
+Mid-training, after the trainer's first checkpoint, the test kills the run's worker process
+outright (SIGKILL, as the OOM killer or a lost container would). The run fails (the code server
+sees its worker gone), its trainer stops by itself (launcher_watch), and the daemon retries the
+run; the retry's trainer resumes from the last checkpoint into the same MLflow run and ends at
+the plan's final step. The test waits for the retry's success, then finds both runs in
+Dagster's database and one finished training, each step logged once, in MLflow's.
 
 Run by `make test-stack` (part of `make test`); minutes of work, so marked `stack`."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -21,13 +30,19 @@ from pathlib import Path
 import pytest
 import yaml
 
+from _trainers import parent_pid, trainer_pids
+from finegpt_pipeline import launcher_watch
+
 pytestmark = pytest.mark.stack
 ROOT = Path(__file__).resolve().parents[1]
 PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None) \
     if Path("/usr/lib/postgresql").is_dir() else None
+STEPS = 8
 RUN_CONFIG = {  # the demo on the sample, shortened: the stack is under test, not the model
     "execution": {"config": {"in_process": {}}},  # one process: the step subprocesses cost minutes
-    "ops": {"trained_checkpoint": {"config": {"max_iters": 4}},
+    # checkpoints every 2 steps of 8: killed after the first, resumed by the run's retry
+    "ops": {"trained_checkpoint": {"config": {"max_iters": STEPS,
+                                              "overrides": ["checkpoint_interval=2"]}},
             "eval_report": {"config": {"max_new_tokens": 8}}},
     "loggers": {"console": {"config": {"log_level": "INFO"}}},
 }
@@ -157,14 +172,13 @@ def test_pipeline_job_through_the_deployment_stack(postgres, tmp_path, sample_sh
         run_id = client.submit_job_execution("pipeline_job", run_config=RUN_CONFIG,
                                              repository_location_name="finegpt",
                                              tags={"dagster/partition": key})
-        deadline, status = time.time() + TIMEOUT_S, None
-        while time.time() < deadline:
-            status = client.get_run_status(run_id).value
-            if status in ("SUCCESS", "FAILURE", "CANCELED"):
-                break
-            time.sleep(3)
+        deadline = time.time() + TIMEOUT_S
+        trainer = kill_worker_after_first_checkpoint(tmp_path / "finegpt", deadline)
+        retry_id = wait_for_retry(pg, run_id, deadline)
+        status = wait_for_end(client, retry_id, deadline)
         logs = "\n".join((tmp_path / f"{n}.log").read_text()[-3000:] for n in procs)
-        assert status == "SUCCESS", f"run {run_id}: {status}\n{logs}"
+        assert status == "SUCCESS", f"retry {retry_id} of {run_id}: {status}\n{logs}"
+        assert launcher_watch.identity(trainer) is None  # the orphan stopped, as it should
     finally:
         for proc in procs.values():
             proc.terminate()
@@ -173,11 +187,60 @@ def test_pipeline_job_through_the_deployment_stack(postgres, tmp_path, sample_sh
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    # Dagster's run went through the queue into Postgres; MLflow's runs are in its own database
-    assert psql(pg, "dagster", f"SELECT status FROM runs WHERE run_id = '{run_id}'") == "SUCCESS"
+    # both Dagster runs went through the queue into Postgres: the killed one failed, the
+    # daemon's retry (from the failure: the data steps are not run again) succeeded
+    assert psql(pg, "dagster", f"SELECT status FROM runs WHERE run_id = '{run_id}'") == "FAILURE"
+    assert psql(pg, "dagster", f"SELECT status FROM runs WHERE run_id = '{retry_id}'") == "SUCCESS"
+    assert psql(pg, "dagster", f"SELECT value FROM run_tags WHERE run_id = '{retry_id}' "
+                "AND key = 'dagster/retry_number'") == "1"
     assert int(psql(pg, "dagster", "SELECT count(*) FROM event_logs")) > 0
-    trained = psql(pg, "mlflow", "SELECT count(*) FROM runs r JOIN tags t ON t.run_uuid = "
+    # one MLflow training run, continued by the retry and finished; no step logged twice
+    trained = psql(pg, "mlflow", "SELECT r.run_uuid FROM runs r JOIN tags t ON t.run_uuid = "
                    "r.run_uuid WHERE t.key = 'finegpt.stage' AND t.value = 'train' "
-                   "AND r.status = 'FINISHED'")
-    assert int(trained) == 1
+                   "AND r.status = 'FINISHED'").split()
+    assert len(trained) == 1
+    assert psql(pg, "mlflow", "SELECT count(*) FROM runs r JOIN tags t ON t.run_uuid = "
+                "r.run_uuid WHERE t.key = 'finegpt.stage' AND t.value = 'train'") == "1"
+    logged = psql(pg, "mlflow", "SELECT count(*), count(DISTINCT step), max(step) FROM metrics "
+                  f"WHERE key = 'train_loss' AND run_uuid = '{trained[0]}'")
+    count, distinct, last = map(int, logged.split("|"))
+    assert count == distinct and last == STEPS
+    (summary,) = (tmp_path / "finegpt").glob("**/summary.json")
+    summary = json.loads(summary.read_text())
+    assert summary["steps"] == STEPS and summary["resumed_from"] in range(2, STEPS, 2)
+    assert summary["mlflow_run_id"] == trained[0]
     assert int(psql(pg, "mlflow", "SELECT count(*) FROM metrics WHERE key = 'eval/val_loss'")) == 1
+
+
+def kill_worker_after_first_checkpoint(home: Path, deadline: float) -> int:
+    """SIGKILL the run worker that launched the trainer (the trainer's parent: the run executes
+    in one process) once the first checkpoint is on disk; returns the trainer's pid."""
+    while time.time() < deadline:
+        if any(home.glob("**/ckpt.pt")):
+            (trainer,) = trainer_pids(home)
+            os.kill(parent_pid(trainer), signal.SIGKILL)
+            return trainer
+        time.sleep(0.1)
+    raise TimeoutError("no checkpoint before the deadline")
+
+
+def wait_for_retry(pg: int, run_id: str, deadline: float) -> str:
+    """The run the daemon launched to retry `run_id` once the code server failed it."""
+    while time.time() < deadline:
+        found = psql(pg, "dagster", "SELECT run_id FROM run_tags WHERE key = "
+                     f"'dagster/parent_run_id' AND value = '{run_id}'")
+        if found:
+            return found
+        time.sleep(1)
+    status = psql(pg, "dagster", f"SELECT status FROM runs WHERE run_id = '{run_id}'")
+    raise TimeoutError(f"run {run_id} ({status}) was not retried before the deadline")
+
+
+def wait_for_end(client, run_id: str, deadline: float) -> str | None:
+    status = None
+    while time.time() < deadline:
+        status = client.get_run_status(run_id).value
+        if status in ("SUCCESS", "FAILURE", "CANCELED"):
+            break
+        time.sleep(3)
+    return status

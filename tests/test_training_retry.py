@@ -16,26 +16,12 @@ import mlflow
 import torch
 
 from _bins_fixture import sample_bins, write_plan  # noqa: F401 (fixture)
+from _trainers import trainer_pids
 from assets.launchers import TrainingLauncher
 from assets.resources import FineGPTPaths
 from assets.training import trained_checkpoint
 
 STEPS, EVERY = 24, 4  # enough steps after the first checkpoint to be killed in
-
-
-def trainer_pids(runs: Path) -> list[int]:
-    """This test's trainers only (their --out is under `runs`): other tests train beside it
-    under pytest-xdist."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmd = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"finegpt_pipeline.train" in cmd and any(str(runs).encode() in a for a in cmd):
-                pids.append(int(entry.name))
-    return pids
 
 
 def kill_after_first_checkpoint(runs: Path, killed: list) -> None:
