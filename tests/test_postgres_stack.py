@@ -113,9 +113,11 @@ def postgres(tmp_path):
 
 def deployment_instance(home: Path) -> None:
     """docker/deploy/dagster.yaml as the compose stack loads it, less the Docker run launcher
-    (runs start as processes of the code server here, not as containers)."""
+    (runs start as processes of the code server here, not as containers), polled sooner."""
     config = yaml.safe_load((ROOT / "docker" / "deploy" / "dagster.yaml").read_text())
     config.pop("run_launcher")
+    # the monitoring daemon frees the killed run's pool slot at its next poll: sooner here
+    config["run_monitoring"]["poll_interval_seconds"] = 5
     home.mkdir(parents=True)
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
 
