@@ -47,8 +47,7 @@ def identity(pid: int) -> str | None:
     return None if fields[0] in ("Z", "X") else fields[19]  # state; starttime (field 22)
 
 
-def watch(env: dict[str, str] | None = None, poll_s: float = POLL_S,
-          grace_s: float = GRACE_S) -> threading.Thread | None:
+def watch(env: dict[str, str] | None = None) -> threading.Thread | None:
     """Start watching the launcher FINEGPT_LAUNCHER_PID names; None when it names none."""
     value = (os.environ if env is None else env).get(LAUNCHER_PID_ENV, "")
     if not value:
@@ -57,19 +56,19 @@ def watch(env: dict[str, str] | None = None, poll_s: float = POLL_S,
         raise ValueError(f"{LAUNCHER_PID_ENV}={value!r}: not a process id; unset it to train "
                          "without watching a launcher")
     pid = int(value)
-    thread = threading.Thread(target=_watch, args=(pid, identity(pid), poll_s, grace_s),
-                              name="launcher-watch", daemon=True)
+    thread = threading.Thread(target=_watch, args=(pid, identity(pid)), name="launcher-watch",
+                              daemon=True)
     thread.start()
     return thread
 
 
-def _watch(pid: int, started: str | None, poll_s: float, grace_s: float) -> None:
+def _watch(pid: int, started: str | None) -> None:
     while started is not None and identity(pid) == started:
-        time.sleep(poll_s)
+        time.sleep(POLL_S)
     print(f"finegpt train: the process that launched this trainer (pid {pid}) is gone; "
           "stopping, so that a retry resumes from the last checkpoint", file=sys.stderr,
           flush=True)
     gone.set()
     _thread.interrupt_main()
-    time.sleep(grace_s)
+    time.sleep(GRACE_S)
     os._exit(HARD_EXIT_CODE)  # the interrupt did not end it (a hung collective): end it outright

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from finegpt_pipeline import launcher_watch
 from finegpt_pipeline.config import plan_parts
 from finegpt_pipeline.locks import Lock, wait_for
 
@@ -28,8 +29,8 @@ RUN_FILES = (CKPT_NAME, SUMMARY_NAME, LOG_NAME, MLFLOW_RUN_FILE, PLAN_NAME)
 _RUN_MARKERS = RUN_FILES[:3]
 # plan files older runs kept beside plan.json: removed with them on --overwrite
 _OLD_PLAN_FILES = ("plan_estimates.json", "launch_plan.json")
-# longer than an orphaned trainer takes to stop (launcher_watch.GRACE_S)
-LOCK_WAIT_S = 60.0
+# longer than an orphaned trainer takes to stop (at most its grace period, then a hard exit)
+LOCK_WAIT_S = launcher_watch.GRACE_S + 30.0
 
 
 def lock(out_dir: str | Path) -> Lock:
