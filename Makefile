@@ -41,8 +41,12 @@ dagster-home:
 # run tags that target it), then run the job on it
 PARTITION = tags=$$($(BIN)/python -m assets.shards add --tags) &&
 
+# each job run ends with its summary block (assets/run_summary.py), which exits 1 when the run
+# or an ERROR-severity check failed
+SUMMARY = $(BIN)/python -m assets.run_summary
+
 run: venv dagster-home
-	$(PARTITION) $(BIN)/dagster job execute -m assets.definitions -j $(JOB) --tags "$$tags"
+	$(PARTITION) { $(BIN)/dagster job execute -m assets.definitions -j $(JOB) --tags "$$tags"; $(SUMMARY); }
 
 # two workers: half the suite waits on subprocesses, servers and SQLite, not on the CPU
 unit: venv
@@ -55,16 +59,16 @@ validate: venv dagster-home
 	$(BIN)/dagster definitions validate -m assets.definitions
 
 data-job: venv dagster-home
-	export FINEGPT_SHARD=$${FINEGPT_SHARD:-$(SAMPLE)} && $(PARTITION) $(BIN)/dagster job execute -m assets.definitions -j data_job --tags "$$tags"
+	export FINEGPT_SHARD=$${FINEGPT_SHARD:-$(SAMPLE)} && $(PARTITION) { $(BIN)/dagster job execute -m assets.definitions -j data_job --tags "$$tags"; $(SUMMARY); }
 
 # every shard the data job has tokenized
 train-job: venv dagster-home
-	$(BIN)/dagster job execute -m assets.definitions -j train_job
+	$(BIN)/dagster job execute -m assets.definitions -j train_job; $(SUMMARY)
 
 # The whole chain on the sample, as CI runs it; then ckpt.pt on val.bin, evaluated
 # independently, must give the report's val loss and bits per byte
 demo: venv dagster-home
-	export FINEGPT_SHARD=$(SAMPLE) && $(PARTITION) $(BIN)/dagster job execute -m assets.definitions -j pipeline_job -c configs/demo-cpu.yaml --tags "$$tags"
+	export FINEGPT_SHARD=$(SAMPLE) && $(PARTITION) { $(BIN)/dagster job execute -m assets.definitions -j pipeline_job -c configs/demo-cpu.yaml --tags "$$tags"; $(SUMMARY); }
 	$(BIN)/python -m pytest -q -m demo tests/test_pipeline_report.py
 
 # Debian's chromium (apt-get install chromium), driven by playwright; tmp homes, free ports

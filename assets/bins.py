@@ -1,6 +1,6 @@
 """`tokenized_bins`: the raw shard as nanoGPT train.bin/val.bin, plus its checks.
-Thin wrapper: the work is `finegpt_pipeline.tokenized_bins`, the directory's name and files
-`finegpt_pipeline.layout`, the verification `finegpt_pipeline.bins_checks`."""
+Thin wrapper: the work is `finegpt_pipeline.data.tokenized_bins`, the directory's name and files
+`finegpt_pipeline.layout`, the verification `finegpt_pipeline.data.bins_checks`."""
 
 
 from typing import Optional
@@ -11,12 +11,14 @@ from assets import lineage
 from assets.automation import AFTER_UPSTREAM
 from assets.metadata_format import OWNERS, size_entries
 from assets.resources import FineGPTPaths
-from assets.shards import SHARDS
-from finegpt_pipeline import bins_checks, layout, mlflow_datasets, tokenized_bins as stage
+from assets.partitions import SHARDS
+from finegpt_pipeline import layout
+from finegpt_pipeline.data import bins_checks, tokenized_bins as stage
+from finegpt_pipeline.tracking import datasets as mlflow_datasets
 from finegpt_pipeline.config import GPT2_VOCAB_SIZE
 from finegpt_pipeline.locks import Busy
-from finegpt_pipeline.shard import ShardError
-from finegpt_pipeline.tokenizer import TokenizerUnavailable
+from finegpt_pipeline.data.shard import ShardError
+from finegpt_pipeline.data.tokenizer import TokenizerUnavailable
 
 ROUNDTRIP_SAMPLE_DOCS = 5000  # evenly spaced; shards with fewer documents are checked in full
 

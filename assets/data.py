@@ -1,5 +1,5 @@
 """Data stage assets: `raw_shard` (fetch + validate) and `token_stats` (DuckDB warehouse),
-with their asset checks. Thin wrappers: the logic is in `finegpt_pipeline.shard` / `.stats`."""
+with their asset checks. Thin wrappers: the logic is in `finegpt_pipeline.data.shard` / `.data.stats`."""
 
 import bisect
 import json
@@ -11,12 +11,13 @@ from assets import lineage
 from assets.automation import AFTER_UPSTREAM
 from assets.metadata_format import OWNERS, float_value, size_entries
 from assets.resources import FineGPTPaths
-from assets.shards import SHARDS, source_of
-from finegpt_pipeline import mlflow_datasets, stats
+from assets.partitions import SHARDS, source_of
+from finegpt_pipeline.tracking import datasets as mlflow_datasets
+from finegpt_pipeline.data import stats
 from finegpt_pipeline.atomic import write_bytes
 from finegpt_pipeline.locks import Busy
-from finegpt_pipeline.shard import ShardError, file_version, is_hub_source, local_source_path, resolve_shard
-from finegpt_pipeline.tokenizer import TokenizerUnavailable
+from finegpt_pipeline.data.shard import ShardError, file_version, is_hub_source, local_source_path, resolve_shard
+from finegpt_pipeline.data.tokenizer import TokenizerUnavailable
 
 
 class RawShardConfig(dg.Config):

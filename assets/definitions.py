@@ -6,7 +6,7 @@ import dagster as dg
 
 from assets import bins, champion, data, evaluation, planning, training, training_checks
 from assets.automation import automation_sensor
-from assets.champion import ChampionPolicy
+from assets.resources import ChampionPolicy
 from assets.jobs import data_job, pipeline_job, train_job
 from assets.launchers import TrainingLauncher
 from assets.resources import FineGPTPaths

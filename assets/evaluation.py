@@ -14,10 +14,10 @@ import dagster as dg
 from assets import lineage
 from assets.automation import AFTER_UPSTREAM
 from assets.metadata_format import OWNERS
-from assets.resources import FineGPTPaths
-from assets.shards import ALL_SHARDS_IN, bins_location
+from assets.resources import ChampionPolicy, FineGPTPaths
+from assets.shard_inputs import ALL_SHARDS_IN, bins_location
 from assets.training import dagster_run_url
-from finegpt_pipeline import mlflow_store
+from finegpt_pipeline.tracking import store as mlflow_store
 
 NUMBERS = ("val_loss", "val_loss_se", "val_bpb", "perplexity", "unigram_loss", "uniform_loss",
            "below_unigram", "below_uniform")
@@ -41,11 +41,12 @@ class EvalConfig(dg.Config):
                 "runs and the loss forecast; report.md, report.html (self-contained), "
                 "report.json, loss_curve.png.",
 )
-@lineage.tracked(bins_context="evaluation")  # its MLflow run, reading the bins (assets/lineage.py)
+# its MLflow run, reading the bins (assets/lineage.py)
+@lineage.tracked(bins_context="evaluation", bins_location=bins_location)
 def eval_report(context: dg.AssetExecutionContext, config: EvalConfig,
-                finegpt_paths: FineGPTPaths, trained_checkpoint: dict,
-                tokenized_bins: dict) -> dg.Output[dict]:
-    from finegpt_pipeline import eval_report_render, evaluate  # torch: only when it runs
+                finegpt_paths: FineGPTPaths, champion_policy: ChampionPolicy,
+                trained_checkpoint: dict, tokenized_bins: dict) -> dg.Output[dict]:
+    from finegpt_pipeline.evaluate import render as eval_report_render, evaluator as evaluate
 
     if "checkpoint" not in trained_checkpoint:
         raise ValueError("trained_checkpoint: expected a dict with 'checkpoint', got keys "
@@ -57,8 +58,10 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig,
     run_id = trained_checkpoint.get("mlflow_run_id")
     result = evaluate.run_eval(ckpt, bins_dir, out_dir, config.device,
                                config.max_new_tokens, finegpt_paths.mlflow_tracking_uri(), run_id,
-                               finegpt_paths.home_dir())
+                               finegpt_paths.home_dir(), trained_checkpoint.get("model_version"),
+                               champion_policy.policy())
     context.log.info(f"eval_report: {eval_report_render.headline(result)}")
+    context.log.info(eval_report_render.champion_line(result).replace("**", ""))
     context.log.info(f"report: {result['files']['report.html']}")
     if run_id:  # the report joins the training run it measures
         evaluate.log_to_training_run(result, result["files"], run_id,
@@ -67,13 +70,14 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig,
         context.log.info(f"logged to MLflow run {where}")
     context.log.info(f"Dagster run: {dagster_run_url(context.run.run_id)}")  # the run's last line
     value = {k: result[k] for k in (*NUMBERS, "tokens", "beats_unigram", "checkpoint",
-                                    "bins_dir", "val_sha256")}
+                                    "bins_dir", "val_sha256", "champion")}
     forecast = result.get("forecast")
     value.update(report_dir=str(out_dir), mlflow_run_id=run_id,
                  model_version=trained_checkpoint.get("model_version"),
                  forecast_val_loss=forecast["val_loss"] if forecast else None)
     metadata = {k: round(float(result[k]), 4) for k in NUMBERS}
     metadata.update(
+        verdict=dg.MetadataValue.md(eval_report_render.champion_line(result)),
         tokens=dg.MetadataValue.int(result["tokens"]),
         beats_unigram=dg.MetadataValue.bool(result["beats_unigram"]),
         report=dg.MetadataValue.md(eval_report_render.markdown(result, image=None)),

@@ -4,6 +4,8 @@ joins its stage's jobs by naming its group."""
 
 import dagster as dg
 
+from assets.dagster_internals import repository_tags
+
 DATA = dg.AssetSelection.groups("data")
 TRAINING = dg.AssetSelection.groups("training")
 EVALUATION = dg.AssetSelection.groups("evaluation")
@@ -13,11 +15,9 @@ RUN_DEFAULTS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 # The one code location name: workspace.yaml's `location_name` and pyproject's
 # [tool.dagster] `code_location_name` say it too (tests/test_code_location.py holds them equal).
-# `dagster job execute -m assets.definitions` runs in-process and records no code location;
-# the UI lists a job's runs by the hidden tag below (repository@location), so each job carries
-# it and CLI runs show under the same job as runs launched from the UI.
+# Each job carries its tags, so CLI runs show under the same job as runs launched from the UI.
 LOCATION = "finegpt"
-LOCATION_TAGS = {".dagster/repository": f"__repository__@{LOCATION}", "dagster/code_location": LOCATION}
+LOCATION_TAGS = repository_tags(LOCATION)
 
 data_job = dg.define_asset_job(
     "data_job",

@@ -19,7 +19,7 @@ from typing import Any
 
 import dagster as dg
 
-from finegpt_pipeline.launcher_watch import LAUNCHER_PID_ENV
+from finegpt_pipeline.train.launcher_watch import LAUNCHER_PID_ENV
 
 BACKENDS = ("local", "k8s")
 HOME_VOLUME = "finegpt-home"

@@ -1,4 +1,4 @@
-"""Each asset's MLflow run, in its Dagster run's parent run (`finegpt_pipeline.mlflow_store`).
+"""Each asset's MLflow run, in its Dagster run's parent run (`finegpt_pipeline.tracking.store`).
 
     with lineage.asset_run(context, finegpt_paths) as run:   # the nested run, active in mlflow
         ...
@@ -21,8 +21,9 @@ from typing import Any, Iterator
 
 import dagster as dg
 
-from finegpt_pipeline import mlflow_datasets, mlflow_store
-from finegpt_pipeline.train_reporter import (ASSET_KEY_ENV, CODE_VERSION_ENV, DAGSTER_RUN_ID_ENV,
+from assets import dagster_internals
+from finegpt_pipeline.tracking import datasets as mlflow_datasets, store as mlflow_store
+from finegpt_pipeline.train.reporter import (ASSET_KEY_ENV, CODE_VERSION_ENV, DAGSTER_RUN_ID_ENV,
                                              PARENT_RUN_ENV)
 
 TRAINING_RUN_TAG = "finegpt.training_run_id"  # on a nested run standing for a reused training
@@ -33,20 +34,7 @@ def data_version_of(context: dg.AssetExecutionContext, given: dg.DataVersion | N
     else Dagster's logical version of the code version and the inputs' data versions."""
     if given is not None:
         return given.value
-    from dagster._core.definitions.data_version import (DEFAULT_DATA_VERSION,
-                                                        compute_logical_data_version)
-
-    key = context.asset_key
-    code_version = context.assets_def.code_versions_by_key.get(key) or context.run.run_id
-    # the inputs' versions as Dagster reads them (a partitioned input: a hash of its
-    # partitions' versions), from the step's own cache
-    step = context.op_execution_context._step_execution_context
-    inputs = {}
-    for parent in context.assets_def.asset_deps[key]:
-        info = step.maybe_fetch_and_get_input_asset_version_info(parent)
-        inputs[parent] = (info.data_version if info and info.data_version
-                          else DEFAULT_DATA_VERSION)
-    return compute_logical_data_version(code_version, inputs).value
+    return dagster_internals.logical_data_version(context)
 
 
 class AssetRun:
@@ -95,7 +83,7 @@ class AssetRun:
                             f"{note}: the checkpoint of training run {link}")
 
     def log_inputs(self, inputs: list, context: str) -> None:
-        """(dataset, tags) pairs (`finegpt_pipeline.mlflow_datasets`) as this run's inputs."""
+        """(dataset, tags) pairs (`finegpt_pipeline.tracking.datasets`) as this run's inputs."""
         mlflow_datasets.log_inputs(self.client, self.run_id, inputs, context)
 
     def output(self, value: Any, metadata: dict | None = None,
@@ -140,17 +128,16 @@ def asset_run(context: dg.AssetExecutionContext, finegpt_paths,
     run._end("FINISHED")
 
 
-def tracked(bins_context: str | None = None):
+def tracked(bins_context: str | None = None, bins_location=None):
     """The asset's body inside `asset_run` (its `finegpt_paths` resource names the store); the
     dg.Output it returns gets `output`'s metadata and data version tag. With `bins_context`,
-    the `tokenized_bins` input's bins (and shard) are the run's datasets in that context."""
+    the bins `bins_location(context, tokenized_bins, finegpt_paths)` finds for the
+    `tokenized_bins` input (and their shard) are the run's datasets in that context."""
     def decorate(fn):
         @functools.wraps(fn)
         def wrapper(context, *args, **kwargs):
             with asset_run(context, kwargs["finegpt_paths"]) as run:
                 if bins_context:
-                    from assets.shards import bins_location
-
                     bins_dir, _ = bins_location(context, kwargs["tokenized_bins"],
                                                 kwargs["finegpt_paths"])
                     run.log_inputs(mlflow_datasets.bins_inputs(bins_dir), bins_context)

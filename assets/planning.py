@@ -1,7 +1,7 @@
 """`training_config`: the hardware-sized training plan, from the tokenized bins' metadata.
 
 The value is the plan file (`{"plan_version": 2, "config": ..., "report": ...}`) that
-`finegpt_pipeline.plan.build_plan` returns, as `finegpt plan --json` prints it."""
+`finegpt_pipeline.plan.planner.build_plan` returns, as `finegpt plan --json` prints it."""
 
 import hashlib
 import json
@@ -12,14 +12,14 @@ from assets import lineage
 from assets.automation import WEEKLY_RETRAIN
 from assets.metadata_format import OWNERS, float_value
 from assets.resources import FineGPTPaths
-from assets.shards import ALL_SHARDS_IN, bins_location
+from assets.shard_inputs import ALL_SHARDS_IN, bins_location
 from finegpt_pipeline.atomic import write_json
 from finegpt_pipeline.config import TrainConfig
-from finegpt_pipeline.costs import DEFAULT_PRICE_PER_KWH
+from finegpt_pipeline.plan.costs import DEFAULT_PRICE_PER_KWH
 from finegpt_pipeline.hardware import GIB
-from finegpt_pipeline.plan import build_plan
-from finegpt_pipeline.plan_data import tokens_from_meta
-from finegpt_pipeline.plan_report import requirements_report
+from finegpt_pipeline.plan.planner import build_plan
+from finegpt_pipeline.plan.inputs import tokens_from_meta
+from finegpt_pipeline.plan.report import requirements_report
 
 
 class PlanConfig(dg.Config):

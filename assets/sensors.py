@@ -22,8 +22,8 @@ import dagster as dg
 
 from assets.jobs import data_job, pipeline_job
 from assets.resources import FineGPTPaths
-from assets.shards import HUB_KEY_PREFIX, SHARDS, partition_key, problem
-from finegpt_pipeline.shard import file_version, is_hub_source, sha256_file
+from assets.partitions import HUB_KEY_PREFIX, SHARDS, partition_key, problem
+from finegpt_pipeline.data.shard import file_version, is_hub_source, sha256_file
 
 RAW_SHARD = dg.AssetKey("raw_shard")
 SETTLE_S = 10  # a file modified more recently may still be being copied in

@@ -21,12 +21,14 @@ from assets.launchers import TrainingLauncher
 from assets.automation import AFTER_UPSTREAM
 from assets.metadata_format import OWNERS, float_value
 from assets.resources import FineGPTPaths
-from assets.shards import ALL_SHARDS_IN, bins_location
-from finegpt_pipeline import layout, mlflow_store, run_dir
+from assets.shard_inputs import ALL_SHARDS_IN, bins_location
+from finegpt_pipeline import layout
+from finegpt_pipeline.tracking import store as mlflow_store
+from finegpt_pipeline.train import run_dir
 from finegpt_pipeline.atomic import write_json
 from finegpt_pipeline.config import plan_parts
 from finegpt_pipeline.hardware import GIB
-from finegpt_pipeline.loss_curve import LOSS_CURVE_NAME, curve_points, write_loss_curve
+from finegpt_pipeline.train.loss_curve import LOSS_CURVE_NAME, curve_points, write_loss_curve
 
 TRAIN_MODULE = "finegpt_pipeline.train"
 TRAINER_RETRIES = dg.RetryPolicy(max_retries=2, delay=5)
@@ -203,7 +205,7 @@ def _output(context: dg.AssetExecutionContext, finegpt_paths: FineGPTPaths, summ
     value.update(run_dir=str(out_dir), bins_dir=str(bins_dir))
     value.update(model_version=None, model_version_url=None)
     if summary.get("mlflow_run_id") and summary.get("checkpoint"):  # the registry's candidate
-        from finegpt_pipeline import registry  # torch: only when it runs
+        from finegpt_pipeline.evaluate import registry
 
         version = registry.register_candidate(finegpt_paths.mlflow_tracking_uri(),
                                               summary["mlflow_run_id"], summary["checkpoint"])

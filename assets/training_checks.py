@@ -6,7 +6,7 @@ baseline of the same bins.
   promoted (eval_report and what follows it do not run).
 - `trained_checkpoint_beats_unigram` (WARN, not blocking): the trainer's final val loss (its
   estimate over eval_iters val batches) against the add-alpha unigram of train.bin scored on
-  val.bin (`finegpt_pipeline.unigram`, the eval report's baseline). Short CPU runs on the
+  val.bin (`finegpt_pipeline.evaluate.unigram`, the eval report's baseline). Short CPU runs on the
   sample do not beat it (the CI demo: val 9.2 against unigram 8.0), and eval_report must still
   run in pipeline_job to say so over every val token (its own check, `eval_report_beats_unigram`).
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.shards import ALL_SHARDS_IN, by_shard
-from finegpt_pipeline.run_dir import SUMMARY_NAME
+from assets.shard_inputs import ALL_SHARDS_IN, by_shard
+from finegpt_pipeline.train.run_dir import SUMMARY_NAME
 
 VAL_KEYS = ("final_val_loss", "best_val_loss")
 
@@ -63,7 +63,7 @@ def trained_checkpoint_loss_is_finite(trained_checkpoint: dict) -> dg.AssetCheck
                             "baseline of train.bin on val.bin (WARN: short CPU runs are not).")
 def trained_checkpoint_beats_unigram(trained_checkpoint: dict,
                                      tokenized_bins: dict) -> dg.AssetCheckResult:
-    from finegpt_pipeline.unigram import UNIGRAM_ALPHA, unigram_val_loss
+    from finegpt_pipeline.evaluate.unigram import UNIGRAM_ALPHA, unigram_val_loss
 
     # the bins it trained on: one shard's, or the bins set of all of them
     bins_dir = trained_checkpoint.get("bins_dir")

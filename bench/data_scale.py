@@ -4,7 +4,7 @@ shard of a real shard's size (~2.15 GB). Targets: the job under 10 minutes, peak
 
     python bench/data_scale.py --size 2.15GB [--workdir DIR] [--keep-shard] [--json out.json]
 
-What it does: generates the shard (`finegpt_pipeline.synthetic`: real sample paragraphs
+What it does: generates the shard (`finegpt_pipeline.data.synthetic`: real sample paragraphs
 resampled, FineWeb's 1000-row row groups), then runs `dagster job execute -m
 assets.definitions -j data_job` on its partition in a fresh FINEGPT_HOME and DAGSTER_HOME, with the
 multiprocess executor limited to one step at a time so that each sample of the process
@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from tokenize_speed import _tree_rss, machine  # noqa: E402
 
-from finegpt_pipeline import synthetic  # noqa: E402
+from finegpt_pipeline.data import synthetic
 
 SAMPLE = REPO.parent / "shared" / "data" / "fineweb-cc-main-2013-20-head300.parquet"
 RUN_CONFIG = ("execution: {config: {multiprocess: {max_concurrent: 1}}}\n"

@@ -4,7 +4,7 @@
 
 Plans each size for the detected device (`plan.build_plan`, uncalibrated: model fixed, the
 planner picks the micro-batch),
-then probes it with `finegpt_pipeline.calibrate.probe` (a few steps of the trainer's program,
+then probes it with `finegpt_pipeline.plan.calibrate.probe` (a few steps of the trainer's program,
 compiled on CUDA as the plan is, eager on CPU) and prints a markdown table for
 docs/benchmarks.md. Targets: memory within +-10 %, step time within +-25 %. The peak FLOP/s is
 this machine's kept measurement (FINEGPT_HOME/hardware; `--remeasure` takes it afresh). Needs
@@ -20,11 +20,11 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from finegpt_pipeline.calibrate import probe  # noqa: E402
+from finegpt_pipeline.plan.calibrate import probe  # noqa: E402
 from finegpt_pipeline.config import TrainConfig  # noqa: E402
-from finegpt_pipeline.costs import memory_estimate, step_seconds  # noqa: E402
+from finegpt_pipeline.plan.costs import memory_estimate, step_seconds  # noqa: E402
 from finegpt_pipeline.hardware import GIB, detect  # noqa: E402
-from finegpt_pipeline.plan import build_plan  # noqa: E402
+from finegpt_pipeline.plan.planner import build_plan  # noqa: E402
 
 
 def main() -> None:

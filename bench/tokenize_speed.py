@@ -5,7 +5,7 @@ hurts both alike):
   * ceiling   tiktoken `encode_ordinary` single-thread rate on the shard's first documents x cores
   * pool      build-nanogpt/llm.c FineWeb style: Pool(cores).imap(tokenize, docs, chunksize=16),
               tokenize = [EOT] + encode_ordinary(doc) -> np.uint16, copied into one buffer
-  * finegpt   `python -m finegpt_pipeline.tokenized_bins tokenize SHARD --out DIR` as a subprocess
+  * finegpt   `python -m finegpt_pipeline.data tokenize SHARD --out DIR` as a subprocess
               (interpreter start, sha256 of the shard and fsync included)
 Then peak RSS of `finegpt tokenize` on a >= 1 GB shard: ru_maxrss of the child (its largest
 process) and the peak summed RSS of its whole process tree, sampled every 50 ms.
@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from finegpt_pipeline import synthetic, tokenizer  # noqa: E402
+from finegpt_pipeline.data import synthetic, tokenizer
 from finegpt_pipeline.config import EOT_TOKEN  # noqa: E402
 from finegpt_pipeline.layout import META_NAME  # noqa: E402
 
@@ -94,7 +94,7 @@ def run_pool(path: Path, cores: int, total_tokens: int) -> tuple[float, float, i
 def run_finegpt(path: Path, out: Path) -> tuple[float, float, int]:
     """(wall s, CPU s of the subprocess and its workers, tokens)."""
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-m", "finegpt_pipeline.tokenized_bins", "tokenize", str(path), "--out", str(out)]
+    cmd = [sys.executable, "-m", "finegpt_pipeline.data", "tokenize", str(path), "--out", str(out)]
     cpu0 = _cpu_seconds(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
@@ -142,7 +142,7 @@ sys.exit(code)
 
 def peak_rss(path: Path, out: Path) -> dict:
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-m", "finegpt_pipeline.tokenized_bins", "tokenize", str(path), "--out", str(out)]
+    cmd = [sys.executable, "-m", "finegpt_pipeline.data", "tokenize", str(path), "--out", str(out)]
     t0 = time.perf_counter()
     # A fresh parent, so RUSAGE_CHILDREN's ru_maxrss is this run's (not an earlier child's).
     proc = subprocess.Popen([sys.executable, "-c", _RUSAGE_WRAPPER, *cmd], cwd=REPO,

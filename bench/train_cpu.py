@@ -87,7 +87,7 @@ def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> dict[str, float]:
 def tokenize_sample(out: Path) -> Path:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.setdefault("TIKTOKEN_CACHE_DIR", str(REPO.parent / "shared" / "tiktoken-cache"))
-    subprocess.run([sys.executable, "-m", "finegpt_pipeline.tokenized_bins", "tokenize", str(SAMPLE),
+    subprocess.run([sys.executable, "-m", "finegpt_pipeline.data", "tokenize", str(SAMPLE),
                     "--out", str(out)], env=env, check=True, capture_output=True)
     return out
 

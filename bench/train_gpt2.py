@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from finegpt_pipeline.config import TrainConfig  # noqa: E402
-from finegpt_pipeline.costs import flops_per_token  # noqa: E402
+from finegpt_pipeline.plan.costs import flops_per_token  # noqa: E402
 from finegpt_pipeline.hardware import GIB, detect  # noqa: E402
 from finegpt_pipeline.layout import write_meta  # noqa: E402
 
@@ -53,7 +53,7 @@ def synthetic_bins(out: Path, tokens: int, seed: int = 0) -> str:
         import pyarrow.parquet as pq
 
         os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(REPO.parent / "shared" / "tiktoken-cache"))
-        from finegpt_pipeline.tokenizer import encode_batch
+        from finegpt_pipeline.data.tokenizer import encode_batch
 
         words = ("the of and to in a is that for it as was with be by on not he this are or his "
                  "from at which but have an they you were her she there one all we their can has "

@@ -1,5 +1,8 @@
-"""`finegpt`: the engine's command line. Each stage module registers its own subcommand
-through `add_cli(subparsers)`, so a stage's flags live beside its logic."""
+"""finegpt: a FineWeb shard to a trained, evaluated small GPT, one stage at a time.
+
+Typical order: tokenize (or stats) a shard, plan a run for your hardware, train it, eval the
+checkpoint, sample from it. `finegpt COMMAND --help` shows each command's options.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +12,22 @@ import sys
 
 from finegpt_pipeline.locks import Busy
 
-# Stage modules that contribute a subcommand, in the order `finegpt --help` lists them.
+# Stage modules that contribute a subcommand through their `add_cli(subparsers)`, so a stage's
+# flags live beside its logic; in the order `finegpt --help` lists them.
 STAGE_MODULES = [
-    "finegpt_pipeline.stats",
-    "finegpt_pipeline.tokenized_bins",
-    "finegpt_pipeline.bins_set",
-    "finegpt_pipeline.plan",
-    "finegpt_pipeline.train",
-    "finegpt_pipeline.sample",
-    "finegpt_pipeline.evaluate",
+    "finegpt_pipeline.data.stats",
+    "finegpt_pipeline.data.tokenized_bins",
+    "finegpt_pipeline.data.bins_set",
+    "finegpt_pipeline.plan.planner",
+    "finegpt_pipeline.train.trainer",
+    "finegpt_pipeline.evaluate.sample",
+    "finegpt_pipeline.evaluate.evaluator",
 ]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="finegpt", description=__doc__)
+    parser = argparse.ArgumentParser(prog="finegpt", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in STAGE_MODULES:
         importlib.import_module(name).add_cli(sub)
@@ -33,12 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     return _run(build_parser(), argv)
 
 
-def run_stage(add_cli, command: str | None = None, argv: list[str] | None = None) -> int:
-    """One stage's CLI on its own (`python -m finegpt_pipeline.train ...`), same flags and
-    errors, without importing the other stages (a GPU box may lack duckdb or dagster).
-    `command` is prepended to the arguments when the module has a single subcommand."""
+def run_stage(add_clis, command: str | None = None, argv: list[str] | None = None) -> int:
+    """One stage package's commands on their own (`python -m finegpt_pipeline.train ...`, a
+    stage's `__main__`), same flags and errors, without importing the other stages (a GPU box
+    may lack duckdb or dagster). `command` is prepended to the arguments when the package has
+    a single subcommand."""
     parser = argparse.ArgumentParser(prog="finegpt")
-    add_cli(parser.add_subparsers(dest="command", required=True))
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add_cli in add_clis:
+        add_cli(sub)
     argv = sys.argv[1:] if argv is None else list(argv)
     return _run(parser, [command, *argv] if command else argv)
 

@@ -12,7 +12,7 @@ import pytest
 
 from finegpt_pipeline.layout import write_meta
 from finegpt_pipeline.config import EOT_TOKEN
-from finegpt_pipeline.tokenizer import encode_batch
+from finegpt_pipeline.data.tokenizer import encode_batch
 
 
 def make_bins(shard: Path, out: Path, val_every: int = 10, max_docs: int | None = None) -> Path:

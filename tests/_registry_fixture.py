@@ -10,7 +10,8 @@ import mlflow
 import pytest
 
 from _bins_fixture import make_bins, write_plan
-from finegpt_pipeline import registry, train
+from finegpt_pipeline.evaluate import registry
+from finegpt_pipeline.train import trainer as train
 from finegpt_pipeline.config import TrainConfig
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.shards import SHARDS, partition_key
+from assets.partitions import SHARDS, partition_key
 
 
 def materialize_shard(assets, shard: str | Path, instance: dg.DagsterInstance | None = None,

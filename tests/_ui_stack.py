@@ -145,7 +145,7 @@ def start_stack(root: Path, shard: Path) -> Stack:
         # merged (tests/test_mlflow_ui.py checks that); again here it is a no-op.
         from mlflow import MlflowClient
 
-        from finegpt_pipeline import mlflow_ui
+        from finegpt_pipeline.tracking import ui as mlflow_ui
 
         client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
         mlflow_ui.ensure_runs_view(client, client.get_experiment_by_name("finegpt").experiment_id)

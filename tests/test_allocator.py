@@ -16,7 +16,7 @@ from _bins_fixture import child_env
 # training step does with its logits; count the page faults of the second allocation.
 CHILD = r"""
 import ctypes, resource, sys
-from finegpt_pipeline import allocator
+from finegpt_pipeline.train import allocator
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
@@ -50,7 +50,7 @@ def test_a_freed_large_block_is_reused_without_faulting_pages_in_again():
 
 
 def test_a_no_op_off_linux(monkeypatch):
-    from finegpt_pipeline import allocator
+    from finegpt_pipeline.train import allocator
 
     monkeypatch.setattr(allocator, "_applied", None)
     monkeypatch.setattr(allocator.sys, "platform", "darwin")

@@ -11,7 +11,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 
 from assets.automation import automation_sensor
 from assets.definitions import STAGES, defs
-from assets.shards import SHARDS
+from assets.partitions import SHARDS
 
 BLOCKING = [spec for checks in dg.load_asset_checks_from_modules(STAGES)
             for spec in checks.check_specs if spec.blocking]

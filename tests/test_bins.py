@@ -14,9 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from finegpt_pipeline import bins_checks, layout, tokenized_bins, tokenizer
+from finegpt_pipeline import cli, layout
+from finegpt_pipeline.data import bins_checks, tokenized_bins, tokenizer
 from finegpt_pipeline.config import EOT_TOKEN
-from finegpt_pipeline.shard import ShardError, sha256_file
+from finegpt_pipeline.data.shard import ShardError, sha256_file
 from _bins_fixture import damaged_copy
 from tests._shards import materialize_shard
 
@@ -208,12 +209,12 @@ def test_interrupted_while_replacing_leaves_nothing_under_final_names(
 
 def test_cli(sample_shard, tmp_path, capsys):
     out = tmp_path / "cli"
-    assert tokenized_bins.main(["tokenize", str(sample_shard), "--out", str(out), "--val-fraction", "0.1",
+    assert cli.main(["tokenize", str(sample_shard), "--out", str(out), "--val-fraction", "0.1",
                       "--workers", "1"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["train_docs"] + printed["val_docs"] == 300
     assert layout.read_meta(out)["split"]["val_fraction"] == 0.1
-    assert tokenized_bins.main(["tokenize", str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "x")]) == 2
+    assert cli.main(["tokenize", str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "x")]) == 2
     assert "shard file not found" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
@@ -222,11 +223,11 @@ def test_cli_takes_shards_through_the_front_door_stats_uses(sample_shard, finegp
                                                            capsys):
     """hf:// sources and --max-docs, as `finegpt stats` and raw_shard take them."""
     hub = "hf://finegpt-tests/never-cached/data/shard.parquet"  # offline: never fetched
-    assert tokenized_bins.main(["tokenize", hub, "--out", str(tmp_path / "hub")]) == 2
+    assert cli.main(["tokenize", hub, "--out", str(tmp_path / "hub")]) == 2
     err = capsys.readouterr().err
     assert hub in err and "cannot fetch from the Hugging Face hub" in err
     assert not (tmp_path / "hub").exists()
-    assert tokenized_bins.main(["tokenize", str(sample_shard), "--max-docs", "40", "--workers", "1",
+    assert cli.main(["tokenize", str(sample_shard), "--max-docs", "40", "--workers", "1",
                                 "--out", str(tmp_path / "head")]) == 0
     meta = layout.read_meta(tmp_path / "head")
     assert meta["train_docs"] + meta["val_docs"] == 40
@@ -344,11 +345,11 @@ def _umask() -> int:
 
 def test_cli_reads_the_shard_for_its_sha256_once(sample_shard, tmp_path, monkeypatch, finegpt_home):
     """Resolving the shard hashes it; checking that hash before tokenizing does not read it again."""
-    from finegpt_pipeline import shard
+    from finegpt_pipeline.data import shard
 
     monkeypatch.setattr(shard, "_HASHED", {})  # as in a fresh process
     reads, real = [], shard.sha256_file
     monkeypatch.setattr(shard, "sha256_file", lambda path: reads.append(path) or real(path))
-    assert tokenized_bins.main(["tokenize", str(sample_shard), "--workers", "1",
+    assert cli.main(["tokenize", str(sample_shard), "--workers", "1",
                                 "--out", str(tmp_path / "o")]) == 0
     assert len(reads) == 1

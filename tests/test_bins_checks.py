@@ -13,7 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from finegpt_pipeline import bins_checks, layout, tokenized_bins, tokenizer
+from finegpt_pipeline import layout
+from finegpt_pipeline.data import bins_checks, tokenized_bins, tokenizer
 from finegpt_pipeline.config import EOT_TOKEN
 from _bins_fixture import damaged_copy
 
@@ -37,7 +38,7 @@ def test_same_results_at_any_chunk_size(sample_shard, tmp_path):
 _MEASURE = """
 import json, re, sys
 import pyarrow.parquet as pq
-from finegpt_pipeline import bins_checks, tokenizer
+from finegpt_pipeline.data import bins_checks, tokenizer
 def hwm():
     return int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
 tokenizer.get_encoding()

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from finegpt_pipeline import layout, tokenized_bins
-from finegpt_pipeline.batches import Bins
+from finegpt_pipeline import layout
+from finegpt_pipeline.data import tokenized_bins
+from finegpt_pipeline.train.batches import Bins
 from finegpt_pipeline.locks import Busy
 from _holder import hold, release
 
@@ -70,7 +71,7 @@ def test_write_meta_makes_foreign_bins_readable(tmp_path):
         assert b.tokens == {"train": 100, "val": 40}
 
 
-HOLD_BINS = ("import sys; from finegpt_pipeline.batches import Bins; b = Bins(sys.argv[1]); "
+HOLD_BINS = ("import sys; from finegpt_pipeline.train.batches import Bins; b = Bins(sys.argv[1]); "
              "print('ready', flush=True); sys.stdin.read()")
 HOLD_TOKENIZE_LOCK = ("import sys; from finegpt_pipeline.locks import Lock; "
                       "l = Lock(sys.argv[1] + '/.lock', shared=False); "

@@ -17,8 +17,11 @@ import pytest
 import torch
 
 from _bins_fixture import child_env, write_plan
-from finegpt_pipeline import bins_set, cli, evaluate, layout, plan_data, unigram
-from finegpt_pipeline.batches import BatchSource, Bins
+from finegpt_pipeline import cli, layout
+from finegpt_pipeline.data import bins_set
+from finegpt_pipeline.evaluate import measure, unigram
+from finegpt_pipeline.plan import inputs as plan_data
+from finegpt_pipeline.train.batches import BatchSource, Bins
 from finegpt_pipeline.config import EOT_TOKEN
 from finegpt_pipeline.model import GPT, GPTConfig
 
@@ -35,7 +38,7 @@ def _write(out: Path, train: np.ndarray, val: np.ndarray, **meta) -> Path:
 
 def _text_bins(out: Path, texts: list[str], **meta) -> Path:
     """Bins as the tokenize stage lays them out: EOT before each document, every 5th to val."""
-    from finegpt_pipeline.tokenizer import encode_batch
+    from finegpt_pipeline.data.tokenizer import encode_batch
 
     docs = encode_batch(texts)
     ids = {split: np.array([t for i, d in enumerate(docs) if (i % 5 == 4) == (split == "val")
@@ -184,7 +187,7 @@ def test_a_member_shorter_than_a_window_is_named(counted, tmp_path):
 def test_val_is_the_union_of_the_members(shards, tmp_path):
     """On a set, every measurement of val equals that on one bins dir holding the members'
     splits concatenated: the eval report's, the champion check's and the unigram baseline."""
-    from finegpt_pipeline import champion
+    from finegpt_pipeline.evaluate import champion
 
     a, b, merged = shards
     s = bins_set.write_set([a, b], tmp_path / "sets")
@@ -192,8 +195,8 @@ def test_val_is_the_union_of_the_members(shards, tmp_path):
     assert layout.val_sha256(a) == layout.sha256_file(a / "val.bin")
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=32, vocab_size=50304, n_layer=1, n_head=2, n_embd=32))
-    on_set, val_tokens, train_tokens = evaluate.measure_on_bins(model, s)
-    on_merged, *sizes = evaluate.measure_on_bins(model, merged)
+    on_set, val_tokens, train_tokens = measure.measure_on_bins(model, s)
+    on_merged, *sizes = measure.measure_on_bins(model, merged)
     assert (val_tokens, train_tokens) == tuple(sizes) and on_set["tokens"] == val_tokens - 1
     for key in ("val_loss", "val_loss_se", "val_bpb", "unigram_loss", "unigram_bpb"):
         assert on_set[key] == pytest.approx(on_merged[key], abs=1e-6), key
@@ -229,7 +232,7 @@ def test_changed_or_removed_member_refuses_the_set_in_one_line(counted, tmp_path
 
 
 def test_mlflow_inputs_name_each_member(counted, shards, tmp_path):
-    from finegpt_pipeline import mlflow_datasets
+    from finegpt_pipeline.tracking import datasets as mlflow_datasets
 
     with_shard = mlflow_datasets.bins_inputs(bins_set.write_set(shards[:2], tmp_path / "sets"))
     assert [d.name for d, _ in with_shard] == [  # the shard member a's meta.json names

@@ -170,7 +170,7 @@ def test_eval_report_page_shows_latest_metadata_and_its_mlflow_link_opens_the_ru
 
 
 def test_mlflow_experiment_lists_both_training_runs_with_val_loss(stack, page, shots):
-    from finegpt_pipeline import mlflow_store, mlflow_ui
+    from finegpt_pipeline.tracking import store as mlflow_store, ui as mlflow_ui
 
     runs = training_runs(stack)
     assert len(runs) == len(STEPS)
@@ -186,7 +186,7 @@ def test_mlflow_experiment_lists_both_training_runs_with_val_loss(stack, page, s
 
 
 def test_mlflow_compare_view_shows_both_runs_metrics_side_by_side(stack, page, shots):
-    from finegpt_pipeline import mlflow_store, mlflow_ui
+    from finegpt_pipeline.tracking import store as mlflow_store, ui as mlflow_ui
 
     runs = training_runs(stack)
     page.goto(mlflow_ui.experiment_url(stack.mlflow, runs[0].info.experiment_id, mlflow_store.UI_MODE))
@@ -225,7 +225,7 @@ def test_registered_model_shows_champion(stack, page, shots):
     client = mlflow_client(stack)
     if not client.search_registered_models():
         pytest.skip("enable at merge: no registered model yet (the registry engineer's "
-                    "finegpt_pipeline/registry.py registers `finegpt` with aliases)")
+                    "finegpt_pipeline/evaluate/registry.py registers `finegpt` with aliases)")
     name = os.environ.get("FINEGPT_MODEL_NAME", "finegpt")
     page.goto(f"{stack.mlflow}/#/models/{name}")
     expect(page.get_by_text("champion").first).to_be_visible()
@@ -239,7 +239,7 @@ def test_mlflow_run_links_back_to_its_dagster_run(stack, page, shots):
         pytest.skip("enable at merge: training runs carry no `dagster.run_url` tag yet (the "
                     "lineage engineer adds it, and a Markdown description link)")
     assert url.startswith(stack.dagster + "/runs/")
-    from finegpt_pipeline import mlflow_store
+    from finegpt_pipeline.tracking import store as mlflow_store
 
     page.goto(f"{stack.mlflow}/#/experiments/{latest.info.experiment_id}/runs/"
               f"{latest.info.run_id}{mlflow_store.UI_MODE}")

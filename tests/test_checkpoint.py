@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from _bins_fixture import child_env, sample_bins, write_plan  # noqa: F401
-from finegpt_pipeline import checkpoint, sample
+from finegpt_pipeline.train import checkpoint
+from finegpt_pipeline.evaluate import sample
 from finegpt_pipeline.config import TrainConfig
 from finegpt_pipeline.model import GPT, GPTConfig
 
@@ -76,7 +77,7 @@ def test_unreadable_checkpoint_named_in_error(tmp_path):
 def test_non_checkpoint_given_to_sample_is_one_line_naming_it(tmp_path):
     bad = tmp_path / "notes.pt"
     bad.write_bytes(b"\x80\x02not a checkpoint at all")
-    proc = subprocess.run([sys.executable, "-m", "finegpt_pipeline.sample", "--ckpt", str(bad)],
+    proc = subprocess.run([sys.executable, "-m", "finegpt_pipeline", "sample", "--ckpt", str(bad)],
                           capture_output=True, text=True, env=child_env(), timeout=60)
     assert proc.returncode == 2
     [line] = proc.stderr.strip().splitlines()

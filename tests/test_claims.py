@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from finegpt_pipeline import plan as planner
+from finegpt_pipeline.plan import planner
 from finegpt_pipeline.config import TrainConfig
-from finegpt_pipeline.costs import flops_per_token, param_count
-from finegpt_pipeline.claims import PRESETS, check_claims, parse_claims, parse_range
+from finegpt_pipeline.plan.costs import flops_per_token, param_count
+from finegpt_pipeline.plan.claims import PRESETS, check_claims, parse_claims, parse_range
 
 
 def _verdicts(plan, claims):

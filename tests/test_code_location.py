@@ -47,7 +47,7 @@ def test_cli_run_is_filed_under_the_workspace_location(tmp_path, finegpt_home, s
            "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
     import dagster as dg
 
-    from assets.shards import register
+    from assets.partitions import register
 
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         [key] = register(instance, [str(sample_shard)])  # as `python -m assets.shards add` does

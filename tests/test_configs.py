@@ -10,7 +10,7 @@ import yaml
 
 from assets.definitions import defs
 from finegpt_pipeline.config import TrainConfig
-from finegpt_pipeline.plan import build_plan
+from finegpt_pipeline.plan.planner import build_plan
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"

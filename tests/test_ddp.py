@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from _bins_fixture import child_env, sample_bins, write_plan  # noqa: F401
-from finegpt_pipeline import checkpoint
+from finegpt_pipeline.train import checkpoint
 
 
 def _history(out):

@@ -7,9 +7,11 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
 from assets.metadata_format import INLINE_MARKDOWN_CHARS
-from finegpt_pipeline import eval_history, eval_report_render, evaluate, loss_forecast, mlflow_store
+from finegpt_pipeline.evaluate import history as eval_history, render as eval_report_render, evaluator as evaluate
+from finegpt_pipeline.plan import loss_forecast
+from finegpt_pipeline.tracking import store as mlflow_store
 from finegpt_pipeline.config import TrainConfig
-from finegpt_pipeline.costs import param_count
+from finegpt_pipeline.plan.costs import param_count
 
 LAW = {"E": 1.9, "A": 250.0, "B": 600.0, "alpha": 0.31, "beta": 0.29}
 SAME, OTHER = "a" * 64, "b" * 64

@@ -17,17 +17,18 @@ import torch
 from _bins_fixture import make_bins, unigram_entropy_nats, write_plan
 from assets.evaluation import eval_report, eval_report_beats_unigram
 from assets.metadata_format import INLINE_MARKDOWN_CHARS
-from assets.resources import FineGPTPaths
-from finegpt_pipeline import (
-    checkpoint, cli, eval_history, evaluate, loss_forecast, mlflow_store, plan_vs_run, train,
-    unigram,
-)
+from assets.resources import ChampionPolicy, FineGPTPaths
+from finegpt_pipeline import cli
+from finegpt_pipeline.train import checkpoint, trainer as train
+from finegpt_pipeline.evaluate import history as eval_history, evaluator as evaluate, measure, plan_vs_run, unigram
+from finegpt_pipeline.plan import loss_forecast
+from finegpt_pipeline.tracking import store as mlflow_store
 from finegpt_pipeline.config import EOT_TOKEN, TrainConfig
-from finegpt_pipeline.costs import estimate, run_seconds
+from finegpt_pipeline.plan.costs import estimate, run_seconds
 from finegpt_pipeline.hardware import get_hardware
 from finegpt_pipeline.layout import write_meta
 from finegpt_pipeline.model import GPT, GPTConfig
-from finegpt_pipeline.tokenizer import encode_batch, get_encoding
+from finegpt_pipeline.data.tokenizer import encode_batch, get_encoding
 
 BLOCK = 32
 INSTANCE = dg.DagsterInstance.ephemeral()  # in memory; its logs show what a run printed
@@ -98,9 +99,9 @@ def test_bits_per_byte_follows_the_definition():
     a, b, c = enc.encode_ordinary(" café")[0], enc.encode_ordinary(" the")[0], 13  # "."
     targets = np.array([EOT_TOKEN, a, b, EOT_TOKEN, c])
     losses = np.array([5.0, 1.0, 2.0, 7.0, 3.0])
-    lengths = evaluate.token_byte_lengths()
+    lengths = measure.token_byte_lengths()
     n_bytes = len(enc.decode_bytes([a, b, c]))
-    assert evaluate.bits_per_byte(losses, targets, lengths) == pytest.approx(
+    assert measure.bits_per_byte(losses, targets, lengths) == pytest.approx(
         (1 + 2 + 3) / (math.log(2) * n_bytes))  # EOT's nats and bytes both left out
     text = "Naïve café – 日本語 text\n"  # multi-byte characters split across tokens
     ids = enc.encode_ordinary(text)
@@ -142,6 +143,20 @@ def test_model_trained_on_a_document_beats_the_unigram_there(one_doc_run, tmp_pa
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk["val_loss"] == result["val_loss"] and on_disk["beats_unigram"] is True
     assert "beats the unigram baseline" in (out / "report.md").read_text()
+
+
+def test_an_unchanged_rerun_reuses_the_measurement(one_doc_run, tmp_path, monkeypatch):
+    """Same checkpoint, val set and evaluation code: the report is rewritten from what was
+    measured, nothing is measured again; another val set measures again."""
+    ckpt, bins = one_doc_run
+    first = evaluate.run_eval(ckpt, bins, tmp_path / "out", max_new_tokens=2)
+    assert first["inputs"]["checkpoint_sha256"] and first["champion"]["verdict"].startswith(
+        "not compared")
+    monkeypatch.setattr(evaluate, "evaluate", lambda *a, **k: pytest.fail("measured again"))
+    again = evaluate.run_eval(ckpt, bins, tmp_path / "out", max_new_tokens=2)
+    assert again["val_loss"] == first["val_loss"] and again["generations"] == first["generations"]
+    with pytest.raises(pytest.fail.Exception, match="measured again"):
+        evaluate.run_eval(ckpt, bins, tmp_path / "out", max_new_tokens=3)  # another input
 
 
 def test_plan_against_reality_sits_beside_the_measurement(one_doc_run, tmp_path):
@@ -208,6 +223,7 @@ def test_cli_json_keys(small_bins, random_ckpt, tmp_path, capsys):
     assert {"val_loss", "val_loss_se", "val_bpb", "unigram_loss", "tokens",
             "beats_unigram"} <= set(data)
     assert data["tokens"] == 1837 and data["beats_unigram"] is False
+    assert data["champion"]["verdict"] == "not compared (no MLflow store)"
     assert (out / "report.md").exists()
 
 
@@ -256,7 +272,7 @@ def _materialize(home: Path, ckpt: Path, bins: Path,
 
     return dg.materialize(
         [trained_checkpoint_input, tokenized_bins_input, eval_report, eval_report_beats_unigram],
-        resources={"finegpt_paths": FineGPTPaths(home=str(home))}, instance=INSTANCE,
+        resources={"champion_policy": ChampionPolicy(), "finegpt_paths": FineGPTPaths(home=str(home))}, instance=INSTANCE,
         run_config={"ops": {"eval_report": {"config": {"device": "cpu", "max_new_tokens": 4}}}},
     )
 

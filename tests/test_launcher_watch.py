@@ -1,4 +1,4 @@
-"""A trainer whose launcher dies stops by itself (finegpt_pipeline/launcher_watch.py), and one
+"""A trainer whose launcher dies stops by itself (finegpt_pipeline/train/launcher_watch.py), and one
 run directory takes one trainer at a time (run_dir.lock), so a retried run never trains beside
 an orphan of the run it replaces."""
 
@@ -12,7 +12,7 @@ import time
 import pytest
 
 from _bins_fixture import child_env, sample_bins, write_plan  # noqa: F401 (fixture)
-from finegpt_pipeline import checkpoint, launcher_watch, run_dir
+from finegpt_pipeline.train import checkpoint, launcher_watch, run_dir
 from finegpt_pipeline.locks import Busy
 
 

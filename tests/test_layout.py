@@ -21,12 +21,12 @@ from finegpt_pipeline import layout, paths
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("module", ["finegpt_pipeline.layout", "finegpt_pipeline.batches",
-                                    "finegpt_pipeline.train", "finegpt_pipeline.plan_data"])
+@pytest.mark.parametrize("module", ["finegpt_pipeline.layout", "finegpt_pipeline.train.batches",
+                                    "finegpt_pipeline.train.trainer", "finegpt_pipeline.plan.inputs"])
 def test_reading_bins_imports_neither_pyarrow_nor_tiktoken(module, sample_bins):
     """The trainer and the planner read meta.json without the tokenize stage's imports."""
-    code = (f"import sys, {module}; from finegpt_pipeline import layout, plan_data; "
-            "layout.verify_files(sys.argv[1]); plan_data.tokens_from_bins(sys.argv[1]); "
+    code = (f"import sys, {module}; from finegpt_pipeline import layout; from finegpt_pipeline.plan import inputs; "
+            "layout.verify_files(sys.argv[1]); inputs.tokens_from_bins(sys.argv[1]); "
             "print(sorted(m for m in ('pyarrow', 'tiktoken') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code, str(sample_bins)], capture_output=True,
                           text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -96,7 +96,7 @@ def test_jobs_select_by_group():
 
 
 def test_meta_names_the_local_file_as_source_path(sample_shard, tmp_path):
-    from finegpt_pipeline.tokenized_bins import tokenize_shard
+    from finegpt_pipeline.data.tokenized_bins import tokenize_shard
 
     meta = tokenize_shard(sample_shard, tmp_path / "b", num_workers=1)
     assert meta["source_path"] == str(sample_shard.resolve()) and "source" not in meta

@@ -19,10 +19,10 @@ from assets.bins import tokenized_bins
 from assets.data import raw_shard, token_stats
 from assets.evaluation import eval_report
 from assets.planning import training_config
-from assets.resources import FineGPTPaths
+from assets.resources import ChampionPolicy, FineGPTPaths
 from tests._shards import materialize_shard
 from assets.training import trained_checkpoint
-from finegpt_pipeline import mlflow_datasets, mlflow_store
+from finegpt_pipeline.tracking import datasets as mlflow_datasets, store as mlflow_store
 
 REPO = Path(__file__).resolve().parents[1]
 SIX = ("raw_shard", "token_stats", "tokenized_bins", "training_config", "trained_checkpoint",
@@ -36,7 +36,7 @@ def _pipeline(home: Path, shard: Path) -> dg.ExecuteInProcessResult:
     return materialize_shard(
         [raw_shard, token_stats, tokenized_bins, training_config, trained_checkpoint, eval_report],
         shard,
-        resources={"finegpt_paths": FineGPTPaths(home=str(home)),
+        resources={"champion_policy": ChampionPolicy(), "finegpt_paths": FineGPTPaths(home=str(home)),
                    "training_launcher": TrainingLauncher()},
         run_config={"ops": {
             "training_config": {"config": {"gpu": "cpu", "calibrate": False, "overrides": TINY}},
@@ -130,7 +130,7 @@ def test_parallel_steps_find_one_parent(finegpt_home):
     """Dagster's multiprocess executor starts steps in parallel processes: each finds or
     makes the parent under the lock, and there is one."""
     mlflow_store.configure(finegpt_home)
-    code = ("import sys; import mlflow; from finegpt_pipeline import mlflow_store as s; "
+    code = ("import sys; import mlflow; from finegpt_pipeline.tracking import store as s; "
             "uri = s.configure(sys.argv[1]); "
             "print(s.parent_run(mlflow.MlflowClient(uri), 'dagster-run-1', 'pipeline_job', "
             "sys.argv[1] + '/' + s.PARENT_LOCK_NAME))")

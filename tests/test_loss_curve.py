@@ -11,7 +11,7 @@ import pytest
 
 from _bins_fixture import child_env, sample_bins, write_plan  # noqa: F401
 from finegpt_pipeline.atomic import artifact_mode
-from finegpt_pipeline.loss_curve import curve_points, write_loss_curve
+from finegpt_pipeline.train.loss_curve import curve_points, write_loss_curve
 
 
 def _summary(tmp_path, **extra):

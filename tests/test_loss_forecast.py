@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from _bins_fixture import sample_bins  # noqa: F401 (fixture)
-from finegpt_pipeline import loss_forecast as lf
-from finegpt_pipeline.plan import build_plan
-from finegpt_pipeline.plan_report import requirements_report
+from finegpt_pipeline.plan import loss_forecast as lf
+from finegpt_pipeline.plan.planner import build_plan
+from finegpt_pipeline.plan.report import requirements_report
 
 TRUE = {"E": 1.9, "A": 250.0, "B": 600.0, "alpha": 0.31, "beta": 0.29}
 GRID = [(n, d) for n in (1e6, 3e6, 1e7, 3e7, 1e8) for d in (1e7, 1e8, 1e9)]

@@ -10,7 +10,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from finegpt_pipeline import mlflow_store
+from finegpt_pipeline.tracking import store as mlflow_store
 
 
 def test_experiment_is_marked_as_model_training(finegpt_home):

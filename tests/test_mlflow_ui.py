@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from finegpt_pipeline import mlflow_store, mlflow_ui
+from finegpt_pipeline.tracking import store as mlflow_store, ui as mlflow_ui
 
 
 def test_runs_view_selects_val_loss_bpb_and_tokens_columns():

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from finegpt_pipeline.model import GPT, GPTConfig
-from finegpt_pipeline.tokenizer import get_encoding
+from finegpt_pipeline.data.tokenizer import get_encoding
 
 pytestmark = pytest.mark.demo
 EOT = 50256

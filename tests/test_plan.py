@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 
-from finegpt_pipeline import plan as planner
-from finegpt_pipeline import plan_data
-from finegpt_pipeline import costs
-from finegpt_pipeline.costs import param_count
+from finegpt_pipeline.plan import planner
+from finegpt_pipeline.plan import inputs as plan_data
+from finegpt_pipeline.plan import costs
+from finegpt_pipeline.plan.costs import param_count
 from finegpt_pipeline.config import TrainConfig
 from finegpt_pipeline.hardware import CATALOG
 from finegpt_pipeline.model import GPT, GPTConfig
@@ -106,7 +106,7 @@ def test_cpu_plan_is_a_tiny_model_that_trains_in_minutes():
     assert plan["config"]["dtype"] == "float32" and plan["report"]["est_hours"] <= 3 / 60
     assert 10 <= plan["config"]["max_iters"] <= 500
     # a real step of exactly this model: the whole run stays within minutes
-    from finegpt_pipeline.calibrate import probe
+    from finegpt_pipeline.plan.calibrate import probe
 
     measured = probe(TrainConfig.from_plan(plan), "cpu", plan["config"]["micro_batch"], steps=1)
     run_seconds = plan["config"]["max_iters"] * (plan["config"]["grad_accum"] * measured["fwd_bwd_seconds"]
@@ -143,7 +143,7 @@ def test_long_runs_checkpoint_every_half_hour_unless_told():
 
 
 def test_calibration_by_default_only_for_a_detected_gpu():
-    from finegpt_pipeline.calibrate import wants_calibration
+    from finegpt_pipeline.plan.calibrate import wants_calibration
 
     detected = {"report": {"hardware": {"kind": "gpu", "detected": True}}}
     assert wants_calibration(None, detected)
@@ -166,7 +166,7 @@ def test_tokens_from_bins_reads_meta_and_names_bad_files(tmp_path):
 
 
 def test_calibration_on_cpu_measures_step_time_only(finegpt_home):
-    from finegpt_pipeline.calibrate import calibrate_plan
+    from finegpt_pipeline.plan.calibrate import calibrate_plan
 
     plan = planner.make_plan("cpu", 100_000, overrides=["n_layer=2", "n_head=1", "n_embd=64",
                                                         "block_size=32", "max_iters=20"])
@@ -185,7 +185,7 @@ def test_calibration_on_cpu_measures_step_time_only(finegpt_home):
 
 
 def test_calibration_keeps_what_the_user_fixed(finegpt_home):
-    from finegpt_pipeline.calibrate import calibrate_plan
+    from finegpt_pipeline.plan.calibrate import calibrate_plan
 
     plan = planner.make_plan("cpu", 100_000, hours=0.01, overrides=[
         "n_layer=2", "n_head=1", "n_embd=64", "block_size=32", "micro_batch=2", "grad_accum=3",
@@ -229,7 +229,7 @@ def test_finegpt_cli_entry_point_and_clean_errors(monkeypatch, tmp_path, capsys)
     from finegpt_pipeline import cli
 
     # only this stage: the other stage modules are developed elsewhere
-    monkeypatch.setattr(cli, "STAGE_MODULES", ["finegpt_pipeline.plan"])
+    monkeypatch.setattr(cli, "STAGE_MODULES", ["finegpt_pipeline.plan.planner"])
     assert cli.main(["plan", "--gpu", "cpu", "--tokens", "2e5", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["report"]["hardware"]["key"] == "cpu"
     assert cli.main(["plan", "--gpu", "cpu", "--bins", str(tmp_path)]) == 2
@@ -249,7 +249,7 @@ def _fake_cuda_probe(fixed_bytes, per_sample, oom_above=10**9):
 
 
 def test_calibration_memory_search_on_cuda_measurements(monkeypatch, finegpt_home):
-    from finegpt_pipeline import calibrate
+    from finegpt_pipeline.plan import calibrate
 
     plan = planner.make_plan("rtx4070", 10**9, overrides=["n_layer=12", "n_head=12", "n_embd=768"])
     sequences = plan["report"]["tokens_per_step"] // plan["config"]["block_size"]
@@ -325,7 +325,7 @@ def _bins(directory, train_tokens, val_tokens):
 @pytest.mark.parametrize("key", sorted(CATALOG))
 def test_every_plan_trains_on_the_bins_it_was_made_for(key, tmp_path, capsys):
     """The shared sample's bins (215,639 train / 451 val tokens): the trainer's own check."""
-    from finegpt_pipeline.batches import Bins
+    from finegpt_pipeline.train.batches import Bins
 
     bins = _bins(tmp_path / "bins", 215_639, 451)
     assert _cli(["--gpu", key, "--bins", str(bins), "--json", "--no-calibrate"]) == 0

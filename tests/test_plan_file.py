@@ -10,8 +10,9 @@ import re
 import pytest
 from _bins_fixture import sample_bins, write_plan  # noqa: F401
 
-from finegpt_pipeline import costs, run_config, run_dir, train
-from finegpt_pipeline import plan as planner
+from finegpt_pipeline.plan import costs
+from finegpt_pipeline.train import plan_file as run_config, run_dir, trainer as train
+from finegpt_pipeline.plan import planner
 from finegpt_pipeline.config import V1_REPORT_KEYS, TrainConfig, plan_parts
 from finegpt_pipeline.hardware import get_hardware
 

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from finegpt_pipeline import plan as planner
-from finegpt_pipeline.calibrate import calibrate_plan
+from finegpt_pipeline.plan import planner
+from finegpt_pipeline.plan.calibrate import calibrate_plan
 from finegpt_pipeline.hardware import detect_cpu, machine_id, machine_identity
 
 SAMPLE = {"train_tokens": 215_639, "val_tokens": 451}  # the shared sample's bins
@@ -107,7 +107,7 @@ def test_calibration_probes_the_compiled_program_when_the_plan_compiles():
     import torch._dynamo
     from torch._dynamo.utils import counters
 
-    from finegpt_pipeline.calibrate import probe
+    from finegpt_pipeline.plan.calibrate import probe
     from finegpt_pipeline.config import TrainConfig
 
     cfg = TrainConfig(n_layer=1, n_head=1, n_embd=32, block_size=16, vocab_size=50304, compile="true")

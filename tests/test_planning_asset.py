@@ -15,7 +15,7 @@ from assets.resources import FineGPTPaths
 from assets.training import trained_checkpoint
 from finegpt_pipeline.config import TrainConfig
 from finegpt_pipeline.hardware import GIB
-from finegpt_pipeline.plan import build_plan
+from finegpt_pipeline.plan.planner import build_plan
 
 META = {"train_tokens": 194_000, "val_tokens": 21_790, "dtype": "uint16", "vocab_size": 50257}
 

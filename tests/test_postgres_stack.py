@@ -31,7 +31,7 @@ import pytest
 import yaml
 
 from _trainers import parent_pid, trainer_pids
-from finegpt_pipeline import launcher_watch
+from finegpt_pipeline.train import launcher_watch
 
 pytestmark = pytest.mark.stack
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,8 +8,9 @@ import json
 import dagster as dg
 import pyarrow.parquet as pq
 
-from finegpt_pipeline import stats, tokenized_bins
-from finegpt_pipeline.progress import Progress, duration
+from finegpt_pipeline import cli
+from finegpt_pipeline.data import stats, tokenized_bins
+from finegpt_pipeline.data.progress import Progress, duration
 
 
 class Clock:
@@ -54,7 +55,7 @@ def test_fast_steps_are_not_reported_more_than_every_10_s():
 
 
 def test_cli_sample_says_two_lines_on_stderr(sample_shard, tmp_path, capsys):
-    assert tokenized_bins.main(["tokenize", str(sample_shard), "--out", str(tmp_path / "b"),
+    assert cli.main(["tokenize", str(sample_shard), "--out", str(tmp_path / "b"),
                       "--workers", "1"]) == 0
     out = capsys.readouterr()
     json.loads(out.out)  # stdout stays the machine-readable result
@@ -62,7 +63,7 @@ def test_cli_sample_says_two_lines_on_stderr(sample_shard, tmp_path, capsys):
     assert len(lines) == 2, lines
     assert lines[0].startswith(f"tokenize: {sample_shard.resolve()}: 300 docs in 3 row groups")
     assert lines[1].startswith("tokenize: 270 train / 30 val docs in") and "216,090 tokens" in lines[1]
-    assert stats.main([str(sample_shard), "--db", str(tmp_path / "w.duckdb"), "--json"]) == 0
+    assert cli.main(["stats", str(sample_shard), "--db", str(tmp_path / "w.duckdb"), "--json"]) == 0
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 2, lines
     assert lines[0] == f"stats: {sample_shard.resolve()}: recounting 300 docs in 3 row groups"

@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from _registry_fixture import store, trained  # noqa: F401
-from finegpt_pipeline import checkpoint, cli, registry, sample
+from finegpt_pipeline import cli
+from finegpt_pipeline.train import checkpoint
+from finegpt_pipeline.evaluate import registry, sample
 from finegpt_pipeline.model import GPT
 
 

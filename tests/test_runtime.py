@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from _bins_fixture import sample_bins, write_plan  # noqa: F401
-from finegpt_pipeline import checkpoint, run_config, runtime, train
+from finegpt_pipeline import runtime
+from finegpt_pipeline.train import checkpoint, plan_file as run_config, trainer as train
 
 CUDA = torch.device("cuda", 0)
 

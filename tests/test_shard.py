@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from finegpt_pipeline.shard import (FINEWEB_COLUMNS, ShardError, head_row_groups, parse_hf_source,
+from finegpt_pipeline.data.shard import (FINEWEB_COLUMNS, ShardError, head_row_groups, parse_hf_source,
                                     resolve_shard, write_head)
 
 INFO_KEYS = {"path", "source", "sha256", "bytes", "rows", "row_groups", "columns", "missing_columns"}
@@ -187,7 +187,7 @@ def test_hf_source_offline_fails_clearly(max_docs, tmp_path):
 
 def test_a_rewritten_shard_is_hashed_again_and_refused(sample_shard, tmp_path):
     """The sha256 is read once per file version: new bytes under the same name are noticed."""
-    from finegpt_pipeline.shard import verified_sha256
+    from finegpt_pipeline.data.shard import verified_sha256
 
     local = tmp_path / "s.parquet"
     shutil.copyfile(sample_shard, local)

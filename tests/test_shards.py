@@ -14,8 +14,10 @@ import pytest
 from assets.data import raw_shard
 from assets.resources import FineGPTPaths
 from assets.sensors import SETTLE_S, incoming_shards_sensor, shard_changed_sensor
-from assets.shards import SHARDS, by_shard, main, partition_key, register, source_of
-from finegpt_pipeline.shard import ShardError
+from assets.partitions import SHARDS, partition_key, register, source_of
+from assets.shard_inputs import by_shard
+from assets.shards import main
+from finegpt_pipeline.data.shard import ShardError
 from tests._shards import materialize_shard
 
 REPO = Path(__file__).resolve().parents[1]

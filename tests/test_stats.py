@@ -15,8 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 import tiktoken
 
-from finegpt_pipeline import stats
-from finegpt_pipeline.shard import ShardError
+from finegpt_pipeline import cli
+from finegpt_pipeline.data import stats
+from finegpt_pipeline.data.shard import ShardError
 from tests.test_shard import make_bad_inputs
 
 
@@ -184,14 +185,14 @@ def test_histogram_png(sample_run):
 
 def test_cli_json_and_text(sample_shard, tmp_path, capsys, finegpt_home):
     db = tmp_path / "cli.duckdb"
-    assert stats.main([str(sample_shard), "--db", str(db), "--json"]) == 0
+    assert cli.main(["stats", str(sample_shard), "--db", str(db), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert (out["docs_count_equal"], out["tokens_tiktoken"], out["tokens_listed"]) == (291, 215_790, 215_818)
-    assert stats.main([str(sample_shard), "--db", str(db)]) == 0
+    assert cli.main(["stats", str(sample_shard), "--db", str(db)]) == 0
     text = capsys.readouterr().out
     assert "291/300 docs" in text and "215,790" in text and "215,818" in text
     # --max-docs writes the head under FINEGPT_HOME/shards
-    assert stats.main([str(sample_shard), "--db", str(db), "--json", "--max-docs", "20"]) == 0
+    assert cli.main(["stats", str(sample_shard), "--db", str(db), "--json", "--max-docs", "20"]) == 0
     assert json.loads(capsys.readouterr().out)["documents"] == 20
     assert len(list((finegpt_home / "shards").glob("*.parquet"))) == 1
 
@@ -202,7 +203,7 @@ def test_cli_subcommand_registration_and_bad_file(tmp_path, capsys, sample_shard
     args = parser.parse_args(["stats", "some.parquet", "--db", "x.duckdb", "--json"])
     assert (args.shard, args.db, args.json, args.func) == ("some.parquet", "x.duckdb", True, stats.run_cli)
     path, _ = make_bad_inputs(tmp_path, sample_shard)["truncated"]
-    assert stats.main([str(path), "--db", str(tmp_path / "w.duckdb")]) == 2
+    assert cli.main(["stats", str(path), "--db", str(tmp_path / "w.duckdb")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("finegpt stats: error:") and str(path) in err
     assert not (tmp_path / "w.duckdb").exists()

@@ -19,9 +19,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from finegpt_pipeline import layout, stats, token_ids, tokenized_bins
+from finegpt_pipeline import layout
+from finegpt_pipeline.data import stats, token_ids, tokenized_bins
 from finegpt_pipeline.layout import Home
-from finegpt_pipeline.shard import ShardError, sha256_file
+from finegpt_pipeline.data.shard import ShardError, sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 CACHED = "from the ids kept in"  # tokenize's first line when it splits the ids token_stats kept
@@ -216,7 +217,7 @@ def test_tokenize_first_keeps_the_ids_and_token_stats_reuses_them(sample_shard, 
 
 _BUILD = """
 import sys
-from finegpt_pipeline import token_ids
+from finegpt_pipeline.data import token_ids
 token_ids.counts_for(sys.argv[1], sys.argv[2], sys.argv[3], num_workers=1)
 """
 

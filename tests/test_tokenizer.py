@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from finegpt_pipeline import tokenizer
+from finegpt_pipeline.data import tokenizer
 from finegpt_pipeline.config import EOT_TOKEN
 
 TRICKY = [

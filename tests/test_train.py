@@ -13,7 +13,7 @@ import torch
 
 from _bins_fixture import (child_env, heldout_unigram_nats, make_bins, sample_bins,  # noqa: F401
                            unigram_entropy_nats, write_plan)
-from finegpt_pipeline import run_config, train
+from finegpt_pipeline.train import plan_file as run_config, trainer as train
 from finegpt_pipeline.config import TrainConfig
 
 
@@ -162,8 +162,8 @@ def test_refused_resume_leaves_the_out_dir_as_it_was(sample_bins, tmp_path):
 
 
 def test_max_iters_keeps_the_plans_schedule_as_the_planner_derives_it(tmp_path):
-    from finegpt_pipeline import costs
-    from finegpt_pipeline import plan as planner
+    from finegpt_pipeline.plan import costs
+    from finegpt_pipeline.plan import planner
 
     made = planner.make_plan("cpu", 10_000_000, hours=0.05, overrides=["max_iters=80"])
     assert made["config"]["max_iters"] == 80

@@ -13,7 +13,7 @@ import time
 import mlflow
 
 from _bins_fixture import child_env, sample_bins, write_plan  # noqa: F401
-from finegpt_pipeline import checkpoint
+from finegpt_pipeline.train import checkpoint
 
 
 def _last_step(log) -> int:

@@ -16,7 +16,7 @@ from assets.metadata_format import INLINE_MARKDOWN_CHARS, significant
 from assets.resources import FineGPTPaths
 from assets.training import TrainingLaunchConfig, run_key, train_command, trained_checkpoint
 from finegpt_pipeline.config import TrainConfig
-from finegpt_pipeline.costs import reschedule
+from finegpt_pipeline.plan.costs import reschedule
 
 REPO = Path(__file__).resolve().parents[1]
 

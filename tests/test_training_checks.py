@@ -11,11 +11,12 @@ import pytest
 
 from _bins_fixture import make_bins, write_plan
 from assets.evaluation import eval_report
-from assets.resources import FineGPTPaths
+from assets.resources import ChampionPolicy, FineGPTPaths
 from assets.training_checks import (
     last_train_loss, trained_checkpoint_beats_unigram, trained_checkpoint_loss_is_finite,
 )
-from finegpt_pipeline import train, unigram
+from finegpt_pipeline.train import trainer as train
+from finegpt_pipeline.evaluate import unigram
 from finegpt_pipeline.config import TrainConfig
 
 CHECKS = [trained_checkpoint_loss_is_finite, trained_checkpoint_beats_unigram]
@@ -52,7 +53,7 @@ def _materialize(home: Path, run: Path, bins: Path) -> dg.ExecuteInProcessResult
 
     return dg.materialize(
         [trained_checkpoint_input, tokenized_bins_input, *CHECKS, eval_report],
-        resources={"finegpt_paths": FineGPTPaths(home=str(home))}, raise_on_error=False,
+        resources={"champion_policy": ChampionPolicy(), "finegpt_paths": FineGPTPaths(home=str(home))}, raise_on_error=False,
         run_config={"ops": {"eval_report": {"config": {"device": "cpu", "max_new_tokens": 2}}}})
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from finegpt_pipeline import stats, warehouse
+from finegpt_pipeline.data import stats, warehouse
 from finegpt_pipeline.locks import Busy
 from _holder import hold, release
 

@@ -1,0 +1,87 @@
+"""A training run's directory: the files a run writes there, and the rules for reusing one.
+
+A directory holding a run is continued (`--resume`), started over (`--overwrite`: the run's
+files are removed once the new run is known to start), or refused; a finished one (its summary
+at the planned step count, checkpoint beside it) can be returned as it is. No torch import
+here: the Dagster code location reads these rules too.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from finegpt_pipeline.train import launcher_watch
+from finegpt_pipeline.config import plan_parts
+from finegpt_pipeline.locks import Lock, wait_for
+
+CKPT_NAME = "ckpt.pt"
+SUMMARY_NAME = "summary.json"
+LOG_NAME = "train_log.jsonl"
+MLFLOW_RUN_FILE = "mlflow_run_id"
+# the run's one plan file: the config it trained (overrides applied) and the --plan file's
+# report (estimates, hardware, warnings) as it was; the `trained_checkpoint` asset also
+# launches the trainer with --plan pointing here
+PLAN_NAME = "plan.json"
+# what a run leaves behind; a directory with any of the first three holds a run
+RUN_FILES = (CKPT_NAME, SUMMARY_NAME, LOG_NAME, MLFLOW_RUN_FILE, PLAN_NAME)
+_RUN_MARKERS = RUN_FILES[:3]
+# plan files older runs kept beside plan.json: removed with them on --overwrite
+_OLD_PLAN_FILES = ("plan_estimates.json", "launch_plan.json")
+# longer than an orphaned trainer takes to stop (at most its grace period, then a hard exit)
+LOCK_WAIT_S = launcher_watch.GRACE_S + 30.0
+
+
+def lock(out_dir: str | Path) -> Lock:
+    """The run directory's lock, held while a trainer uses it (two trainers on one run would
+    mix its checkpoints): the directory itself is locked, so nothing is written in it. Waited
+    for, since a trainer whose launcher died may still be stopping; then Busy."""
+    return wait_for(out_dir, shared=False, wait_s=LOCK_WAIT_S,
+                    fix="another trainer is using this run directory: wait for it to finish, "
+                        "stop it, or choose another --out")
+
+
+def held_run(out_dir: str | Path) -> list[str]:
+    """The run files in `out_dir` that show it already holds a run ([] for a fresh one)."""
+    out = Path(out_dir)
+    return [name for name in _RUN_MARKERS if (out / name).exists()]
+
+
+def check_start(out_dir: str | Path, resume: bool, overwrite: bool) -> None:
+    """A fresh run into a directory that holds one would mix two runs' checkpoints and logs."""
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite exclude each other: continue the run in "
+                         f"{out_dir} or start it over")
+    if resume:
+        if not (Path(out_dir) / CKPT_NAME).exists():
+            raise FileNotFoundError(f"{Path(out_dir) / CKPT_NAME}: --resume given but no "
+                                    "checkpoint there")
+        return
+    found = held_run(out_dir)
+    if found and not overwrite:
+        raise ValueError(f"{out_dir}: already holds a run ({', '.join(found)}); pass --resume "
+                         "to continue it, --overwrite to start over, or choose another --out")
+
+
+def clear(out_dir: str | Path) -> None:
+    """Remove a previous run's files (for --overwrite, once the new run is known to start)."""
+    for name in RUN_FILES + _OLD_PLAN_FILES:
+        (Path(out_dir) / name).unlink(missing_ok=True)
+
+
+def finished_run(out_dir: str | Path) -> dict[str, Any] | None:
+    """The summary of a run in `out_dir` that reached the max_iters it planned (its own
+    plan.json), checkpoint beside it; None when there is none, or its files are unreadable
+    (a fresh or resumed run then repairs them)."""
+    out = Path(out_dir)
+    if not (out / CKPT_NAME).exists():
+        return None
+    try:
+        planned = plan_parts(json.loads((out / PLAN_NAME).read_text()))[0]["max_iters"]
+        summary = json.loads((out / SUMMARY_NAME).read_text())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if not isinstance(summary, dict) or summary.get("steps") != planned:
+        return None
+    return summary

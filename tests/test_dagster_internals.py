@@ -1,0 +1,45 @@
+"""Every private Dagster API the code location uses (assets/dagster_internals.py), exercised on
+a real instance: a Dagster upgrade that moves one fails here, loudly, not mid-run."""
+
+import dagster as dg
+
+from assets import dagster_internals
+from assets.jobs import LOCATION, pipeline_job
+
+
+def test_failed_checks_reads_the_latest_result_per_partition():
+    with dg.instance_for_test() as instance:
+        key = dg.AssetCheckKey(dg.AssetKey("tokenized_bins"), "tokenized_bins_roundtrip")
+        for partition, passed in (("a", True), ("b", False)):
+            instance.report_runless_asset_event(dg.AssetCheckEvaluation(
+                asset_key=key.asset_key, check_name=key.name, passed=passed,
+                partition=partition))
+        assert dagster_internals.failed_checks(instance, [key], "a") == []
+        assert dagster_internals.failed_checks(instance, [key], "b") == ["tokenized_bins_roundtrip"]
+        assert dagster_internals.failed_checks(instance, [key], "never-run") == []
+
+
+def test_logical_data_version_is_the_one_dagster_records():
+    seen = {}
+
+    @dg.asset(code_version="7")
+    def upstream() -> int:
+        return 1
+
+    @dg.asset(code_version="3")
+    def downstream(context: dg.AssetExecutionContext, upstream: int) -> int:
+        seen["computed"] = dagster_internals.logical_data_version(context)
+        return upstream
+
+    with dg.instance_for_test() as instance:
+        assert dg.materialize([upstream, downstream], instance=instance).success
+        record = instance.get_latest_materialization_event(dg.AssetKey("downstream"))
+        recorded = record.asset_materialization.tags["dagster/data_version"]
+    assert seen["computed"] == recorded
+
+
+def test_every_job_carries_the_repository_tag():
+    tags = dagster_internals.repository_tags(LOCATION)
+    assert tags == {".dagster/repository": f"__repository__@{LOCATION}",
+                    "dagster/code_location": LOCATION}
+    assert pipeline_job.tags[dagster_internals.REPOSITORY_TAG] == f"__repository__@{LOCATION}"
