@@ -52,11 +52,11 @@ def summary(instance: dg.DagsterInstance, run_id: str) -> tuple[list[str], bool]
     for check in checks:
         severity = check.severity.value if check.severity else "ERROR"
         name = f"{check.asset_key.to_user_string()}:{check.check_name}"
+        note = _value((check.metadata or {}).get("note", "")) or ""
         if check.passed:
-            lines.append(f"check  passed  {name}")
+            lines.append(f"check  passed  {name}" + (f": {note}" if note else ""))
             continue
         failed_error |= severity == "ERROR"
-        note = _value((check.metadata or {}).get("note", "")) or ""
         lines.append(f"check  FAILED ({severity})  {name}" + (f": {note}" if note else ""))
     lines.append(f"dagster  {dagster_run_url(run_id)}")
     failed = run.status != dg.DagsterRunStatus.SUCCESS or failed_error

@@ -12,7 +12,6 @@ from pathlib import Path
 import dagster as dg
 
 from assets import bins, dagster_internals, data
-from assets.partitions import SHARDS
 from finegpt_pipeline import layout
 from finegpt_pipeline.data import bins_set
 

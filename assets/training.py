@@ -144,7 +144,10 @@ def _train(context: dg.AssetExecutionContext, config: TrainingLaunchConfig,
     result = launcher.run(context, command, env, cwd=str(Path(__file__).resolve().parents[1]),
                           home=home, processes=gpus)
     materialization = result.get_materialize_result()
-    summary = json.loads((out_dir / run_dir.SUMMARY_NAME).read_text())
+    summary = run_dir.read_summary(out_dir)
+    if summary is None:
+        raise dg.Failure(description=f"{out_dir}: the trainer exited without a readable "
+                                     f"{run_dir.SUMMARY_NAME}; see its log above")
     # the metadata is built from summary.json (as for a reused run), not from the trainer's
     # streamed materialization, so both read alike: rounded floats, the plot, units
     metadata = {"reused": dg.MetadataValue.bool(False), "command": dg.MetadataValue.text(" ".join(command))}

@@ -13,14 +13,13 @@ baseline of the same bins.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import dagster as dg
 
 from assets.shard_inputs import ALL_SHARDS_IN, by_shard
-from finegpt_pipeline.train.run_dir import SUMMARY_NAME
+from finegpt_pipeline.train.run_dir import read_summary
 
 VAL_KEYS = ("final_val_loss", "best_val_loss")
 
@@ -29,10 +28,7 @@ def last_train_loss(run_dir: str | Path | None) -> float | None:
     """The last train loss the run logged (its summary.json `history`); None without one."""
     if not run_dir:
         return None
-    try:
-        history = json.loads((Path(run_dir) / SUMMARY_NAME).read_text()).get("history") or []
-    except (OSError, ValueError, AttributeError):
-        return None
+    history = (read_summary(run_dir) or {}).get("history") or []
     rows = [r for r in history if isinstance(r, dict) and "train_loss" in r]
     return float(rows[-1]["train_loss"]) if rows else None
 

@@ -42,13 +42,21 @@ class TrainConfig:
     # the grad_accum micro-steps are shared among the processes (as in nanoGPT)
     micro_batch: int = 16
     grad_accum: int = 1
-    # schedule: linear warmup then cosine decay to min_lr at lr_decay_iters
+    # schedule: linear warmup, then cosine decay to min_lr at lr_decay_iters, or (wsd) flat
+    # until the last cooldown_frac of lr_decay_iters and linear down to min_lr there
     learning_rate: float = 1e-3
     min_lr: float = 1e-4
     warmup_iters: int = 10
     lr_decay_iters: int = 200
+    lr_schedule: str = "cosine"  # cosine | wsd
+    cooldown_frac: float = 0.2
     max_iters: int = 200
     weight_decay: float = 0.1
+    # optimizer: adamw (every parameter), or muon for the blocks' matrices at matrix_lr (AdamW
+    # for embeddings and gains at learning_rate; AdamW throughout where torch lacks Muon);
+    # matrix_lr 0 means learning_rate, and the schedule scales every group alike
+    optimizer: str = "adamw"  # adamw | muon
+    matrix_lr: float = 0.0
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0
@@ -95,6 +103,12 @@ class TrainConfig:
             problems.append(f"dtype must be auto|bfloat16|float16|float32 (got {self.dtype!r})")
         if str(self.compile).lower() not in ("auto", "true", "false"):
             problems.append(f"compile must be auto|true|false (got {self.compile!r})")
+        if self.lr_schedule not in ("cosine", "wsd"):
+            problems.append(f"lr_schedule must be cosine|wsd (got {self.lr_schedule!r})")
+        if not 0.0 <= self.cooldown_frac <= 1.0:
+            problems.append(f"cooldown_frac must be in [0, 1] (got {self.cooldown_frac})")
+        if self.optimizer not in ("adamw", "muon"):
+            problems.append(f"optimizer must be adamw|muon (got {self.optimizer!r})")
         if self.min_lr > self.learning_rate:
             problems.append(f"min_lr ({self.min_lr}) exceeds learning_rate ({self.learning_rate})")
         if problems:
@@ -194,7 +208,7 @@ V1_REPORT_KEYS = frozenset({
     "tokens_per_param", "epochs", "energy_kwh", "energy_cost", "price_per_kwh", "board_watts",
     "hardware", "gpu_name", "goal", "hours_budget", "preset", "provenance", "warnings",
     "measured", "calibration", "plan_version", "claims", "claim_verdicts", "bins_dir",
-    "fixed_fields", "val_tokens",
+    "fixed_fields", "val_tokens", "recipe",
 })
 
 

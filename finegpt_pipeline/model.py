@@ -139,16 +139,35 @@ class GPT(nn.Module):
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
         return logits, loss
 
-    def configure_optimizer(self, weight_decay, learning_rate, betas, device_type):
-        """AdamW with decay on 2-D weights only (matmuls, embeddings); fused kernel on CUDA."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ]
+    def configure_optimizer(self, weight_decay, learning_rate, betas, device_type,
+                            optimizer="adamw", matrix_lr=None):
+        """AdamW with decay on 2-D weights only (matmuls, embeddings); fused kernel on CUDA.
+        `optimizer="muon"` gives the blocks' 2-D matrices to Muon at `matrix_lr` (torch >= 2.9;
+        AdamW where torch lacks it), the embeddings (tied with lm_head) and gains to AdamW at
+        `learning_rate`. Each group keeps `lr_scale`, its lr over `learning_rate`, for the
+        schedule. Returns one optimizer, or a `MultiOptimizer` of two."""
+        matrix_lr = learning_rate if matrix_lr is None else matrix_lr
+        named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        embed = [p for n, p in named if p.dim() >= 2 and not n.startswith("transformer.h.")]
+        matrices = [p for n, p in named if p.dim() >= 2 and n.startswith("transformer.h.")]
+        gains = [p for n, p in named if p.dim() < 2]
+
+        def group(params, lr, decay):
+            return {"params": params, "weight_decay": decay, "lr": lr,
+                    "lr_scale": lr / learning_rate if learning_rate else 1.0}
+
         fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
         extra = {"fused": True} if fused else {}
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **extra)
+        muon = getattr(torch.optim, "Muon", None) if optimizer == "muon" else None
+        adam_groups = [group(embed, learning_rate, weight_decay), group(gains, learning_rate, 0.0)]
+        if muon is None:
+            adam_groups.insert(1, group(matrices, matrix_lr, weight_decay))
+            return torch.optim.AdamW(adam_groups, lr=learning_rate, betas=betas, **extra)
+        return MultiOptimizer([
+            torch.optim.AdamW(adam_groups, lr=learning_rate, betas=betas, **extra),
+            muon([group(matrices, matrix_lr, weight_decay)], lr=matrix_lr,
+                 adjust_lr_fn="match_rms_adamw"),
+        ])
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None):
@@ -161,3 +180,30 @@ class GPT(nn.Module):
                 logits[logits < v[:, [-1]]] = -float("inf")
             idx = torch.cat((idx, torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)), dim=1)
         return idx
+
+
+class MultiOptimizer:
+    """Several optimizers stepped as one (param_groups, step, zero_grad, state_dict), so the
+    trainer, GradScaler and checkpoints handle Muon + AdamW like a single optimizer."""
+
+    def __init__(self, optimizers):
+        self.optimizers = list(optimizers)
+        self.param_groups = [g for opt in self.optimizers for g in opt.param_groups]
+
+    def step(self, closure=None):
+        for opt in self.optimizers:
+            opt.step()
+
+    def zero_grad(self, set_to_none: bool = True):
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self):
+        return {"optimizers": [opt.state_dict() for opt in self.optimizers]}
+
+    def load_state_dict(self, state_dict):
+        saved = state_dict.get("optimizers")
+        if saved is None or len(saved) != len(self.optimizers):
+            raise ValueError("optimizer state does not match this optimizer (Muon + AdamW)")
+        for opt, sd in zip(self.optimizers, saved):
+            opt.load_state_dict(sd)

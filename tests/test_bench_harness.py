@@ -14,22 +14,19 @@ from _bins_fixture import child_env
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_train_benchmark_smoke_run(tmp_path):
-    out = tmp_path / "result.json"
-    proc = subprocess.run(
-        [sys.executable, "bench/train_gpt2.py", "--smoke", "--steps", "4", "--warmup", "1",
-         "--micro-batch", "2", "--grad-accum", "1", "--json", str(out)],
-        cwd=REPO, capture_output=True, text=True, env=child_env(threads=2), timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(out.read_text())
+def test_the_prepared_gpu_check_runs_end_to_end_on_cpu(tmp_path):
+    """`bench/gpu_check.sh --smoke`: every step of the GPU check (the CUDA-path tests, GPT-2
+    training throughput, the planner against measurements, plan --detect) on tiny sizes."""
+    out = tmp_path / "check"
+    env = {**child_env(threads=2), "PYTHON": sys.executable,
+           "FINEGPT_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path / "dagster")}
+    proc = subprocess.run(["bash", "bench/gpu_check.sh", "--smoke", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    summary = (out / "summary.md").read_text()
+    assert "all steps passed" in summary and "(smoke, CPU)" in summary
+    for step in ("tests", "train_gpt2", "plan_calibration", "plan_detect"):
+        assert f"- {step}: rc 0" in summary, step
+    result = json.loads((out / "train_gpt2.json").read_text())
     assert result["finegpt"]["tokens_per_s"] > 0
-    assert "finegpt" in proc.stdout and "tokens/s" in proc.stdout
-
-
-def test_plan_calibration_runs_on_cpu():
-    proc = subprocess.run(
-        [sys.executable, "bench/plan_calibration.py", "--sizes", "1x32", "--block", "32",
-         "--steps", "1", "--micro-batch", "2"],
-        cwd=REPO, capture_output=True, text=True, env=child_env(threads=2), timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "| 1L/32d T=32 | 2 |" in proc.stdout
+    assert "| 1L/32d T=32 | 2 |" in (out / "plan_calibration.log").read_text()

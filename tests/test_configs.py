@@ -23,10 +23,10 @@ def load(name: str) -> dict:
 
 def test_every_config_file_is_covered():
     assert sorted(p.name for p in CONFIGS.glob("*.yaml")) == [
-        "demo-cpu.yaml", "h100.yaml", "rtx4070-one-shard.yaml"]
+        "demo-cpu.yaml", "gpu-sample.yaml", "h100.yaml", "rtx4070-one-shard.yaml"]
 
 
-@pytest.mark.parametrize("name", ["demo-cpu.yaml", "rtx4070-one-shard.yaml", "h100.yaml"])
+@pytest.mark.parametrize("name", ["demo-cpu.yaml", "gpu-sample.yaml", "rtx4070-one-shard.yaml", "h100.yaml"])
 def test_config_loads_into_pipeline_job(name):
     job = defs.resolve_job_def("pipeline_job")
     result = dg.validate_run_config(job, load(name))

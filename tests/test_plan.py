@@ -77,7 +77,8 @@ def test_no_plan_exceeds_its_budget_and_plans_round_trip(key):
             assert plan["report"]["est_hours"] <= hours * 1.05
             assert plan["config"]["n_embd"] % 64 == 0 and plan["config"]["n_embd"] // plan["config"]["n_head"] == 64
             cfg = TrainConfig.from_plan(json.loads(json.dumps(plan)))
-            assert cfg.max_iters == plan["config"]["max_iters"] and cfg.peak_flops == CATALOG[key].peak_flops
+            assert cfg.max_iters == plan["config"]["max_iters"]
+            assert cfg.peak_flops == (CATALOG[key].peak_flops if CATALOG[key].kind == "gpu" else 0)
             assert _has_required_keys(plan)
 
 

@@ -36,7 +36,7 @@ def test_the_block_names_failed_checks_and_fails_on_error(severity, passed, fail
     assert "val loss 7.5 ± 0.01 nats, 2.9 bits/byte; unigram baseline 8.0" in text
     assert "v2 is BETTER than champion v1" in text
     if passed:
-        assert "check  passed  eval_report:beats_unigram" in text
+        assert "check  passed  eval_report:beats_unigram: model above unigram" in text
     else:
         assert f"check  FAILED ({severity.value})  eval_report:beats_unigram: model above unigram" in text
     assert text.endswith("result   " + ("FAILED: an ERROR-severity check failed" if fails else "ok"))

@@ -54,16 +54,6 @@ RUN_SUMMARY_KEYS = ("steps", "tokens_seen", "wall_time_s", "tokens_per_s", "mfu"
                     "peak_memory_bytes", "device", "final_val_loss", "best_val_loss")
 
 
-def read_summary(run: Path) -> dict[str, Any] | None:
-    """The run directory's summary.json; None when there is no readable run beside the
-    checkpoint (a bare nanoGPT checkpoint)."""
-    try:
-        summary = json.loads((run / run_dir.SUMMARY_NAME).read_text())
-    except (OSError, ValueError):
-        return None
-    return summary if isinstance(summary, dict) else None
-
-
 def training_curves(summary: dict[str, Any] | None) -> dict[str, list] | None:
     """(tokens seen, loss) points of train and val from a run's summary.json content
     (`loss_curve.curves`); None without any."""
@@ -101,7 +91,7 @@ def evaluate(ckpt_path: str | Path, bins_dir: str | Path, device: str = "cpu",
                          f"({str(exc).splitlines()[0][:200]})") from None
     numbers, val_size, train_tokens = measure_on_bins(model, bins_dir, device, "checkpoint's")
     run = ckpt_path.parent
-    summary = read_summary(run)
+    summary = run_dir.read_summary(run)
     run_summary = {k: summary.get(k) for k in RUN_SUMMARY_KEYS} if summary else {}
     if run_summary.get("tokens_seen") is None:  # a checkpoint without its summary
         run_summary["tokens_seen"] = (ckpt.get("resume") or {}).get("tokens_seen")

@@ -22,7 +22,7 @@ from typing import Any
 
 from finegpt_pipeline.config import TrainConfig, plan_parts
 from finegpt_pipeline.plan.costs import run_seconds
-from finegpt_pipeline.train.run_dir import PLAN_NAME, SUMMARY_NAME
+from finegpt_pipeline.train.run_dir import PLAN_NAME, read_summary
 
 
 def _read(path: Path) -> dict | None:
@@ -48,7 +48,7 @@ def compare(run: str | Path) -> dict[str, Any] | None:
     """Planned and measured rows for the run directory `run`; None without a readable
     summary.json, or a plan.json with no report (a hand-written config)."""
     run = Path(run)
-    summary, plan = _read(run / SUMMARY_NAME), _read(run / PLAN_NAME)
+    summary, plan = read_summary(run), _read(run / PLAN_NAME)
     if summary is None or plan is None:
         return None
     try:

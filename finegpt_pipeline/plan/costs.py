@@ -134,7 +134,7 @@ def run_seconds(cfg: TrainConfig, step_s: float) -> float:
 
 
 def with_schedule(cfg: TrainConfig, max_iters: int) -> TrainConfig:
-    """Step-count-dependent fields: warmup ~2 % (<= 2000), cosine decay over the whole run,
+    """Step-count-dependent fields: warmup ~2 % (<= 2000), decay ending with the run,
     ~5 evals and checkpoints, ~50 log lines."""
     eval_interval = max(1, math.ceil(max_iters / 5))
     return replace(cfg, max_iters=max_iters, lr_decay_iters=max_iters,

@@ -41,6 +41,7 @@ def requirements_report(plan: dict[str, Any]) -> str:
                   f"{rep['tokens_per_step']:,} tokens/step", "plan"),
         ("Schedule", f"{cfg['max_iters']:,} iters, lr {cfg['learning_rate']:g} -> {cfg['min_lr']:g}, "
                      f"warmup {cfg['warmup_iters']}", "plan"),
+        *[(f"Recipe: {k.replace('_', ' ')}", v, "plan") for k, v in rep.get("recipe", {}).items()],
         ("Tokens", f"{rep['tokens_total']:,} seen = {rep['tokens_per_param']:.3g} tokens/param "
                    f"(Chinchilla ~20)", "exact"),
         ("Epochs", f"{rep['epochs']:.2f} over {rep['tokens_available']:,} tokens", "exact"),

@@ -7,11 +7,10 @@ summary.json; a resumed run may hold the same step twice, the last record of a s
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 from finegpt_pipeline.atomic import write_bytes
-from finegpt_pipeline.train.run_dir import SUMMARY_NAME
+from finegpt_pipeline.train.run_dir import SUMMARY_NAME, read_summary
 
 LOSS_CURVE_NAME = "loss_curve.png"
 
@@ -62,12 +61,10 @@ def loss_curve_png(points: dict[str, list], title: str = "loss") -> bytes:
 def write_loss_curve(run_dir: str | Path) -> Path:
     """Write `loss_curve.png` beside the run's summary.json (atomically); return its path."""
     run_dir = Path(run_dir)
-    summary_path = run_dir / SUMMARY_NAME
-    try:
-        summary = json.loads(summary_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{summary_path}: no readable run summary ({exc}); "
-                         "train the run to the end first") from None
+    summary = read_summary(run_dir)
+    if summary is None:
+        raise ValueError(f"{run_dir / SUMMARY_NAME}: no readable run summary; "
+                         "train the run to the end first")
     path = run_dir / LOSS_CURVE_NAME
     write_bytes(path, loss_curve_png(curves(summary),
                                      title=f"loss, run {run_dir.name} ({summary.get('steps', '?')} steps)"))

@@ -70,6 +70,16 @@ def clear(out_dir: str | Path) -> None:
         (Path(out_dir) / name).unlink(missing_ok=True)
 
 
+def read_summary(out_dir: str | Path) -> dict[str, Any] | None:
+    """The run directory's summary.json (the one reader of it); None when it is missing or
+    unreadable (a bare nanoGPT checkpoint's directory, a run not finished)."""
+    try:
+        summary = json.loads((Path(out_dir) / SUMMARY_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
 def finished_run(out_dir: str | Path) -> dict[str, Any] | None:
     """The summary of a run in `out_dir` that reached the max_iters it planned (its own
     plan.json), checkpoint beside it; None when there is none, or its files are unreadable
@@ -79,9 +89,9 @@ def finished_run(out_dir: str | Path) -> dict[str, Any] | None:
         return None
     try:
         planned = plan_parts(json.loads((out / PLAN_NAME).read_text()))[0]["max_iters"]
-        summary = json.loads((out / SUMMARY_NAME).read_text())
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    if not isinstance(summary, dict) or summary.get("steps") != planned:
+    summary = read_summary(out)
+    if summary is None or summary.get("steps") != planned:
         return None
     return summary

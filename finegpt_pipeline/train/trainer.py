@@ -44,11 +44,16 @@ from finegpt_pipeline.train.reporter import Reporter, mlflow_wanted
 
 
 def lr_at(it: int, cfg: TrainConfig) -> float:
-    """Linear warmup to learning_rate, cosine decay to min_lr at lr_decay_iters, then flat."""
+    """Linear warmup to learning_rate, then cosine decay to min_lr at lr_decay_iters, or (wsd)
+    flat until its last cooldown_frac and linear down to min_lr there; then flat."""
     if it < cfg.warmup_iters:
         return cfg.learning_rate * (it + 1) / (cfg.warmup_iters + 1)
     if it >= cfg.lr_decay_iters:
         return cfg.min_lr
+    if cfg.lr_schedule == "wsd":
+        cooldown = cfg.cooldown_frac * cfg.lr_decay_iters
+        left = (cfg.lr_decay_iters - it) / max(cooldown, 1e-9)
+        return cfg.min_lr + min(1.0, left) * (cfg.learning_rate - cfg.min_lr)
     span = max(1, cfg.lr_decay_iters - cfg.warmup_iters)
     ratio = (it - cfg.warmup_iters) / span
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - cfg.min_lr)
@@ -115,7 +120,8 @@ class Trainer:
         torch.manual_seed(cfg.seed + rt.rank)
         self.model = GPT(GPTConfig(**cfg.model_args())).to(rt.device)
         self.optimizer = self.model.configure_optimizer(
-            cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), rt.device_type)
+            cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), rt.device_type,
+            optimizer=cfg.optimizer, matrix_lr=cfg.matrix_lr or cfg.learning_rate)
         self.scaler = rt.grad_scaler()
         self.iter_num = 0
         self.best_val_loss = float("inf")
@@ -175,7 +181,7 @@ class Trainer:
         cfg, rt = self.cfg, self.rt
         lr = lr_at(self.iter_num, cfg)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         loss_sum = torch.zeros((), device=rt.device)
         for micro in range(self.accum):
             # the step's micro-batches are numbered across ranks, so the data a step sees does
