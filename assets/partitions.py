@@ -14,7 +14,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from finegpt_pipeline.data.shard import HF_PREFIX, ShardError, is_hub_source, local_source_path, open_shard
+from finegpt_pipeline.data.shard import (HF_PREFIX, ShardError, hub_problem, is_hub_source,
+                                         local_source_path, open_shard)
 
 SHARDS = dg.DynamicPartitionsDefinition(name="shards")
 HUB_KEY_PREFIX = "hf:"
@@ -42,10 +43,11 @@ def source_of(key: str) -> str:
 
 
 def problem(source: str | Path) -> str | None:
-    """Why a local shard cannot be registered (one line naming the file), or None. Hub files
-    are checked by raw_shard when it fetches them (tests and sensors stay offline)."""
+    """Why a shard cannot be registered (one line naming the file and the fix), or None: a
+    local file must be a readable FineWeb-like parquet, a hub file in the local Hugging Face
+    cache or served by the hub (offline, with HF_HUB_OFFLINE=1, nothing is asked)."""
     if is_hub_source(str(source)):
-        return None
+        return hub_problem(str(source))
     try:
         open_shard(local_source_path(source))
     except ShardError as exc:

@@ -67,11 +67,18 @@ def test_cli_registers_and_prints_the_run_tags(sample_shard, tmp_path, monkeypat
     assert out == "" and err.strip() == f"error: {tmp_path / 'missing.parquet'}: shard file not found"
     assert main(["add", "--tags", str(sample_shard)]) == 0
     assert json.loads(capsys.readouterr().out) == {"dagster/partition": str(sample_shard.resolve())}
-    monkeypatch.setenv("FINEGPT_SHARD", "hf://o/n/x.parquet")  # no source: FINEGPT_SHARD's
-    assert main(["add"]) == 0 and capsys.readouterr().out == "hf:o/n/x.parquet\n"
+    # no source: FINEGPT_SHARD's, the hub default; offline it is one line naming the fix, and
+    # nothing is registered (plain `make run` offline)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("FINEGPT_SHARD", raising=False)
+    assert main(["add"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1
+    assert err.startswith("error: hf://HuggingFaceFW/fineweb/data/CC-MAIN-2013-20/000_00000.parquet: "
+                          "not in the local Hugging Face cache")
+    assert "FINEGPT_SHARD=../shared/data/fineweb-cc-main-2013-20-head300.parquet" in err
     assert main(["list"]) == 0
-    assert capsys.readouterr().out.splitlines() == [
-        f"{sample_shard.resolve()}\t{sample_shard.resolve()}", "hf:o/n/x.parquet\thf://o/n/x.parquet"]
+    assert capsys.readouterr().out.splitlines() == [f"{sample_shard.resolve()}\t{sample_shard.resolve()}"]
 
 
 def test_incoming_sensor_registers_new_files_reports_bad_ones_once(sample_shard, tmp_path):
@@ -137,7 +144,8 @@ def test_shard_changed_sensor_requests_only_a_changed_materialized_shard(sample_
     resources = {"finegpt_paths": FineGPTPaths(home=str(tmp_path / "h"))}
     with dg.instance_for_test() as instance:
         assert materialize_shard([raw_shard], local, instance=instance, resources=resources).success
-        register(instance, [str(other), "hf://o/n/x.parquet"])
+        register(instance, [str(other)])
+        instance.add_dynamic_partitions(SHARDS.name, ["hf:o/n/x.parquet"])  # a hub shard's key
         ctx = dg.build_sensor_context(instance=instance)
         first = shard_changed_sensor(ctx)
         assert isinstance(first, dg.SkipReason)

@@ -88,6 +88,31 @@ def parse_hf_source(source: str) -> tuple[str, str]:
     return "/".join(parts[:2]), "/".join(parts[2:])
 
 
+OFFLINE_HINT = ("offline? point FINEGPT_SHARD at a local parquet file, e.g. `make run "
+                "FINEGPT_SHARD=../shared/data/fineweb-cc-main-2013-20-head300.parquet`")
+
+
+def hub_problem(source: str) -> str | None:
+    """Why hub shard `source` cannot be read from here, in one line naming the fix, or None:
+    it is in the local Hugging Face cache, or the hub answers for it (one metadata request;
+    none with HF_HUB_OFFLINE=1)."""
+    try:
+        repo_id, filename = parse_hf_source(source)
+    except ShardError as exc:
+        return str(exc)
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(repo_id, filename, repo_type="dataset"), str):
+        return None
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, filename, repo_type="dataset"), timeout=10)
+    except Exception as exc:  # offline mode, no network, 404, gated repo
+        reason = (str(exc).splitlines() or [""])[0][:120]
+        return (f"{source}: not in the local Hugging Face cache and the hub cannot serve it "
+                f"({type(exc).__name__}: {reason}); {OFFLINE_HINT}")
+    return None
+
+
 def is_hub_source(source: str) -> bool:
     return str(source).startswith(HF_PREFIX)
 
