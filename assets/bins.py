@@ -15,7 +15,7 @@ from assets.partitions import SHARDS
 from finegpt_pipeline import layout
 from finegpt_pipeline.data import bins_checks, tokenized_bins as stage
 from finegpt_pipeline.tracking import datasets as mlflow_datasets
-from finegpt_pipeline.config import GPT2_VOCAB_SIZE
+from finegpt_pipeline.config import GPT2_VOCAB_SIZE, TOKEN_BYTES
 from finegpt_pipeline.locks import Busy
 from finegpt_pipeline.data.shard import ShardError
 from finegpt_pipeline.data.tokenizer import TokenizerUnavailable
@@ -71,7 +71,7 @@ def tokenized_bins(context: dg.AssetExecutionContext, config: TokenizeConfig,
                 "val_tokens": meta["val_tokens"],
                 "train_docs": meta["train_docs"],
                 "val_docs": meta["val_docs"],
-                **size_entries("size", 2 * (meta["train_tokens"] + meta["val_tokens"])),
+                **size_entries("size", TOKEN_BYTES * (meta["train_tokens"] + meta["val_tokens"])),
                 "val_fraction": meta["split"]["val_fraction"],
                 "source_sha256": meta["source_sha256"],
                 "reused": reused,

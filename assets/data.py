@@ -18,6 +18,7 @@ from finegpt_pipeline.atomic import write_bytes
 from finegpt_pipeline.locks import Busy
 from finegpt_pipeline.data.shard import ShardError, file_version, is_hub_source, local_source_path, resolve_shard
 from finegpt_pipeline.data.tokenizer import TokenizerUnavailable
+from finegpt_pipeline.evaluate.render import md_table  # the one Markdown table helper
 
 
 class RawShardConfig(dg.Config):
@@ -69,16 +70,10 @@ def raw_shard(context: dg.AssetExecutionContext, config: RawShardConfig,
         )
 
 
-def _md_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _counts_table(entries: list[dict], col: str) -> str:
     if not entries:
         return f"_no `{col}` values_"
-    return _md_table([col, "documents", "share"],
+    return md_table([col, "documents", "share"],
                      [[e[col], e["documents"], f"{e['share']:.1%}"] for e in entries])
 
 
@@ -98,7 +93,7 @@ def histogram_table(lengths: list[int]) -> str:
     used = [i for i, count in enumerate(counts) if count] or [0]  # empty bins at the ends left out
     rows = [[labels[i], counts[i], "█" * round(HISTOGRAM_BAR * counts[i] / top) or ("▏" if counts[i] else "")]
             for i in range(used[0], used[-1] + 1)]
-    return _md_table(["tokens", "documents", ""], rows)
+    return md_table(["tokens", "documents", ""], rows)
 
 
 @dg.asset(group_name="data", kinds={"duckdb"}, owners=OWNERS, code_version="1",
@@ -121,7 +116,7 @@ def token_stats(context: dg.AssetExecutionContext, raw_shard: dict,
             raise dg.Failure(description=str(exc)) from None
         png = stats.token_histogram_png(lengths)
         q = summary["token_quantiles"]
-        quantile_md = _md_table(list(q), [[f"{v:,.0f}" if v is not None else "-" for v in q.values()]])
+        quantile_md = md_table(list(q), [[f"{v:,.0f}" if v is not None else "-" for v in q.values()]])
         png_path = finegpt_paths.reports_dir() / f"token_histogram-{summary['shard'][:16]}.png"
         write_bytes(png_path, png)
         metadata = {

@@ -3,8 +3,6 @@
 The value is the plan file (`{"plan_version": 2, "config": ..., "report": ...}`) that
 `finegpt_pipeline.plan.planner.build_plan` returns, as `finegpt plan --json` prints it."""
 
-import hashlib
-import json
 
 import dagster as dg
 
@@ -13,6 +11,7 @@ from assets.automation import WEEKLY_RETRAIN
 from assets.metadata_format import OWNERS, float_value
 from assets.resources import FineGPTPaths
 from assets.shard_inputs import ALL_SHARDS_IN, bins_location
+from finegpt_pipeline.layout import json_digest
 from finegpt_pipeline.atomic import write_json
 from finegpt_pipeline.config import TrainConfig
 from finegpt_pipeline.plan.costs import DEFAULT_PRICE_PER_KWH
@@ -52,7 +51,7 @@ def flat_params(values: dict, prefix: str = "") -> dict[str, str]:
 
 
 def plan_digest(plan: dict) -> str:
-    return hashlib.sha256(json.dumps(plan, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return json_digest(plan, 12)
 
 
 # Always in the `gpu` pool (one at a time, docker/dagster.yaml), as trained_checkpoint is: a

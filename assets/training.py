@@ -7,10 +7,7 @@ directory that already holds the finished run for the same plan, bins and launch
 returned as it is (metadata `reused`), without launching the trainer.
 """
 
-import hashlib
-import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -22,7 +19,6 @@ from assets.automation import AFTER_UPSTREAM
 from assets.metadata_format import OWNERS, float_value
 from assets.resources import FineGPTPaths
 from assets.shard_inputs import ALL_SHARDS_IN, bins_location
-from finegpt_pipeline import layout
 from finegpt_pipeline.tracking import store as mlflow_store
 from finegpt_pipeline.train import run_dir
 from finegpt_pipeline.atomic import write_json
@@ -30,7 +26,6 @@ from finegpt_pipeline.config import plan_parts
 from finegpt_pipeline.hardware import GIB
 from finegpt_pipeline.train.loss_curve import LOSS_CURVE_NAME, curve_points, write_loss_curve
 
-TRAIN_MODULE = "finegpt_pipeline.train"
 TRAINER_RETRIES = dg.RetryPolicy(max_retries=2, delay=5)
 MAX_RUNTIME_TAG = "dagster/max_runtime"  # enforced by run monitoring (docker/dagster.yaml)
 
@@ -46,32 +41,6 @@ def visible_gpus() -> int:
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-def train_command(bins_dir: Path, plan_path: Path, out_dir: Path, resume: bool,
-                  processes: int, extra: list[str] | None = None,
-                  python: str = sys.executable) -> list[str]:
-    """The trainer's command line: one process, or one per GPU under torchrun; `python` is the
-    interpreter where it runs (a k8s pod's image has its own)."""
-    args = ["-m", TRAIN_MODULE, "--bins", str(bins_dir), "--plan", str(plan_path),
-            "--out", str(out_dir), *(["--resume"] if resume else []), *(extra or [])]
-    if processes > 1:
-        return [python, "-m", "torch.distributed.run", "--standalone",
-                f"--nproc-per-node={processes}", *args]
-    return [python, *args]
-
-
-def run_key(plan: dict, bins_dir: Path, launch: TrainingLaunchConfig) -> str:
-    """Same plan, bins and launch settings -> same run directory, so a retried run resumes;
-    changing any of them (an override, max_iters) starts a run of its own."""
-    # the loss forecast is a prediction about the run, not an input to it: a refit after an
-    # eval must not start the same training again
-    report = {k: v for k, v in (plan.get("report") or {}).items() if k != "loss_forecast"}
-    plan = {**plan, "report": report} if "report" in plan else plan
-    blob = json.dumps({"plan": plan, "bins": layout.bins_fingerprint(bins_dir),
-                       "overrides": list(launch.overrides), "max_iters": launch.max_iters},
-                      sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 @dg.asset(
@@ -105,7 +74,7 @@ def _train(context: dg.AssetExecutionContext, config: TrainingLaunchConfig,
            finegpt_paths: FineGPTPaths, launcher: TrainingLauncher, training_config: dict,
            tokenized_bins: dict, lineage_run: lineage.AssetRun) -> dg.Output[dict]:
     bins_dir, _ = bins_location(context, tokenized_bins, finegpt_paths)
-    key = run_key(training_config, bins_dir, config)
+    key = run_dir.run_key(training_config, bins_dir, config.overrides, config.max_iters)
     if config.fresh:
         key = f"{key}-{context.run.run_id[:8]}"
     out_dir = finegpt_paths.trained_runs_dir() / key
@@ -129,8 +98,8 @@ def _train(context: dg.AssetExecutionContext, config: TrainingLaunchConfig,
     extra += [] if resume else ["--overwrite"]
     for item in config.overrides:
         extra += ["--set", item]
-    command = train_command(bins_dir, plan_path, out_dir, resume, gpus, extra,
-                            python=launcher.interpreter())
+    command = run_dir.train_command(bins_dir, plan_path, out_dir, resume, gpus, extra,
+                                    python=launcher.interpreter())
     home = finegpt_paths.home_dir()
     env = {
         "FINEGPT_HOME": str(home),

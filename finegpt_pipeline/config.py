@@ -21,6 +21,7 @@ from typing import Any
 
 GPT2_VOCAB_SIZE = 50257
 EOT_TOKEN = 50256
+TOKEN_BYTES = 2  # a GPT-2 id on disk (bins, token_ids): uint16
 
 
 def padded_vocab_size(vocab_size: int = GPT2_VOCAB_SIZE, multiple: int = 64) -> int:

@@ -27,7 +27,6 @@ changes with every container.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import platform
@@ -202,7 +201,9 @@ def machine_id(identity: dict[str, Any]) -> str:
     """A readable, stable name for `identity`: the main device, the core count and a hash."""
     lead = identity["gpus"][0].split(" (")[0] if identity["gpus"] else "cpu"
     slug = re.sub(r"[^a-z0-9]+", "-", lead.lower()).strip("-")
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+    from finegpt_pipeline.layout import json_digest
+
+    digest = json_digest(identity, 10)
     return f"{slug}-{identity['cpu_count']}c-{digest}"
 
 

@@ -25,6 +25,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from finegpt_pipeline.atomic import write_json
 from finegpt_pipeline.config import EOT_TOKEN, GPT2_VOCAB_SIZE
@@ -231,6 +232,13 @@ def bins_fingerprint(bins_dir: str | Path) -> str:
         path = bin_path(bins_dir, split)
         text += f"|{split}:{path.stat().st_size if path.exists() else 0}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def json_digest(obj: Any, chars: int) -> str:
+    """The first `chars` hex digits of the sha256 of `obj` as canonical JSON (sorted keys): the
+    one way a name or a key is derived from a JSON value. `chars` is part of names already on
+    disk (run directories, bins sets, machine ids, probes), so each caller keeps its own."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:chars]
 
 
 def val_sha256(bins_dir: str | Path) -> str:

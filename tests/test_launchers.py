@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from assets.launchers import TrainingLauncher
-from assets.training import train_command
+from finegpt_pipeline.train.run_dir import train_command
 
 pipes = pytest.importorskip("dagster_k8s.pipes", reason="dagster-k8s: the `deploy` extra")
 

@@ -116,11 +116,10 @@ def test_the_plan_fits_the_points_eval_report_kept_for_its_val_bin(tmp_path, sam
 
 
 def test_a_refitted_forecast_does_not_start_the_training_again(tmp_path):
-    from assets.training import TrainingLaunchConfig, run_key
+    from finegpt_pipeline.train.run_dir import run_key
 
     plan = {"plan_version": 2, "config": {"n_layer": 2}, "report": {"loss_forecast": {"x": 1}}}
     refit = {**plan, "report": {"loss_forecast": {"x": 2}}}
     other = {**plan, "config": {"n_layer": 3}}
-    launch = TrainingLaunchConfig()
-    assert run_key(plan, tmp_path, launch) == run_key(refit, tmp_path, launch)
-    assert run_key(plan, tmp_path, launch) != run_key(other, tmp_path, launch)
+    assert run_key(plan, tmp_path) == run_key(refit, tmp_path)
+    assert run_key(plan, tmp_path) != run_key(other, tmp_path)

@@ -111,13 +111,14 @@ def test_trained_checkpoint_registers_its_checkpoint_once(store, trained, tmp_pa
 
     from assets.launchers import TrainingLauncher
     from assets.resources import FineGPTPaths
-    from assets.training import TrainingLaunchConfig, run_key, trained_checkpoint
+    from assets.training import trained_checkpoint
+    from finegpt_pipeline.train.run_dir import run_key
 
     uri, run_id, ckpt = store
     bins = trained[3]
     plan = json.loads((ckpt.parent / "plan.json").read_text())
     paths = FineGPTPaths(home=str(tmp_path / "home"))
-    shutil.copytree(ckpt.parent, paths.trained_runs_dir() / run_key(plan, bins, TrainingLaunchConfig()))
+    shutil.copytree(ckpt.parent, paths.trained_runs_dir() / run_key(plan, bins))
 
     @dg.asset(name="training_config")
     def training_config_input() -> dict:

@@ -14,7 +14,8 @@ from _bins_fixture import make_bins, write_plan
 from assets.launchers import TrainingLauncher
 from assets.metadata_format import INLINE_MARKDOWN_CHARS, significant
 from assets.resources import FineGPTPaths
-from assets.training import TrainingLaunchConfig, run_key, train_command, trained_checkpoint
+from assets.training import trained_checkpoint
+from finegpt_pipeline.train.run_dir import run_key, train_command
 from finegpt_pipeline.config import TrainConfig
 from finegpt_pipeline.plan.costs import reschedule
 
@@ -45,11 +46,11 @@ def test_run_directory_follows_plan_bins_and_launch_settings(tmp_path):
     bins = tmp_path / "bins"
     bins.mkdir()
     plan = {"n_layer": 2, "max_iters": 10}
-    base = run_key(plan, bins, TrainingLaunchConfig())
-    assert run_key(dict(plan), bins, TrainingLaunchConfig()) == base  # a retry resumes
-    changed = [run_key({**plan, "n_layer": 3}, bins, TrainingLaunchConfig()),
-               run_key(plan, bins, TrainingLaunchConfig(overrides=["learning_rate=1e-3"])),
-               run_key(plan, bins, TrainingLaunchConfig(max_iters=5))]
+    base = run_key(plan, bins)
+    assert run_key(dict(plan), bins) == base  # a retry resumes
+    changed = [run_key({**plan, "n_layer": 3}, bins),
+               run_key(plan, bins, overrides=["learning_rate=1e-3"]),
+               run_key(plan, bins, max_iters=5)]
     assert len({base, *changed}) == 4
 
 

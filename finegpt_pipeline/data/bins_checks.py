@@ -11,7 +11,7 @@ from typing import Iterator
 import numpy as np
 
 from finegpt_pipeline.data import tokenizer
-from finegpt_pipeline.config import EOT_TOKEN, GPT2_VOCAB_SIZE
+from finegpt_pipeline.config import EOT_TOKEN, GPT2_VOCAB_SIZE, TOKEN_BYTES
 from finegpt_pipeline.layout import BIN_NAMES, read_meta
 from finegpt_pipeline.data.tokenized_bins import Split, doc_hash
 from finegpt_pipeline.data.shard import open_shard
@@ -70,7 +70,7 @@ def _doc_spans(path: Path, chunk: int) -> np.ndarray:
 
 
 def _read_ids(fh, lo: int, hi: int) -> np.ndarray:
-    fh.seek(2 * lo)
+    fh.seek(TOKEN_BYTES * lo)
     return np.fromfile(fh, dtype=np.uint16, count=hi - lo)
 
 

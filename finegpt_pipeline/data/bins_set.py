@@ -19,13 +19,12 @@ The read side (`members`, `is_set`, the summed meta) is in `layout`, which every
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 
 from finegpt_pipeline import layout
 from finegpt_pipeline.atomic import write_json
-from finegpt_pipeline.layout import MANIFEST_NAME, is_set, members  # noqa: F401 (the contract's names)
+from finegpt_pipeline.layout import MANIFEST_NAME, is_set, json_digest, members  # noqa: F401 (the contract's names)
 from finegpt_pipeline.locks import read_bins_lock
 
 MANIFEST_VERSION = 1
@@ -43,8 +42,8 @@ def write_set(bin_dirs, root: str | Path) -> Path:
     records = [_verified_record(d) for d in dirs]
     if len(records) == 1:
         return dirs[0]
-    blob = json.dumps([[r["dir"], r["fingerprint"]] for r in records])
-    out = Path(root).resolve() / hashlib.sha256(blob.encode()).hexdigest()[:KEY_CHARS]
+    out = Path(root).resolve() / json_digest([[r["dir"], r["fingerprint"]] for r in records],
+                                             KEY_CHARS)
     manifest = {"version": MANIFEST_VERSION, "members": records}
     path = out / MANIFEST_NAME
     try:

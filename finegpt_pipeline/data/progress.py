@@ -25,13 +25,17 @@ def to_stderr(line: str) -> None:
 
 
 def duration(seconds: float) -> str:
-    """'12s', '3m20s', '1h02m'."""
+    """The project's one duration format: '850ms', '12s', '3m20s', '1h02m', '3d04h'."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
     s = int(round(seconds))
     if s < 60:
         return f"{s}s"
     if s < 3600:
         return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    if s < 48 * 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
 class Progress:

@@ -44,7 +44,7 @@ import numpy as np
 
 from finegpt_pipeline.data import tokenizer
 from finegpt_pipeline.atomic import temp_beside, write_json
-from finegpt_pipeline.config import EOT_TOKEN, GPT2_VOCAB_SIZE
+from finegpt_pipeline.config import EOT_TOKEN, GPT2_VOCAB_SIZE, TOKEN_BYTES
 from finegpt_pipeline.layout import Home
 from finegpt_pipeline.locks import describe_holders
 from finegpt_pipeline.data.progress import Progress, Report
@@ -160,7 +160,7 @@ def _load(kdir: Path, sha256: str, n_docs: int) -> TokenIds | None:
         meta = json.loads((kdir / META).read_text())
         ok = (meta.get("format") == FORMAT and meta.get("shard_sha256") == sha256
               and meta.get("documents") == n_docs and meta.get("tokenizer") == tokenizer_identity()
-              and (kdir / IDS).stat().st_size == 2 * meta["tokens"] == meta["ids_bytes"]
+              and (kdir / IDS).stat().st_size == TOKEN_BYTES * meta["tokens"] == meta["ids_bytes"]
               and (kdir / DOCS).stat().st_size == n_docs * (_COUNT.itemsize + _HASH.itemsize))
         if not ok:
             return None
@@ -364,7 +364,7 @@ def _build(path: str, sha256: str, n_docs: int, kdir: Path | None, num_workers: 
             raise ValueError(f"{path}: read {counts_a.size} documents, metadata says {n_docs}")
         raw = counts_a.tobytes() + hashes_a.tobytes()
         meta = {"format": FORMAT, "shard_sha256": sha256, "shard_path": path,
-                "documents": n_docs, "tokens": tokens, "ids_bytes": 2 * tokens,
+                "documents": n_docs, "tokens": tokens, "ids_bytes": TOKEN_BYTES * tokens,
                 "ids_sha256": digest.hexdigest(), "docs_sha256": hashlib.sha256(raw).hexdigest(),
                 "tokenizer": tokenizer_identity()}
         if kdir is not None:

@@ -9,6 +9,9 @@ import base64
 import html as html_lib
 from typing import Any
 
+from finegpt_pipeline.data.progress import duration
+from finegpt_pipeline.hardware import GIB
+
 
 def png_data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
@@ -75,13 +78,7 @@ def numbers_table(report: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 def _seconds(s: float | None) -> str:
-    if s is None:
-        return "n/a"
-    if s < 1:
-        return f"{s * 1000:.3g} ms"
-    if s < 120:
-        return f"{s:.3g} s"
-    return f"{s / 60:.3g} min" if s < 7200 else f"{s / 3600:.3g} h"
+    return "n/a" if s is None else duration(s)
 
 
 def _count(n: float | None) -> str:
@@ -99,7 +96,7 @@ def _quantity(value: float | None, unit: str) -> str:
     if unit == "s":
         return _seconds(value)
     if unit == "bytes":
-        return f"{value / 2**30:.3g} GiB"
+        return f"{value / GIB:.3g} GiB"
     if unit == "tokens/s":
         return f"{value:,.0f}"
     return f"{value:.3g}"
@@ -163,7 +160,7 @@ def forecast_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
              f"{f['measured_minus_forecast']:+.3f}", f["label"])]
 
 
-def _md_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+def md_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -176,11 +173,11 @@ def section_tables(report: dict[str, Any]) -> dict[str, str]:
     f = report.get("forecast")
     plan = plan_rows(report)
     return {
-        "plan_vs_run": _md_table(PLAN_HEADER, plan) if plan else
+        "plan_vs_run": md_table(PLAN_HEADER, plan) if plan else
         "_no plan report beside the checkpoint (plan.json, summary.json)_",
-        "earlier_runs": _md_table(HISTORY_HEADER, history_rows(report)) + (
+        "earlier_runs": md_table(HISTORY_HEADER, history_rows(report)) + (
             "" if hist.get("tracked") else f"\n\n_{hist.get('note', 'no MLflow tracking')}_"),
-        "loss_forecast": _md_table(FORECAST_HEADER, forecast_rows(report)) if f else
+        "loss_forecast": md_table(FORECAST_HEADER, forecast_rows(report)) if f else
         "_no forecast: tokens seen unknown (no summary.json beside the checkpoint)_",
     }
 

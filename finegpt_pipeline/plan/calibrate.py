@@ -16,8 +16,6 @@ machine (`hardware.cached_measurement`), so the same plan calibrates the same wa
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from typing import Any
 
@@ -27,6 +25,7 @@ from finegpt_pipeline.plan.costs import (
     replace, with_checkpoint_cadence,
 )
 from finegpt_pipeline.hardware import GIB, Hardware, cached_measurement
+from finegpt_pipeline.layout import json_digest
 from finegpt_pipeline.plan.inputs import eval_iters_for
 
 SAFETY = 0.95  # of the memory budget, on top of the budget's own fraction of device memory
@@ -108,7 +107,7 @@ def probe_name(cfg: TrainConfig, device: str, micro_batch: int, steps: int) -> s
     """The kept probe's name: everything its timing and memory depend on, hashed."""
     inputs = {"model": cfg.model_args(), "micro_batch": micro_batch, "device": device, "steps": steps,
               "dtype": cfg.dtype, "compile": str(cfg.compile).lower(), "grad_clip": cfg.grad_clip > 0}
-    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:10]
+    digest = json_digest(inputs, 10)
     return f"probe-{cfg.n_layer}x{cfg.n_embd}-T{cfg.block_size}-b{micro_batch}-{digest}"
 
 

@@ -29,6 +29,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from finegpt_pipeline.atomic import write_json
+from finegpt_pipeline.config import GPT2_VOCAB_SIZE
 
 CHINCHILLA = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
 CHINCHILLA_SOURCE = ("Hoffmann et al. 2022, Training Compute-Optimal Large Language Models, "
@@ -38,7 +39,7 @@ UNCALIBRATED_LABEL = "uncalibrated (Hoffmann et al. 2022, Approach 3)"
 MIN_SIZES = 4  # finished runs of distinct N before the law is fitted to this project's runs
 N_MEANING = "total parameters (embeddings included, as Hoffmann et al. count them)"
 D_MEANING = "tokens seen in training"
-UNIFORM_LOSS = math.log(50257)
+UNIFORM_LOSS = math.log(GPT2_VOCAB_SIZE)
 _COARSE = np.round(np.arange(0.02, 1.2001, 0.02), 4)
 _FINE_HALF_WIDTH, _FINE_STEP = 0.02, 0.001
 

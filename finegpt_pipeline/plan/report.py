@@ -5,20 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from finegpt_pipeline.data.progress import duration
 from finegpt_pipeline.plan.claims import format_verdicts
 from finegpt_pipeline.hardware import GIB
 
 
 def _gib(n: float) -> str:
     return f"{n / GIB:.2f} GiB"
-
-
-def _duration(hours: float) -> str:
-    if hours < 1:
-        return f"{hours * 60:.1f} min"
-    if hours < 48:
-        return f"{hours:.1f} h"
-    return f"{hours:,.0f} h ({hours / 24:.1f} days)"
 
 
 def requirements_report(plan: dict[str, Any]) -> str:
@@ -49,7 +42,7 @@ def requirements_report(plan: dict[str, Any]) -> str:
         ("Total FLOPs", f"{rep['total_flops']:.3g}", "exact"),
         ("Step time", f"{rep['est_step_seconds']:.3g} s ({1 / rep['est_step_seconds']:.3g} it/s) at "
                       f"MFU {rep['expected_mfu']:.2f}", src("est_step_seconds")),
-        ("Wall time", _duration(rep["est_hours"]), src("est_hours")),
+        ("Wall time", duration(rep["est_hours"] * 3600), src("est_hours")),
         ("Peak memory", f"{_gib(rep['peak_memory_bytes'])} of {_gib(rep['memory_budget_bytes'])} budget "
                         f"(weights+grads+AdamW {_gib(mem['weights'] + mem['gradients'] + mem['adamw_state'])}, "
                         f"activations {_gib(mem['activations'])}, logits {_gib(mem['logits'])}, "

@@ -9,12 +9,14 @@ here: the Dagster code location reads these rules too.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
-from finegpt_pipeline.train import launcher_watch
+from finegpt_pipeline import layout
 from finegpt_pipeline.config import plan_parts
 from finegpt_pipeline.locks import Lock, wait_for
+from finegpt_pipeline.train import launcher_watch
 
 CKPT_NAME = "ckpt.pt"
 SUMMARY_NAME = "summary.json"
@@ -68,6 +70,34 @@ def clear(out_dir: str | Path) -> None:
     """Remove a previous run's files (for --overwrite, once the new run is known to start)."""
     for name in RUN_FILES + _OLD_PLAN_FILES:
         (Path(out_dir) / name).unlink(missing_ok=True)
+
+
+TRAIN_MODULE = "finegpt_pipeline.train"  # `python -m` / `torchrun -m` runs its __main__
+
+
+def run_key(plan: dict, bins_dir: str | Path, overrides: Iterable[str] = (),
+            max_iters: int = 0) -> str:
+    """A run directory's name: same plan, bins and launch settings (`--set` overrides,
+    `--max-iters`) -> same directory, so a retried run resumes; changing any of them starts a
+    run of its own. The loss forecast is a prediction about the run, not an input to it: a
+    refit after an eval must not start the same training again."""
+    report = {k: v for k, v in (plan.get("report") or {}).items() if k != "loss_forecast"}
+    plan = {**plan, "report": report} if "report" in plan else plan
+    return layout.json_digest({"plan": plan, "bins": layout.bins_fingerprint(bins_dir),
+                               "overrides": list(overrides), "max_iters": max_iters}, 12)
+
+
+def train_command(bins_dir: str | Path, plan_path: str | Path, out_dir: str | Path,
+                  resume: bool, processes: int, extra: list[str] | None = None,
+                  python: str = sys.executable) -> list[str]:
+    """The trainer's command line, as a user or a cluster runs it: one process, or one per GPU
+    under torchrun; `python` is the interpreter where it runs (a k8s pod's image has its own)."""
+    args = ["-m", TRAIN_MODULE, "--bins", str(bins_dir), "--plan", str(plan_path),
+            "--out", str(out_dir), *(["--resume"] if resume else []), *(extra or [])]
+    if processes > 1:
+        return [python, "-m", "torch.distributed.run", "--standalone",
+                f"--nproc-per-node={processes}", *args]
+    return [python, *args]
 
 
 def read_summary(out_dir: str | Path) -> dict[str, Any] | None:
