@@ -18,9 +18,9 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= 1
 export DAGSTER_HOME ?= $(CURDIR)/.finegpt/dagster
 export FINEGPT_HOME ?= $(CURDIR)/.finegpt
-# `dagster job execute` and `definitions validate` are what CI runs; their notices that the `dg`
-# CLI supersedes them are noise here.
-export PYTHONWARNINGS ?= ignore:Function `job_execute_command` is superseded,ignore:Function `definitions_validate_command` is superseded
+# `dagster job execute` is what our users run in their CI (and `make demo` runs it); its notice
+# that `dg launch` supersedes it is noise here.
+export PYTHONWARNINGS ?= ignore:Function `job_execute_command` is superseded
 
 .PHONY: venv dagster-home run test test-slow unit validate data-job train-job demo browser test-stack beside-browser ui-and-stack
 
@@ -55,8 +55,9 @@ unit: venv
 test-slow: venv
 	$(BIN)/python -m pytest -q -m slow
 
+# the dg project's definitions load (pyproject's [tool.dg]); `dg launch` runs jobs the same way
 validate: venv dagster-home
-	$(BIN)/dagster definitions validate -m assets.definitions
+	$(BIN)/dg check defs
 
 data-job: venv dagster-home
 	export FINEGPT_SHARD=$${FINEGPT_SHARD:-$(SAMPLE)} && $(PARTITION) { $(BIN)/dagster job execute -m assets.definitions -j data_job --tags "$$tags"; $(SUMMARY); }

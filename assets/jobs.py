@@ -1,4 +1,4 @@
-"""Jobs: the data stage alone (cheap, CI runs it), training from existing bins, and the whole
+"""Jobs: the data stage alone (cheap, CI runs it), training and its evaluation from existing bins, and the whole
 chain. Each selects assets by their group (`data`, `training`, `evaluation`), so a new asset
 joins its stage's jobs by naming its group."""
 
@@ -30,9 +30,10 @@ data_job = dg.define_asset_job(
 train_job = dg.define_asset_job(
     "train_job",
     tags=LOCATION_TAGS,
-    selection=TRAINING,
+    selection=TRAINING | EVALUATION,
     config=RUN_DEFAULTS,
-    description="Plan for this hardware and train from the current bins.",
+    description="Plan for this hardware, train on every tokenized shard, and evaluate the new "
+                "model against the champion.",
 )
 
 pipeline_job = dg.define_asset_job(

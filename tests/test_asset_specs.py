@@ -29,7 +29,9 @@ def test_each_asset_has_kinds_owner_description_and_code_version():
         assert set(spec.kinds) == kinds, name
         assert spec.owners == ["team:finegpt"], name
         assert spec.description and len(spec.description) > 20, name
-        assert spec.code_version == "1", name
+        # a code version Dagster compares (bump it when the asset's logic changes: the asset
+        # and what depends on it then read as stale)
+        assert isinstance(spec.code_version, str) and spec.code_version.isdigit(), name
 
 
 def test_the_memory_budget_check_blocks():

@@ -344,13 +344,18 @@ def test_eval_report_asset_materializes_with_its_check(finegpt_home, one_doc_run
     assert check.metadata["below_unigram"].value < 0
 
 
-def test_pipeline_job_ends_at_eval_report_and_train_job_does_not():
+def test_pipeline_job_and_train_job_end_at_eval_report():
+    """A retrain on every tokenized shard (train_job, after a data_job on a new shard) ends
+    with the new model's report and its verdict against the champion."""
     from assets.definitions import defs
 
     pipeline = defs.resolve_job_def("pipeline_job")
     train_job = defs.resolve_job_def("train_job")
     assert "eval_report" in {n.name for n in pipeline.graph.node_defs}
-    assert "eval_report" not in {n.name for n in train_job.graph.node_defs}
+    assert {"training_config", "trained_checkpoint", "eval_report"} <= {
+        n.name for n in train_job.graph.node_defs}
+    assert not {"raw_shard", "token_stats", "tokenized_bins"} & {
+        n.name for n in train_job.graph.node_defs}
     [spec] = eval_report.specs
     assert spec.group_name == "evaluation" and spec.kinds == {"pytorch", "mlflow"}
     assert {d.asset_key.to_user_string() for d in spec.deps} == {"trained_checkpoint",

@@ -32,6 +32,11 @@ TINY = ["n_layer=1", "n_head=1", "n_embd=16", "block_size=16", "micro_batch=2", 
         "log_interval=1", "warmup_iters=1", "lr_decay_iters=3", "device=cpu", "compile=false"]
 
 
+CODE_VERSIONS = {key.to_user_string(): version for asset in (
+    raw_shard, token_stats, tokenized_bins, training_config, trained_checkpoint, eval_report)
+    for key, version in asset.code_versions_by_key.items()}
+
+
 def _pipeline(home: Path, shard: Path) -> dg.ExecuteInProcessResult:
     return materialize_shard(
         [raw_shard, token_stats, tokenized_bins, training_config, trained_checkpoint, eval_report],
@@ -81,7 +86,7 @@ def test_one_dagster_run_is_one_parent_with_six_tagged_nested_runs(finegpt_home,
         [mat] = result.asset_materializations_for_node(key)
         assert run.info.status == "FINISHED", key
         assert tags["dagster.run_id"] == result.run_id and tags["dagster.run_url"] == dagster_url
-        assert tags["dagster.code_version"] == "1", key
+        assert tags["dagster.code_version"] == CODE_VERSIONS[key], key
         # the data version Dagster recorded for this materialization
         assert tags["dagster.data_version"] == mat.tags["dagster/data_version"], key
         assert tags["mlflow.source.git.commit"] == commit

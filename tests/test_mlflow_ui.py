@@ -4,10 +4,8 @@ renders from it is checked in a browser by tests/test_browser.py."""
 
 from __future__ import annotations
 
-import inspect
 import json
 
-import pytest
 
 from finegpt_pipeline.tracking import store as mlflow_store, ui as mlflow_ui
 
@@ -40,9 +38,6 @@ def test_experiment_url_carries_the_ui_mode_and_the_share_key():
                    "&viewStateShareKey=finegpt-training-runs")
 
 
-@pytest.mark.skipif("mlflow_ui" not in inspect.getsource(mlflow_store),
-                    reason="enable at merge: mlflow_store.configure() does not call "
-                           "mlflow_ui.ensure_runs_view yet (the lead adds that line)")
 def test_configure_installs_the_runs_view(finegpt_home):
     import mlflow
 

@@ -65,4 +65,12 @@ def test_sigkill_then_resume_continues_one_mlflow_run_without_repeated_steps(
                        ("val_loss", range(0, max_iters + 1, 4))):
         history = sorted(m.step for m in client.get_metric_history(run_id, key))
         assert history == list(steps), key  # each step once: one line
+    # the run directory's log agrees: each training step once, in order
+    logged_steps = [json.loads(line)["step"] for line in
+                    (out / "train_log.jsonl").read_text().splitlines()
+                    if "train_loss" in json.loads(line)]
+    assert logged_steps == list(range(1, max_iters + 1))
+    # it ends with a line that says what it wrote, and the plot is beside the checkpoint
+    assert resumed.stdout.strip().splitlines()[-1].startswith(f"train: {max_iters} steps")
+    assert (out / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
     assert "mlflow.parentRunId" not in run.data.tags  # by hand, no Dagster: a top-level run

@@ -143,7 +143,8 @@ def test_trained_checkpoint_materializes_with_mlflow_run(finegpt_home, sample_sh
     parent = mlflow.get_run(run.data.tags["mlflow.parentRunId"])
     assert parent.data.tags["dagster.run_id"] == result.run_id
     assert parent.data.tags["finegpt.stage"] == "dagster_run" and parent.info.status == "FINISHED"
-    assert run.data.tags["dagster.code_version"] == "1"
+    assert run.data.tags["dagster.code_version"] == trained_checkpoint.code_versions_by_key[
+        dg.AssetKey("trained_checkpoint")]
     assert run.data.tags["dagster.data_version"] == mat.tags["dagster/data_version"]
     assert run.data.tags["dagster.run_url"] == f"http://127.0.0.1:3000/runs/{result.run_id}"
     assert "mlflow.source.git.commit" in run.data.tags

@@ -33,7 +33,7 @@ def champion_line(report: dict[str, Any]) -> str:
         if c.get("version") is None:
             return f"Champion: {verdict_text} ({this} not compared)."
         return f"Champion v{c['version']}: {this} {verdict_text}."
-    than = "as" if verdict_text == "no different" else "than"
+    than = "from" if verdict_text == "no different" else "than"
     bpb = (f", {c['delta_bpb']:+.4f} bits/byte" if c.get("delta_bpb") is not None else "")
     return (f"**{this} is {verdict_text.upper()} "
             f"{than} champion v{c['version']}**: {c['delta']:+.4f} ± {c['delta_se']:.4f} nats "

@@ -324,9 +324,12 @@ def add_cli(subparsers) -> None:
     data.add_argument("--tokens", type=float, help="training tokens available")
     data.add_argument("--bins", help="tokenized_bins directory (reads meta.json) or bins set "
                       "(its members' tokens summed)")
-    p.add_argument("--hours", type=float, help="time budget in hours")
+    p.add_argument("--hours", type=float,
+                   help=f"time budget in hours (default: {DEFAULT_HOURS['gpu']:g} on a GPU, "
+                        f"{DEFAULT_HOURS['cpu'] * 60:g} minutes on a CPU)")
     p.add_argument("--tokens-per-param", type=float, help="goal tokens:params ratio (e.g. 20)")
-    p.add_argument("--preset", help="a seed configuration (see --list)")
+    p.add_argument("--preset", help="a seed configuration: " + "; ".join(
+        f"{name} ({preset['description']})" for name, preset in sorted(claims_mod.PRESETS.items())))
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="fix any TrainConfig field (repeatable)")
     p.add_argument("--price-per-kwh", type=float, default=DEFAULT_PRICE_PER_KWH,

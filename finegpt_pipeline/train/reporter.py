@@ -174,6 +174,16 @@ class Reporter:
         else:
             print(message if level == "info" else f"{level}: {message}", flush=True)
 
+    def rewind_log(self, through_step: int) -> None:
+        """Drop the JSONL log's records after `through_step` (a resume from that checkpoint
+        logs those steps again; MLflow skips them already), so the log has each step once."""
+        path = self.out_dir / LOG_NAME
+        if not self.enabled or not path.exists():
+            return
+        kept = [line for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= through_step]
+        write_text(path, "".join(line + "\n" for line in kept))
+
     def metrics(self, step: int, values: dict[str, float]) -> None:
         """One record per step into the JSONL log (appended across resumes) and MLflow."""
         if not self.enabled:

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from finegpt_pipeline import runtime
-from finegpt_pipeline.train import allocator, checkpoint, launcher_watch, run_dir
+from finegpt_pipeline.train import allocator, checkpoint, launcher_watch, loss_curve, run_dir
 from finegpt_pipeline.atomic import write_json
 from finegpt_pipeline.train.batches import BatchSource, Bins
 from finegpt_pipeline.config import TrainConfig, make_plan_file
@@ -264,6 +264,7 @@ class Trainer:
         fpt = flops_per_token(cfg)
         if self.resumed_from is not None:
             self.report.info(f"resuming from {self.ckpt_path} at iter {self.iter_num}")
+            self.report.rewind_log(self.resumed_from)
         self.report.info(f"training {self.model.get_num_params():,} params on {rt.device} "
                         f"({rt.dtype}, compile={rt.compile}, world={rt.world_size}), "
                         f"{tokens_per_step:,} tokens/step, iters {self.iter_num}->{max_iters}")
@@ -327,7 +328,9 @@ class Trainer:
         if rt.is_main:
             write_json(self.out_dir / SUMMARY_NAME, {**summary, "history": self.history,
                                                      "val_history": self.val_history})
-        artifacts = [self.ckpt_path, self.out_dir / PLAN_NAME, self.out_dir / SUMMARY_NAME]
+            loss_curve.write_loss_curve(self.out_dir)
+        artifacts = [self.ckpt_path, self.out_dir / PLAN_NAME, self.out_dir / SUMMARY_NAME,
+                     self.out_dir / loss_curve.LOSS_CURVE_NAME]
         self.report.finish(summary, artifacts, data_version=f"{self.out_dir.name}@{self.iter_num}")
         return summary
 
@@ -365,6 +368,15 @@ def _handle(args: argparse.Namespace) -> int:
         raise
     if args.json:
         print(json.dumps(summary, indent=2))
+    elif runtime.is_main_process():  # the closing line: what it wrote, where
+        out = Path(args.out)
+        loss = summary.get("final_val_loss")
+        print(f"train: {summary['steps']} steps, {summary['tokens_seen']:,} tokens, val loss "
+              + (f"{loss:.4f}" if loss is not None else "n/a")
+              + f" (best {summary['best_val_loss']:.4f}); wrote "
+              f"{out / 'ckpt.pt'}, plan.json, summary.json, {loss_curve.LOSS_CURVE_NAME}"
+              + (f"; MLflow run {summary['mlflow_run_url']}" if summary.get("mlflow_run_url")
+                 else ""))
     return 0
 
 
