@@ -214,6 +214,15 @@ def test_cli(sample_shard, tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed["train_docs"] + printed["val_docs"] == 300
     assert layout.read_meta(out)["split"]["val_fraction"] == 0.1
+    # the same shard and settings again: reused, and said; other settings replace, and say so
+    mtime = (out / "train.bin").stat().st_mtime_ns
+    args = ["tokenize", str(sample_shard), "--out", str(out), "--workers", "1"]
+    assert cli.main([*args, "--val-fraction", "0.1"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == printed and "reusing them" in captured.err
+    assert (out / "train.bin").stat().st_mtime_ns == mtime
+    assert cli.main([*args, "--val-fraction", "0.2"]) == 0
+    assert "holds bins of another shard or split: replacing them" in capsys.readouterr().err
     assert cli.main(["tokenize", str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "x")]) == 2
     assert "shard file not found" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

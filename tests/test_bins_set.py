@@ -254,6 +254,10 @@ def test_train_plan_and_eval_on_a_set(shards, tmp_path, capsys):
     """`finegpt bins-set`, then `finegpt plan`, `finegpt train` (2 steps, a 1-layer model) and
     `finegpt eval` on it: the checkpoint's report is measured on the union of the val splits."""
     a, b, _ = shards
+    # the same shard twice is a one-line refusal, nothing written
+    assert cli.main(["bins-set", str(a), str(a), "--home", str(tmp_path / "home")]) == 2
+    assert "given more than once" in capsys.readouterr().err
+    assert not (tmp_path / "home").exists()
     assert cli.main(["bins-set", str(a), str(b), "--home", str(tmp_path / "home")]) == 0
     s = Path(capsys.readouterr().out.strip())
     assert s.parent == (tmp_path / "home" / "bins" / "sets").resolve() and bins_set.is_set(s)

@@ -78,9 +78,10 @@ def test_compose_wires_postgres_dagster_mlflow_and_gpus(tmp_path, deploy_env):
         assert service.get("env_file") == ".env", name  # secrets from the env file only
         assert "finegpt" in service["networks"], name
     mlflow_cmd = services["mlflow"]["command"]
-    for flag in ("--serve-artifacts", "--artifacts-destination", "--allowed-hosts",
-                 "postgresql+psycopg2://"):
+    for flag in ("--serve-artifacts", "--artifacts-destination", "--allowed-hosts"):
         assert flag in mlflow_cmd
+    # MLflow's backend: Postgres, from the env file (env.example shows the URI's shape)
+    assert "postgresql+psycopg2://" in (DOCKER / "env.example").read_text()
     assert "mlflow:5000" in mlflow_cmd.split("--allowed-hosts")[1]
     assert any("docker.sock" in v for v in services["dagster_daemon"]["volumes"])
     # the run launcher joins the compose network and volume by the names they are given
@@ -88,8 +89,21 @@ def test_compose_wires_postgres_dagster_mlflow_and_gpus(tmp_path, deploy_env):
     assert compose["networks"]["finegpt"]["name"] == launcher["config"]["network"]
     volume = launcher["config"]["container_kwargs"]["volumes"][0].split(":")[0]
     assert compose["volumes"][volume]["name"] == volume
+    # no password has a default: without docker/.env compose refuses to start, naming the fix
+    text = (DOCKER / "compose.yaml").read_text()
+    assert "change-me" not in text
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"].startswith(
+        "${POSTGRES_PASSWORD:?cp docker/env.example docker/.env")
+    assert "${MLFLOW_BACKEND_STORE_URI:?" in mlflow_cmd
     init = services["postgres"]["volumes"][1].split(":")[0]
     assert "CREATE DATABASE mlflow" in (DOCKER / init).read_text()
+
+
+def test_the_user_code_image_installs_the_deploy_extra():
+    """The image runs trainings in k8s pods too (training_launcher backend k8s): dagster_k8s
+    must import there, so it installs the project's deploy extra."""
+    text = (DOCKER / "Dockerfile.user_code").read_text()
+    assert '".[deploy]"' in text
 
 
 def test_images_hold_no_secrets_and_serve_the_one_code_location():

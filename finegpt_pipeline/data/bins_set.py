@@ -73,6 +73,10 @@ def _verified_record(bins_dir: Path) -> dict:
 def _handle(args: argparse.Namespace) -> int:
     from finegpt_pipeline import paths
 
+    named = [str(member.resolve()) for d in args.dirs for member in layout.members(d)]
+    twice = sorted({d for d in named if named.count(d) > 1})
+    if twice:  # a typo more likely than intent: say so rather than merge silently
+        raise ValueError(f"{', '.join(twice)}: given more than once; name each shard's bins once")
     print(write_set(args.dirs, paths.home(args.home).bin_sets))
     return 0
 

@@ -357,9 +357,17 @@ def _write_bins(path, starts, split: Split, temps: dict[str, Path], pool, worker
 
 def _cmd_tokenize(args: argparse.Namespace) -> int:
     info = shard_from_args(args)
-    meta = tokenize_shard(info.path, args.out, val_fraction=args.val_fraction,
-                          min_val_docs=args.min_val_docs, num_workers=args.workers,
-                          expected_sha256=info.sha256, progress=to_stderr)
+    meta = None if args.force else finished_bins(args.out, info.sha256, args.val_fraction,
+                                                 args.min_val_docs)
+    if meta is not None:  # same inputs, same outputs: nothing to do
+        to_stderr(f"tokenize: {args.out} already holds this shard's bins with these settings; "
+                  "reusing them (--force tokenizes again)")
+    else:
+        if (Path(args.out) / META_NAME).exists():
+            to_stderr(f"tokenize: {args.out} holds bins of another shard or split: replacing them")
+        meta = tokenize_shard(info.path, args.out, val_fraction=args.val_fraction,
+                              min_val_docs=args.min_val_docs, num_workers=args.workers,
+                              expected_sha256=info.sha256, progress=to_stderr)
     print(json.dumps({k: meta[k] for k in ("train_tokens", "val_tokens", "train_docs",
                                            "val_docs")} | {"out": str(Path(args.out))}))
     return 0
@@ -375,4 +383,6 @@ def add_cli(subparsers) -> None:
                    help=f"never fewer val documents than this (default {DEFAULT_MIN_VAL_DOCS}, "
                         "or a tenth of a smaller shard)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--force", action="store_true",
+                   help="tokenize again even when --out holds this shard's bins with these settings")
     p.set_defaults(func=_cmd_tokenize)
