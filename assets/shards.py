@@ -40,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     with _instance() as instance:
         if args.command == "add":
             try:
+                paths.check_writable()  # the run after this writes every artifact there
                 keys = register(instance, args.sources or [paths.shard_source()])
-            except ShardError as exc:
+            except (ShardError, ValueError) as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
             if args.tags:

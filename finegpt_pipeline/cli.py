@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 
+from finegpt_pipeline import paths
 from finegpt_pipeline.locks import Busy
 
 # Stage modules that contribute a subcommand through their `add_cli(subparsers)`, so a stage's
@@ -51,9 +52,15 @@ def run_stage(add_clis, command: str | None = None, argv: list[str] | None = Non
     return _run(parser, [command, *argv] if command else argv)
 
 
+# commands that write under FINEGPT_HOME (measurements, ids, bins sets, MLflow store)
+WRITES_HOME = {"stats", "tokenize", "bins-set", "plan", "train", "eval"}
+
+
 def _run(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     try:
+        if args.command in WRITES_HOME and not getattr(args, "list", False):
+            paths.check_writable(getattr(args, "home", None))
         return int(args.func(args) or 0)
     except (FileNotFoundError, ValueError, Busy) as exc:
         # Bad input or a busy resource: one clear line naming the file and the fix.

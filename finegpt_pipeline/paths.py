@@ -9,6 +9,7 @@ MLFLOW_TRACKING_URI  as usual; default a SQLite store under FINEGPT_HOME
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from finegpt_pipeline.layout import Home
@@ -19,6 +20,20 @@ DEFAULT_SHARD = "hf://HuggingFaceFW/fineweb/data/CC-MAIN-2013-20/000_00000.parqu
 
 def finegpt_home() -> Path:
     return Path(os.environ.get("FINEGPT_HOME") or ".finegpt").resolve()
+
+
+def check_writable(root: Path | None = None) -> Path:
+    """The home (`root`, else FINEGPT_HOME), created if missing, when this process can write
+    there; else one ValueError naming it and the fix, before any stage starts work."""
+    where = Path(root).resolve() if root is not None else finegpt_home()
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=where).close()
+    except OSError as exc:
+        raise ValueError(f"FINEGPT_HOME={where} is not writable ({exc.strerror or exc}); point "
+                         "FINEGPT_HOME at a directory you can write, e.g. "
+                         "`export FINEGPT_HOME=$PWD/.finegpt`") from None
+    return where
 
 
 def home(root: Path | None = None) -> Home:

@@ -91,8 +91,8 @@ def test_jobs_select_by_group():
     keys = lambda job: {k.to_user_string() for k in  # noqa: E731
                         defs.resolve_job_def(job).asset_layer.selected_asset_keys}
     assert keys("data_job") == {"raw_shard", "token_stats", "tokenized_bins", "another_data_asset"}
-    assert keys("train_job") == {"training_config", "trained_checkpoint"}
-    assert keys("pipeline_job") == keys("data_job") | keys("train_job") | {"eval_report"}
+    assert keys("train_job") == {"training_config", "trained_checkpoint", "eval_report"}
+    assert keys("pipeline_job") == keys("data_job") | keys("train_job")
 
 
 def test_meta_names_the_local_file_as_source_path(sample_shard, tmp_path):
@@ -101,3 +101,35 @@ def test_meta_names_the_local_file_as_source_path(sample_shard, tmp_path):
     meta = tokenize_shard(sample_shard, tmp_path / "b", num_workers=1)
     assert meta["source_path"] == str(sample_shard.resolve()) and "source" not in meta
     assert json.loads((tmp_path / "b" / layout.META_NAME).read_text()) == meta
+
+
+def test_an_unwritable_home_is_one_line_naming_it_before_any_work(tmp_path, monkeypatch, capsys):
+    """`finegpt plan`, `train`, ... and `python -m assets.shards add` (make run's first step)
+    refuse a FINEGPT_HOME they cannot write in one line, and write nothing anywhere."""
+    from assets.shards import main as shards_main
+    from finegpt_pipeline import cli
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    home = blocker / "home"  # cannot be created: its parent is a file (root ignores chmod)
+    monkeypatch.setenv("FINEGPT_HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["plan", "--gpu", "cpu", "--hours", "0.01"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"finegpt plan: error: FINEGPT_HOME={home} is not writable")
+    assert "export FINEGPT_HOME=" in err and len(err.splitlines()) == 1
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dh"))
+    (tmp_path / "dh").mkdir()
+    assert shards_main(["add"]) == 2
+    assert "is not writable" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "dh"]
+
+
+def test_a_bad_override_writes_nothing(tmp_path, monkeypatch, capsys):
+    from finegpt_pipeline import cli
+
+    monkeypatch.setenv("FINEGPT_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["plan", "--set", "foo=1"]) == 2
+    assert "foo" in capsys.readouterr().err
+    assert not (tmp_path / "home" / "hardware").exists() and not (tmp_path / ".finegpt").exists()

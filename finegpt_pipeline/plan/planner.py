@@ -361,6 +361,8 @@ def run_plan(args: argparse.Namespace) -> int:
         for key, spec in sorted(claims_mod.PRESETS.items()):
             print(f"preset {key}: {spec['description']}")
         return 0
+    _parse_overrides(args.overrides)  # a bad --set fails before anything is measured or written
+    claims_mod.parse_claims(args.claim)
     if args.gpu:
         hw = args.gpu
     elif args.detect or not args.preset:
