@@ -74,7 +74,8 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig,
     forecast = result.get("forecast")
     value.update(report_dir=str(out_dir), mlflow_run_id=run_id,
                  model_version=trained_checkpoint.get("model_version"),
-                 forecast_val_loss=forecast["val_loss"] if forecast else None)
+                 forecast_val_loss=forecast["val_loss"] if forecast and forecast["trusted"]
+                 else None)
     metadata = {k: round(float(result[k]), 4) for k in NUMBERS}
     metadata.update(
         verdict=dg.MetadataValue.md(eval_report_render.champion_line(result)),
@@ -88,7 +89,8 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig,
         report_dir=dg.MetadataValue.path(str(out_dir)),
     )
     if forecast:
-        metadata["forecast_val_loss"] = round(float(forecast["val_loss"]), 4)
+        if forecast["trusted"]:
+            metadata["forecast_val_loss"] = round(float(forecast["val_loss"]), 4)
         metadata["forecast_calibrated"] = dg.MetadataValue.bool(forecast["calibrated"])
     if run_id:  # the UI inlines short Markdown only, so the image comes by URL from MLflow
         metadata["loss_curve"] = dg.MetadataValue.md(

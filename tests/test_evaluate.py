@@ -316,7 +316,9 @@ def test_eval_report_asset_materializes_with_its_check(finegpt_home, one_doc_run
     assert value["bins_dir"] == str(bins.resolve()) and value["checkpoint"] == str(ckpt.resolve())
     assert value["model_version"] == 7 and value["mlflow_run_id"] == run.info.run_id
     assert {"val_loss", "val_loss_se", "val_bpb", "tokens"} <= set(value)
-    assert value["forecast_val_loss"] == pytest.approx(md["forecast_val_loss"].value, abs=1e-4)
+    # a tiny CPU model is outside the published fit: no forecast is shown, nor passed on
+    assert value["forecast_val_loss"] is None and "forecast_val_loss" not in md
+    assert "none: N = " in md["loss_forecast"].value
     [check] = result.get_asset_check_evaluations()
     assert check.check_name == "eval_report_beats_unigram" and check.passed
     assert check.severity == dg.AssetCheckSeverity.ERROR

@@ -83,11 +83,18 @@ def test_the_plan_forecasts_with_the_published_coefficients_and_stays_reproducib
     assert (forecast["n"], forecast["d"]) == (rep["params"], rep["tokens_total"])
     assert forecast["val_loss"] == pytest.approx(lf.predict(lf.CHINCHILLA, rep["params"],
                                                             rep["tokens_total"]))
+    # a CPU plan lies far outside the published fit (it forecasts more than the uniform loss):
+    # the plan says plainly that there is no forecast, and why
+    assert forecast["trusted"] is False and forecast["val_loss"] > lf.UNIFORM_LOSS
     row = [line for line in requirements_report(plans[0]).splitlines()
            if line.startswith("| Loss forecast |")]
-    assert row == [f"| Loss forecast | {forecast['val_loss']:.2f} nats/token at N = "
-                   f"{rep['params']:,} params, D = {rep['tokens_total']:,} tokens | "
-                   f"{lf.UNCALIBRATED_LABEL} |"]
+    assert row == [f"| Loss forecast | none: N = {rep['params']:,}, D = {rep['tokens_total']:,} "
+                   "is outside the published fit's range (70 M-16 B params, 5-500 B tokens), and "
+                   "this val.bin has runs of 0 model sizes (a fit to this project's runs needs 4) "
+                   f"| {lf.UNCALIBRATED_LABEL} |"]
+    # inside the range, the published fit is shown
+    gpt2 = lf.forecast(124e6, 10e9)
+    assert gpt2["trusted"] is True and lf.shown(gpt2) == f"{gpt2['val_loss']:.2f} nats/token"
 
 
 def test_the_plan_fits_the_points_eval_report_kept_for_its_val_bin(tmp_path, sample_bins):

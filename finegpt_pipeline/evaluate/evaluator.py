@@ -125,7 +125,8 @@ def with_context(report: dict[str, Any], tracking_uri: str | None,
                                                         report["val_loss"])])
     if forecast is not None:
         forecast["measured"] = report["val_loss"]
-        forecast["measured_minus_forecast"] = report["val_loss"] - forecast["val_loss"]
+        forecast["measured_minus_forecast"] = (report["val_loss"] - forecast["val_loss"]
+                                               if forecast["trusted"] else None)
     return {**report, "history": history, "forecast": forecast}
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from finegpt_pipeline.data.progress import duration
 from finegpt_pipeline.hardware import GIB
+from finegpt_pipeline.plan import loss_forecast
 
 
 def png_data_uri(png: bytes) -> str:
@@ -156,6 +157,9 @@ def forecast_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
     f = report.get("forecast")
     if not f:
         return []
+    if not f.get("trusted", True):
+        return [(_count(f["n"]), _count(f["d"]), "none", f"{f['measured']:.3f}", "-",
+                 loss_forecast.shown(f))]
     return [(_count(f["n"]), _count(f["d"]), f"{f['val_loss']:.3f}", f"{f['measured']:.3f}",
              f"{f['measured_minus_forecast']:+.3f}", f["label"])]
 

@@ -113,7 +113,7 @@ def forecast(n: int | float, d: int | float,
         inside = _inside(n, rng["n"]) and _inside(d, rng["d"])
         return {**base, "val_loss": value, "calibrated": True, "coefficients": coef,
                 "rmse": fitted["rmse"], "runs": fitted["runs"], "sizes": fitted["sizes"],
-                "fit_range": rng, "inside_range": inside,
+                "fit_range": rng, "inside_range": inside, "trusted": value < UNIFORM_LOSS,
                 "label": f"fitted to {fitted['runs']} earlier runs ({fitted['sizes']} sizes)",
                 "note": (f"fit RMSE {fitted['rmse']:.3f} nats on runs evaluated on this val.bin"
                          + ("" if inside else "; this run lies outside their N/D range"))}
@@ -126,9 +126,26 @@ def forecast(n: int | float, d: int | float,
         note += "; this run is outside the 70 M-16 B params, 5-500 B tokens they were fitted on"
     if value > UNIFORM_LOSS:
         note += f"; the forecast exceeds the uniform loss ln 50257 = {UNIFORM_LOSS:.2f}"
+    # shown only where the published fit holds: outside its range it says nothing we stand by
+    trusted = inside and value < UNIFORM_LOSS
     return {**base, "val_loss": value, "calibrated": False, "coefficients": dict(CHINCHILLA),
             "source": CHINCHILLA_SOURCE, "runs": len(pts), "sizes": sizes,
-            "inside_range": inside, "label": UNCALIBRATED_LABEL, "note": note}
+            "inside_range": inside, "trusted": trusted, "label": UNCALIBRATED_LABEL,
+            "note": note}
+
+
+def shown(forecast: dict[str, Any] | None) -> str:
+    """The forecast as a reader sees it: its value, or plainly why there is none."""
+    if not forecast:
+        return "none (tokens seen unknown)"
+    if forecast.get("trusted", True):
+        return f"{forecast['val_loss']:.2f} nats/token"
+    if forecast["calibrated"]:
+        return "none: the fit to this project's runs forecasts more than the uniform loss here"
+    return (f"none: N = {forecast['n']:,}, D = {forecast['d']:,} is outside the published fit's "
+            f"range (70 M-16 B params, 5-500 B tokens), and this val.bin has runs of "
+            f"{forecast['sizes']} model size{'s' if forecast['sizes'] != 1 else ''} (a fit to this "
+            f"project's runs needs {MIN_SIZES})")
 
 
 # ---------------------------------------------------------------- the points between stages

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from finegpt_pipeline.data.progress import duration
+from finegpt_pipeline.plan import loss_forecast
 from finegpt_pipeline.plan.claims import format_verdicts
 from finegpt_pipeline.hardware import GIB
 
@@ -52,9 +53,10 @@ def requirements_report(plan: dict[str, Any]) -> str:
     ]
     forecast = rep.get("loss_forecast")
     if forecast:
-        rows.append(("Loss forecast", f"{forecast['val_loss']:.2f} nats/token at N = "
-                     f"{forecast['n']:,} params, D = {forecast['d']:,} tokens",
-                     forecast["label"]))
+        value = (f"{forecast['val_loss']:.2f} nats/token at N = {forecast['n']:,} params, D = "
+                 f"{forecast['d']:,} tokens" if forecast.get("trusted", True) else
+                 loss_forecast.shown(forecast))
+        rows.append(("Loss forecast", value, forecast["label"]))
     lines = ["| requirement | value | source |", "|---|---|---|"]
     lines += [f"| {name} | {value} | {source} |" for name, value, source in rows]
     if rep.get("warnings"):
