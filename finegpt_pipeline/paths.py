@@ -23,12 +23,17 @@ def finegpt_home() -> Path:
 
 
 def check_writable(root: Path | None = None) -> Path:
-    """The home (`root`, else FINEGPT_HOME), created if missing, when this process can write
-    there; else one ValueError naming it and the fix, before any stage starts work."""
+    """The home (`root`, else FINEGPT_HOME) when this process can write there (or create it:
+    nothing is created here); else one ValueError naming it and the fix, before any stage
+    starts work."""
     where = Path(root).resolve() if root is not None else finegpt_home()
+    existing = where
+    while not existing.exists():
+        existing = existing.parent
     try:
-        where.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=where).close()
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is a file")
+        tempfile.TemporaryFile(dir=existing).close()
     except OSError as exc:
         raise ValueError(f"FINEGPT_HOME={where} is not writable ({exc.strerror or exc}); point "
                          "FINEGPT_HOME at a directory you can write, e.g. "

@@ -362,3 +362,21 @@ def test_pipeline_job_and_train_job_end_at_eval_report():
     assert spec.group_name == "evaluation" and spec.kinds == {"pytorch", "mlflow"}
     assert {d.asset_key.to_user_string() for d in spec.deps} == {"trained_checkpoint",
                                                                  "tokenized_bins"}
+
+
+def test_the_standard_error_treats_documents_as_the_units():
+    """Correlated tokens inside a document: the per-document se is the honest one, larger than
+    the per-token one when documents differ; equal to the cluster formula by hand."""
+    from finegpt_pipeline.evaluate.measure import document_se
+
+    rng = np.random.default_rng(0)
+    docs = [rng.normal(mu, 0.1, size=50) for mu in (2.0, 4.0, 6.0, 3.0)]  # each doc its level
+    losses = np.concatenate(docs)
+    targets = np.concatenate([np.r_[np.full(49, 7), EOT_TOKEN] for _ in docs])
+    se, n_docs = document_se(losses, targets)
+    assert n_docs == 4
+    mean = losses.mean()
+    by_hand = math.sqrt(4 / 3 * sum((d.sum() - d.size * mean) ** 2 for d in docs)) / losses.size
+    assert se == pytest.approx(by_hand)
+    assert se > 5 * losses.std(ddof=1) / math.sqrt(losses.size)
+    assert math.isnan(document_se(losses[:49], targets[:49])[0])  # one document: no se

@@ -4,8 +4,9 @@
 - Val loss: val.bin cut into consecutive non-overlapping windows of block_size (the last one
   shorter), so each of its tokens after the first is predicted exactly once, from the context
   of its own window; the mean of those per-token losses (nats), EOT targets included.
-- Its standard error: the per-token losses' standard deviation / sqrt(n). It treats the tokens
-  as independent and so ignores their correlation within a document: read it as a lower bound.
+- Its standard error with val.bin's documents as the independent units (`measure.document_se`,
+  cluster-robust): tokens within a document are correlated, so the per-token std / sqrt(n)
+  (kept as `val_loss_se_per_token`) would overstate the certainty.
 - Bits per byte (nanochat's definition): summed nats / (ln 2 x UTF-8 bytes of the targets'
   text), EOT targets (`config.EOT_TOKEN`) left out of both sums; it compares across tokenizers.
 - Baselines on the same targets: uniform over GPT-2's vocabulary (ln 50257) and a unigram model
@@ -166,7 +167,7 @@ def run_eval(ckpt_path: str | Path, bins_dir: str | Path, out_dir: str | Path,
 
 # What an evaluation's numbers depend on besides the checkpoint and val.bin: bump it when
 # `measure` or `evaluate` changes what they compute.
-EVAL_CODE_VERSION = "1"
+EVAL_CODE_VERSION = "2"  # 2: the se per document
 MEASURED_KEYS = ("history", "forecast", "model_version", "champion")  # recomputed each time
 
 

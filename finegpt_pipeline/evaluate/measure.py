@@ -66,12 +66,30 @@ def bits_per_byte(losses: np.ndarray, targets: np.ndarray, byte_lengths: np.ndar
     return float(losses[keep].sum() / (math.log(2) * n_bytes))
 
 
+def document_se(losses: np.ndarray, targets: np.ndarray) -> tuple[float, int]:
+    """The standard error of the mean loss with val.bin's documents as the independent units
+    (a new document starts after each EOT target): tokens within a document are correlated, so
+    the per-token std / sqrt(n) overstates the certainty. Cluster-robust: sqrt(D / (D - 1) *
+    sum_d (S_d - n_d * mean)^2) / n over the D documents' loss sums S_d and token counts n_d.
+    Returns (se, D); se is nan with fewer than two documents."""
+    doc = np.concatenate([[0], np.cumsum(targets[:-1] == EOT_TOKEN)]).astype(np.int64)
+    sums, counts = np.bincount(doc, weights=losses), np.bincount(doc)
+    docs = int(counts.size)
+    if docs < 2:
+        return float("nan"), docs
+    resid = sums - counts * float(losses.mean())
+    return float(math.sqrt(docs / (docs - 1) * float((resid ** 2).sum())) / losses.size), docs
+
+
 def summarize(losses: np.ndarray, targets: np.ndarray, byte_lengths: np.ndarray,
               unigram_lp: np.ndarray) -> dict[str, Any]:
     """The numbers of the report for per-token `losses` of `targets`."""
     n = int(losses.size)
     val_loss = float(losses.mean())
-    se = float(losses.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+    per_token_se = float(losses.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+    se, docs = document_se(losses, targets)
+    if not math.isfinite(se):  # one document: the per-token se is all there is
+        se = per_token_se
     uni = -unigram_lp[targets]
     uniform = math.log(GPT2_VOCAB_SIZE)
     keep = targets != EOT_TOKEN
@@ -79,7 +97,11 @@ def summarize(losses: np.ndarray, targets: np.ndarray, byte_lengths: np.ndarray,
     unigram_loss = float(uni.mean())
     return {
         "tokens": n, "val_loss": val_loss, "val_loss_se": se,
-        "val_loss_se_method": "per-token std / sqrt(n); ignores correlation between tokens",
+        "val_loss_se_method": (f"per document: the {docs} val documents as independent units "
+                               f"(cluster-robust); the per-token std/sqrt(n), "
+                               f"{per_token_se:.4f}, ignores correlation within a document"
+                               if docs > 1 else "per-token std / sqrt(n) (one document)"),
+        "val_loss_se_per_token": per_token_se, "val_documents": docs,
         "perplexity": float(math.exp(val_loss)),
         "val_bpb": bits_per_byte(losses, targets, byte_lengths),
         "bpb_tokens": int(keep.sum()), "bpb_bytes": n_bytes,
