@@ -191,6 +191,13 @@ def _output(context: dg.AssetExecutionContext, finegpt_paths: FineGPTPaths, summ
     metadata["loss_curve"] = dg.MetadataValue.md(
         _loss_curve_md(context, finegpt_paths.mlflow_tracking_uri(), summary, png))
     metadata["val_loss_by_tokens"] = dg.MetadataValue.md(val_loss_table(summary))
+    from finegpt_pipeline.evaluate import champion  # torch: only when an asset runs
+    from finegpt_pipeline.evaluate.render import diff_text
+
+    diff = champion.config_diff(finegpt_paths.mlflow_tracking_uri(), run_dir.read_config(out_dir),
+                                bins_dir)
+    if diff and diff["version"] != value["model_version"]:
+        metadata["vs_champion"] = dg.MetadataValue.text(diff_text(diff))
     lineage_run.adopt(summary.get("mlflow_run_id"))
     if summary.get("mlflow_run_url") and lineage_run.run_id != summary.get("mlflow_run_id"):
         # reused (or resumed from an earlier Dagster run's start): where the checkpoint is

@@ -181,3 +181,22 @@ def test_finegpt_eval_promote_is_the_same_rule_from_the_cli(store, trained, tmp_
     data = json.loads(capsys.readouterr().out)
     assert data["champion"]["verdict"] == "is the champion" and "decision" not in data
     assert "Champion v1: v1 is the champion." in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_a_config_is_compared_with_the_champions(versions, trained):
+    """What tells a run apart from the champion: the report and trained_checkpoint say it."""
+    from finegpt_pipeline.evaluate.render import diff_text
+    from finegpt_pipeline.train.run_dir import read_config
+
+    uri, ckpt, (v1, _, _) = versions
+    assert champion_eval.config_diff(uri, {"n_layer": 9}) == {}  # no champion yet
+    registry.promote(uri, v1)
+    mine = read_config(ckpt.parent)
+    same = champion_eval.config_diff(uri, mine)
+    assert same == {"version": v1, "differs": {}}
+    assert diff_text(same) == f"same config as champion v{v1}"
+    other = champion_eval.config_diff(uri, {**mine, "learning_rate": 0.01, "max_iters": 12})
+    assert other["differs"]["learning_rate"] == ["0.01", str(mine["learning_rate"])]
+    assert other["differs"]["max_iters"] == ["12", str(mine["max_iters"])]
+    assert "tokens" in other["differs"]
+    assert diff_text(other).startswith(f"differs from champion v{v1} in: max_iters 12 (champion ")

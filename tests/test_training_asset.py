@@ -136,7 +136,8 @@ def test_trained_checkpoint_materializes_with_mlflow_run(finegpt_home, sample_sh
     assert run.info.status == "FINISHED"
     assert run.data.tags["dagster.run_id"] == result.run_id
     # named for what it is (stage, model size, start, run key), not by a directory hash alone
-    assert re.fullmatch(rf"train 2L/32d \d{{4}}-\d\d-\d\d \d\d:\d\d \({run_dir.name}\)",
+    # named by what tells runs apart: size, tokens, optimizer and lr
+    assert re.fullmatch(rf"train 2L/32d 768 tok \w+ lr [0-9.e-]+ \d{{4}}-\d\d-\d\d \d\d:\d\d \({run_dir.name}\)",
                         run.info.run_name), run.info.run_name
     assert run.data.tags["dagster.asset_key"] == "trained_checkpoint"
     # the training run is the asset's nested run in the Dagster run's parent run

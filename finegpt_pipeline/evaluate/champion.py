@@ -48,6 +48,44 @@ class Policy:
                 "unigram baseline")
 
 
+# what tells two training runs apart, as the report and trained_checkpoint show it
+DIFF_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "micro_batch", "grad_accum",
+             "max_iters", "learning_rate", "optimizer", "lr_schedule", "weight_decay")
+
+
+def _tokens(config: dict[str, Any]) -> str | None:
+    try:
+        return str(int(config["max_iters"]) * int(config["micro_batch"])
+                   * int(config["grad_accum"]) * int(config["block_size"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def config_diff(tracking_uri: str | None, config: dict[str, Any],
+                bins_dir: str | Path | None = None) -> dict[str, Any]:
+    """How a training config differs from the champion's (its MLflow run's params): {version,
+    differs: {key: [this, champion]}} over model, batch, steps, tokens, learning rate,
+    optimizer, schedule and data (the bins); {} without an MLflow store or a champion."""
+    champ = registry.champion(tracking_uri) if tracking_uri else None
+    if champ is None or not champ.get("run_id"):
+        return {}
+    import mlflow
+
+    params = mlflow.MlflowClient(tracking_uri).get_run(champ["run_id"]).data.params
+    differs = {}
+    for key in DIFF_KEYS:
+        mine, theirs = config.get(key), params.get(key)
+        if mine is not None and theirs is not None and str(mine) != str(theirs):
+            differs[key] = [str(mine), str(theirs)]
+    if _tokens(config) and _tokens(params) and _tokens(config) != _tokens(params):
+        differs["tokens"] = [_tokens(config), _tokens(params)]
+    recorded = registry.recorded_eval(champ) or {}
+    if bins_dir is not None and recorded.get("bins_dir") and \
+            str(Path(bins_dir).resolve()) != recorded["bins_dir"]:
+        differs["data"] = [str(Path(bins_dir).resolve()), recorded["bins_dir"]]
+    return {"version": champ["version"], "differs": differs}
+
+
 def measure(model, bins_dir: str | Path, device: str = "cpu") -> dict[str, Any]:
     """`model`'s val loss, se and bpb on every token of `bins_dir`'s val.bin (a bins set's: its
     members' together), as eval_report measures it."""

@@ -161,6 +161,9 @@ def run_eval(ckpt_path: str | Path, bins_dir: str | Path, out_dir: str | Path,
     report["model_version"] = model_version
     report["champion"] = champion.against_champion(tracking_uri, report, bins_dir,
                                                    resolve_device(device), model_version, policy)
+    if report["champion"].get("verdict") != "is the champion":
+        report["config_diff"] = champion.config_diff(
+            tracking_uri, run_dir.read_config(Path(ckpt_path).parent), bins_dir)
     files = write_report(report, out_dir)
     return {**report, "files": {k: str(v) for k, v in files.items()}}
 
@@ -168,7 +171,8 @@ def run_eval(ckpt_path: str | Path, bins_dir: str | Path, out_dir: str | Path,
 # What an evaluation's numbers depend on besides the checkpoint and val.bin: bump it when
 # `measure` or `evaluate` changes what they compute.
 EVAL_CODE_VERSION = "2"  # 2: the se per document
-MEASURED_KEYS = ("history", "forecast", "model_version", "champion")  # recomputed each time
+MEASURED_KEYS = ("history", "forecast", "model_version", "champion",  # recomputed each time
+                 "config_diff")
 
 
 def eval_inputs(ckpt_path: str | Path, bins_dir: str | Path, max_new_tokens: int) -> dict:

@@ -25,6 +25,14 @@ def verdict(report: dict[str, Any]) -> str:
             "above it): the model has learnt less than token frequencies")
 
 
+def diff_text(diff: dict[str, Any]) -> str:
+    """`champion.config_diff`'s result in one line (kept here: rendering imports no MLflow)."""
+    if not diff["differs"]:
+        return f"same config as champion v{diff['version']}"
+    return (f"differs from champion v{diff['version']} in: " + "; ".join(
+        f"{key} {mine} (champion {theirs})" for key, (mine, theirs) in diff["differs"].items()))
+
+
 def champion_line(report: dict[str, Any]) -> str:
     """The verdict against the champion in words, with its numbers (`champion.against_champion`)."""
     c = report.get("champion") or {}
@@ -209,7 +217,8 @@ def markdown(report: dict[str, Any], image: str | None = "loss_curve.png") -> st
     lines = [f"# Eval report: {r['run_dir']}", "",
              f"Checkpoint `{r['checkpoint']}` (iter {r['iter_num']}, {r['params']:,} params), "
              f"val.bin of `{r['bins_dir']}`.", "",
-             f"- {champion_line(r)}", f"- {unigram_line(r)}", "",
+             f"- {champion_line(r)}", f"- {unigram_line(r)}",
+             *([f"- Config: {diff_text(r['config_diff'])}."] if r.get("config_diff") else []), "",
              f"_Rule: {(r.get('champion') or {}).get('rule', 'no champion comparison')}._", "",
              "| measure | value | note |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in numbers_table(r)]
@@ -267,7 +276,8 @@ pre{{white-space:pre-wrap}}</style></head><body>
 <p>Checkpoint <code>{esc(r['checkpoint'])}</code> (iter {r['iter_num']}, {r['params']:,} params),
 val.bin of <code>{esc(r['bins_dir'])}</code>.</p>
 <ul><li><b>{esc(champion_line(r).replace('**', ''))}</b></li>
-<li{flag}>{esc(unigram_line(r).replace('**', ''))}</li></ul>
+<li{flag}>{esc(unigram_line(r).replace('**', ''))}</li>
+{f"<li>Config: {esc(diff_text(r['config_diff']))}.</li>" if r.get("config_diff") else ""}</ul>
 <p><i>Rule: {esc((r.get('champion') or {}).get('rule', 'no champion comparison'))}.</i></p>
 <table><tr><th>measure</th><th>value</th><th>note</th></tr>{rows}</table>
 <p>Every token of val.bin after the first is predicted once, in consecutive non-overlapping

@@ -42,11 +42,22 @@ def mlflow_wanted(flag: bool | None) -> bool:
 
 
 def run_name(params: dict[str, Any], out_dir: Path) -> str:
-    """What the MLflow run is, for the runs table: stage, model size, start time, and the run
-    directory's key, e.g. `train 2L/64d 2026-12-01 09:21 (f7a16843600a)`."""
+    """What the MLflow run is, named by what tells runs apart: model size, tokens trained,
+    optimizer and peak lr, then the start time and the run directory's key, e.g.
+    `train 2L/64d 137k tok muon lr 0.0072 2026-12-01 09:21 (f7a16843600a)`."""
     started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
-    return (f"train {params.get('n_layer', '?')}L/{params.get('n_embd', '?')}d {started} "
-            f"({Path(out_dir).name})")
+    parts = [f"train {params.get('n_layer', '?')}L/{params.get('n_embd', '?')}d"]
+    try:
+        total = (int(params["max_iters"]) * int(params["micro_batch"]) * int(params["grad_accum"])
+                 * int(params["block_size"]))
+        div, unit = next((d, u) for d, u in ((1e9, "B"), (1e6, "M"), (1e3, "k"), (1, ""))
+                         if total >= d or d == 1)
+        parts.append(f"{total / div:.3g}{unit} tok")
+    except (KeyError, TypeError, ValueError):
+        pass
+    if isinstance(params.get("learning_rate"), (int, float)):
+        parts.append(f"{params.get('optimizer', 'adamw')} lr {params['learning_rate']:g}")
+    return " ".join([*parts, started, f"({Path(out_dir).name})"])
 
 
 class Reporter:

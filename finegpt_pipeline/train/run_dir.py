@@ -110,6 +110,14 @@ def read_summary(out_dir: str | Path) -> dict[str, Any] | None:
     return summary if isinstance(summary, dict) else None
 
 
+def read_config(out_dir: str | Path) -> dict[str, Any]:
+    """The config the run in `out_dir` trained (its plan.json `config`); {} when unreadable."""
+    try:
+        return plan_parts(json.loads((Path(out_dir) / PLAN_NAME).read_text()))[0]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
 def finished_run(out_dir: str | Path) -> dict[str, Any] | None:
     """The summary of a run in `out_dir` that reached the max_iters it planned (its own
     plan.json), checkpoint beside it; None when there is none, or its files are unreadable
