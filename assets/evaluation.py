@@ -76,9 +76,10 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig,
                  model_version=trained_checkpoint.get("model_version"),
                  forecast_val_loss=forecast["val_loss"] if forecast and forecast["trusted"]
                  else None)
-    metadata = {k: round(float(result[k]), 4) for k in NUMBERS}
+    # the verdict leads: it is what a reader of this page wants first
+    metadata = {"verdict": dg.MetadataValue.md(eval_report_render.champion_line(result)),
+                **{k: round(float(result[k]), 4) for k in NUMBERS}}
     metadata.update(
-        verdict=dg.MetadataValue.md(eval_report_render.champion_line(result)),
         tokens=dg.MetadataValue.int(result["tokens"]),
         beats_unigram=dg.MetadataValue.bool(result["beats_unigram"]),
         report=dg.MetadataValue.md(eval_report_render.markdown(result, image=None)),

@@ -91,6 +91,9 @@ def test_as_good_or_better_moves_the_champion(versions, trained, val_loss, verdi
     evaluation, meta = check(trained[3], v2, val_loss)
     assert evaluation.passed and meta["promoted"] is True and meta["verdict"] == verdict
     assert registry.champion(uri)["version"] == v2 and meta["champion_version"] == v2
+    # the registry's Versions table says it in words
+    described = mlflow.MlflowClient(uri).get_model_version("finegpt", str(v2)).description
+    assert described == meta["note"] and f"is the champion" in described
 
 
 @pytest.mark.parametrize("gate,severity", [(False, dg.AssetCheckSeverity.WARN),

@@ -151,6 +151,14 @@ def against_champion(tracking_uri: str | None, this: dict[str, Any], bins_dir: s
 
 def decide(tracking_uri: str, version: int, report: dict[str, Any], device: str = "cpu",
            policy: Policy = Policy()) -> dict[str, Any]:
+    """`_decide`, then the decision's note as the version's description in the registry."""
+    decision = _decide(tracking_uri, version, report, device, policy)
+    registry.describe(tracking_uri, version, decision["note"])
+    return decision
+
+
+def _decide(tracking_uri: str, version: int, report: dict[str, Any], device: str,
+            policy: Policy) -> dict[str, Any]:
     """Apply the promotion rule to registered `version`, whose eval report is `report` (its
     numbers, `beats_unigram`, `bins_dir` and, when made, its `champion` block): records the
     version's numbers on these bins, moves alias `champion` when the rule says so, and returns

@@ -218,6 +218,11 @@ def load(tracking_uri: str, model_uri: str, device: str = "cpu"):
                              f"sets alias {CHAMPION!r}") from None
 
 
+def describe(tracking_uri: str, version: int | str, text: str) -> None:
+    """The version's description, as the registry's Versions table shows it (the verdict)."""
+    _client(tracking_uri).update_model_version(model_name(), str(int(version)), description=text)
+
+
 def record_eval(tracking_uri: str, version: int | str, numbers: dict[str, Any]) -> None:
     """Keep on the version what it measured and on which bins (`finegpt.eval.*` tags)."""
     client, name = _client(tracking_uri), model_name()
