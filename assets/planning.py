@@ -11,7 +11,6 @@ from assets.automation import WEEKLY_RETRAIN
 from assets.metadata_format import OWNERS, float_value
 from assets.resources import FineGPTPaths
 from assets.shard_inputs import ALL_SHARDS_IN, bins_location
-from finegpt_pipeline.layout import json_digest
 from finegpt_pipeline.atomic import write_json
 from finegpt_pipeline.config import TrainConfig
 from finegpt_pipeline.plan.costs import DEFAULT_PRICE_PER_KWH
@@ -50,10 +49,6 @@ def flat_params(values: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def plan_digest(plan: dict) -> str:
-    return json_digest(plan, 12)
-
-
 # Always in the `gpu` pool (one at a time, docker/dagster.yaml), as trained_checkpoint is: a
 # pool is fixed when the definitions load, but whether a plan measures the machine (detection,
 # calibration) is only known from the run's config; a measurement taken beside a running
@@ -80,7 +75,7 @@ def training_config(context: dg.AssetExecutionContext, config: PlanConfig,
                           val_tokens=tokens_from_meta(meta, source, key="val_tokens"))
         cfg, rep = plan["config"], plan["report"]
         report = requirements_report(plan)
-        path = finegpt_paths.plans_dir() / f"plan-{plan_digest(plan)}.json"
+        path = finegpt_paths.layout().plan_file(plan)
         write_json(path, plan)
         for warning in rep["warnings"]:
             context.log.warning(warning)

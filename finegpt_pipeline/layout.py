@@ -80,6 +80,11 @@ class Home:
     def plans(self) -> Path:
         return self.root / "plans"
 
+    def plan_file(self, plan: dict) -> Path:
+        """Where `training_config` keeps a plan: named by its content, so an unchanged plan is
+        the same file (`json_digest`)."""
+        return self.plans / f"plan-{json_digest(plan, 12)}.json"
+
     @property
     def runs(self) -> Path:
         return self.root / "runs"
