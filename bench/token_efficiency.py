@@ -2,7 +2,7 @@
 
     python bench/token_efficiency.py --nanogpt PATH/TO/nanoGPT [--bins DIR] [--sizes 2x64,4x128]
         [--steps 100] [--seeds 2] [--lrs 1.5e-3,6e-3,2e-2] [--ladder 0.5,0.6,0.75,1.0]
-        [--jobs 2] [--threads 1] [--json FILE] [--markdown FILE] [--smoke]
+        [--jobs 2] [--threads 1] [--json FILE] [--markdown FILE] [--reuse FILE] [--smoke]
 
 Per model size (LxD: layers x width; heads as our planner picks them, nanoGPT gets the same),
 on the same bins, block size, micro-batch (grad_accum 1), fp32, CPU, no torch.compile:
@@ -28,6 +28,10 @@ steps, not seconds, so a shared machine changes only how long it takes: runs go 
 time with `--threads` torch threads each (1 thread x 2 jobs beats 2 threads x 1 on a loaded
 2-core box). nanoGPT processes get glibc's `MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_` (what our
 trainer does in-process, docs/benchmarks.md): speed only, not a step of its arithmetic.
+
+`--reuse FILE` takes the runs a previous `--json FILE` measured (same N, bins, block and
+micro-batch) and runs only what is missing: e.g. `--ladder 0.2,0.3,0.4` adds lower budgets for
+ours against the same nanoGPT runs, and the tables show the union.
 
 `--smoke`: one tiny size, a few steps, one seed, one lr: the harness end to end in about a
 minute. The full bench needs a nanoGPT work tree (`--nanogpt`); the unit tests
@@ -283,6 +287,35 @@ class Pool:
             self.q.put((math.inf, math.inf, None, None))
 
 
+def done(value: Any) -> Future:
+    fut: Future = Future()
+    fut.set_result(value)
+    return fut
+
+
+def load_prior(path: str | None, steps: int, block: int, micro_batch: int,
+               tokens: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """A previous run's sizes by name, keys back to numbers, if it measured what this run
+    would (same N, bins token counts, block size, micro-batch); {} without `path`."""
+    if not path:
+        return {}
+    prior = json.loads(Path(path).read_text())
+    if prior["bins_tokens"] != tokens:
+        raise SystemExit(f"{path}: measured on other bins ({prior['bins_tokens']} tokens)")
+    sizes = {}
+    for size in prior["sizes"]:
+        if (size["steps"], size["block_size"], size["micro_batch"]) != (steps, block, micro_batch):
+            raise SystemExit(f"{path}: {size['name']} ran N={size['steps']}, block "
+                             f"{size['block_size']}, micro-batch {size['micro_batch']}")
+        nano = size["nanogpt"]
+        nano["sweep"] = {float(k): v for k, v in nano["sweep"].items()}
+        nano["seeds"] = {int(k): v for k, v in nano["seeds"].items()}
+        size["ours"]["losses"] = {int(m): {int(k): v for k, v in per.items()}
+                                  for m, per in size["ours"]["losses"].items()}
+        sizes[size["name"]] = size
+    return sizes
+
+
 def machine() -> dict[str, Any]:
     import torch
 
@@ -315,7 +348,9 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
     ap.add_argument("--work", help="work dir (default: a new temp dir)")
-    ap.add_argument("--keep-checkpoints", action="store_true")
+    ap.add_argument("--keep-checkpoints", action="store_true",
+                    help="keep every run's ckpt.pt (and a temp work dir)")
+    ap.add_argument("--reuse", metavar="JSON", help="a previous --json: run only what it lacks")
     ap.add_argument("--smoke", action="store_true", help="tiny: the harness end to end")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--markdown", help="write the tables here")
@@ -343,6 +378,8 @@ def main() -> int:
     base_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     nano_env = {**base_env, **threads_env, **ALLOC_ENV}
     ours_env = {**base_env, **threads_env, "PYTHONPATH": str(REPO)}
+    prior = load_prior(args.reuse, n, args.block, args.micro_batch,
+                       {"train": meta["train_tokens"], "val": meta["val_tokens"]})
     pool = Pool(args.jobs)
     print(f"work dir {work}; bins {bins}; N={n}, ladder {ladder}, seeds {seeds}, lrs {lrs}, "
           f"{args.jobs} jobs x {args.threads} threads", flush=True)
@@ -383,21 +420,38 @@ def main() -> int:
             plan_path.write_text(json.dumps(plan, indent=2, default=str))
             model = {k: cfg[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "bias",
                                          "dropout")}
-            sweep = {lr: nanogpt_job(name, model, lr, 0) for lr in lrs}
-            ours = {(m, seed): ours_job(name, plan_path, m, seed) for m in ladder for seed in seeds}
-            pending.append((name, model, cfg, plan["report"], sweep, ours))
-        for name, model, cfg, report, sweep, ours in pending:
-            losses = {lr: f.result()["val_loss"] for lr, f in sweep.items()}
-            best, edge = pick_lr(losses)
-            if edge and not args.no_extend:
-                extra = beyond_edge(list(losses), edge)
+            old = prior.get(name, {})
+            old_nano = old.get("nanogpt", {"sweep": {}, "seeds": {}, "best_lr": None})
+            old_ours = old.get("ours", {"losses": {}})["losses"]
+            sweep = {lr: done({"val_loss": loss}) for lr, loss in old_nano["sweep"].items()}
+            sweep.update({lr: nanogpt_job(name, model, lr, 0) for lr in lrs if lr not in sweep})
+            ours = {(m, seed): done({"val_loss": loss, "unigram_loss": old["unigram_loss"]})
+                    for m, per in old_ours.items() for seed, loss in per.items()}
+            ours.update({(m, seed): ours_job(name, plan_path, m, seed) for m in ladder
+                         for seed in seeds if (m, seed) not in ours})
+            pending.append((name, model, cfg, plan["report"], sweep, ours, old_nano))
+        # every size's sweep (and its extension) settled before any waits on ours' runs, so
+        # the nanoGPT runs that depend on it are queued ahead of them
+        extended, seed_runs_by_size = {}, {}
+        for name, model, cfg, report, sweep, ours, old_nano in pending:
+            best, edge = pick_lr({lr: f.result()["val_loss"] for lr, f in sweep.items()})
+            if edge and best in lrs and not args.no_extend:  # once: not past an added lr
+                extra = beyond_edge(list(sweep), edge)
                 print(f"{name}: best lr {best:g} at the sweep's {edge} end; adding {extra:g}",
                       flush=True)
-                losses[extra] = nanogpt_job(name, model, extra, 0).result()["val_loss"]
-                best, edge = pick_lr(losses)
-            seed_runs = {seed: nanogpt_job(name, model, best, seed) for seed in seeds if seed}
-            first = sweep.get(best)
-            seed0 = losses[best] if first is None else first.result()["val_loss"]
+                extended[name] = (extra, nanogpt_job(name, model, extra, 0))
+        for name, model, cfg, report, sweep, ours, old_nano in pending:
+            if name in extended:
+                sweep[extended[name][0]] = extended[name][1]
+            losses = {lr: f.result()["val_loss"] for lr, f in sweep.items()}
+            best, edge = pick_lr(losses)
+            reused = old_nano["seeds"] if old_nano["best_lr"] == best else {}
+            seed_runs = {seed: done({"val_loss": loss}) for seed, loss in reused.items() if seed}
+            seed_runs.update({seed: nanogpt_job(name, model, best, seed) for seed in seeds
+                              if seed and seed not in seed_runs})
+            seed_runs_by_size[name] = (best, edge, losses, seed_runs)
+        for name, model, cfg, report, sweep, ours, old_nano in pending:
+            best, edge, losses, seed_runs = seed_runs_by_size[name]
             per_m: dict[int, dict[int, float]] = {}
             unigram = None
             for (m, seed), f in ours.items():
@@ -409,8 +463,8 @@ def main() -> int:
                 "block_size": cfg["block_size"], "micro_batch": cfg["micro_batch"],
                 "unigram_loss": unigram,
                 "nanogpt": {"sweep": losses, "best_lr": best, "edge": edge,
-                            "seeds": {0: seed0, **{k: f.result()["val_loss"]
-                                                   for k, f in seed_runs.items()}}},
+                            "seeds": {0: losses[best], **{k: f.result()["val_loss"]
+                                                          for k, f in seed_runs.items()}}},
                 "ours": {"losses": per_m, "learning_rate": cfg["learning_rate"],
                          "recipe": report.get("recipe", {}),
                          "optimizer": cfg["optimizer"], "lr_schedule": cfg["lr_schedule"]},
@@ -427,7 +481,7 @@ def main() -> int:
         "machine": machine(), "nanogpt_commit": nanogpt_commit(nano), "bins": str(bins),
         "bins_tokens": {"train": meta["train_tokens"], "val": meta["val_tokens"]},
         "settings": {"steps": n, "ladder": ladder, "seeds": seeds, "lrs": lrs, "smoke": args.smoke,
-                     "jobs": args.jobs, "threads": args.threads},
+                     "jobs": args.jobs, "threads": args.threads, "reused": args.reuse},
         "load_avg_start": load_start, "load_avg_end": os.getloadavg(),
         "wall_s": time.time() - started, "sizes": results,
     }

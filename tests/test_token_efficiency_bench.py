@@ -5,6 +5,7 @@ live in docs/benchmarks.md."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -137,3 +138,22 @@ def test_a_size_summary_and_its_tables():
     assert "0.75x (75/100), interpolated 0.67x | **met** |" in table
     assert "| 75 | 0.75 | 7.250 | 7.350 | 7.300 | ✓ |" in table
     assert "| 60 | 0.60 | 7.450 | 7.550 | 7.500 |  |" in table
+
+
+def test_a_previous_runs_json_is_reused_with_its_keys_as_numbers(tmp_path):
+    size = {"name": "2L/64d", "steps": 100, "block_size": 64, "micro_batch": 16,
+            "unigram_loss": 8.0,
+            "nanogpt": {"sweep": {6e-3: 8.0, 2e-2: 8.1}, "best_lr": 6e-3, "seeds": {0: 8.0, 1: 8.1}},
+            "ours": {"losses": {50: {0: 7.7, 1: 7.8}}}}
+    tokens = {"train": 199_859, "val": 16_231}
+    path = tmp_path / "prior.json"
+    path.write_text(json.dumps({"bins_tokens": tokens, "sizes": [size]}))
+    prior = te.load_prior(str(path), 100, 64, 16, tokens)["2L/64d"]
+    assert prior["nanogpt"]["sweep"] == {6e-3: 8.0, 2e-2: 8.1}
+    assert prior["nanogpt"]["seeds"] == {0: 8.0, 1: 8.1}
+    assert prior["ours"]["losses"] == {50: {0: 7.7, 1: 7.8}}
+    assert te.load_prior(None, 100, 64, 16, tokens) == {}
+    with pytest.raises(SystemExit, match="N=100"):
+        te.load_prior(str(path), 150, 64, 16, tokens)
+    with pytest.raises(SystemExit, match="other bins"):
+        te.load_prior(str(path), 100, 64, 16, {"train": 1, "val": 1})
