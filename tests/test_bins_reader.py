@@ -87,9 +87,10 @@ def test_tokenize_refuses_bins_a_training_reads(tokenized, sample_shard, tmp_pat
             tokenized_bins.tokenize_shard(sample_shard, d, val_fraction=0.2, num_workers=1)
         message = str(err.value)
         assert str(d) in message and f"pid {reader.pid}" in message and "\n" not in message
-        # the CLI says the same in one line
+        # the CLI says the same in one line (--force: the same shard and settings are reused)
         cli = subprocess.run([sys.executable, "-m", "finegpt_pipeline", "tokenize",
-                              str(sample_shard), "--out", str(d)], capture_output=True, text=True,
+                              str(sample_shard), "--out", str(d), "--force"],
+                             capture_output=True, text=True,
                              env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
         assert cli.returncode == 2 and len(cli.stderr.strip().splitlines()) == 1, cli.stderr
         assert f"{d}: in use by pid {reader.pid}" in cli.stderr
