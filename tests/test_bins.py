@@ -222,7 +222,7 @@ def test_cli(sample_shard, tmp_path, capsys):
     assert json.loads(captured.out) == printed and "reusing them" in captured.err
     assert (out / "train.bin").stat().st_mtime_ns == mtime
     assert cli.main([*args, "--val-fraction", "0.2"]) == 0
-    assert "holds bins of another shard or split: replacing them" in capsys.readouterr().err
+    assert f"tokenize: replaced the bins that were in {out}" in capsys.readouterr().err
     assert cli.main(["tokenize", str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "x")]) == 2
     assert "shard file not found" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

@@ -363,11 +363,12 @@ def _cmd_tokenize(args: argparse.Namespace) -> int:
         to_stderr(f"tokenize: {args.out} already holds this shard's bins with these settings; "
                   "reusing them (--force tokenizes again)")
     else:
-        if (Path(args.out) / META_NAME).exists():
-            to_stderr(f"tokenize: {args.out} holds bins of another shard or split: replacing them")
+        replacing = (Path(args.out) / META_NAME).exists()
         meta = tokenize_shard(info.path, args.out, val_fraction=args.val_fraction,
                               min_val_docs=args.min_val_docs, num_workers=args.workers,
                               expected_sha256=info.sha256, progress=to_stderr)
+        if replacing:  # said once it is done: a refusal stays one line
+            to_stderr(f"tokenize: replaced the bins that were in {args.out}")
     print(json.dumps({k: meta[k] for k in ("train_tokens", "val_tokens", "train_docs",
                                            "val_docs")} | {"out": str(Path(args.out))}))
     return 0
