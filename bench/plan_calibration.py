@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--remeasure", action="store_true", help="measure the machine afresh")
     args = ap.parse_args()
     hw = detect(args.remeasure)
-    device = "cuda" if hw.kind == "gpu" else "cpu"
+    device = hw.device_type
     print(f"device: {hw.name} ({hw.key}), {platform.processor() or platform.machine()}, "
           f"peak {hw.peak_flops / 1e12:.3g} TFLOP/s {hw.dtype}"
           + (f" (measured {hw.measured_at})" if hw.measured_at else "") + "\n")

@@ -85,6 +85,12 @@ class TrainConfig:
         """nanoGPT's `model_args`: exactly its GPTConfig fields."""
         return {k: getattr(self, k) for k in MODEL_KEYS}
 
+    def compiles_on(self, device_type: str) -> bool:
+        """Whether the trainer torch.compiles on this device type ("cuda", "cpu"): auto means
+        on CUDA only."""
+        flag = str(self.compile).lower()
+        return device_type == "cuda" if flag == "auto" else flag == "true"
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

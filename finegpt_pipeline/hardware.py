@@ -62,6 +62,11 @@ class Hardware:
     measured_at: str = ""  # when peak_flops was measured on this machine ("": not measured)
     machine_id: str = ""  # the measurement's machine (its file: hardware/<machine_id>/)
 
+    @property
+    def device_type(self) -> str:
+        """torch's device type for this hardware: "cuda" or "cpu"."""
+        return "cuda" if self.kind == "gpu" else "cpu"
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

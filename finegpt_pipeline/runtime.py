@@ -112,9 +112,8 @@ def setup(cfg: TrainConfig) -> Runtime:
 
         if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    compile_flag = str(cfg.compile).lower()
-    use_compile = device.type == "cuda" if compile_flag == "auto" else compile_flag == "true"
-    return Runtime(device=device, dtype=resolve_dtype(cfg.dtype, device), compile=use_compile,
+    return Runtime(device=device, dtype=resolve_dtype(cfg.dtype, device),
+                   compile=cfg.compiles_on(device.type),
                    rank=rank, local_rank=local_rank, world_size=world)
 
 

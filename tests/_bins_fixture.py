@@ -67,8 +67,10 @@ def child_env(threads: int = 1) -> dict[str, str]:
     import os
 
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI",)}
+    # this tree first, then whatever the caller's PYTHONPATH held (packages installed there)
+    path = [str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")]
     env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-               PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+               PYTHONPATH=os.pathsep.join(p for p in path if p))
     return env
 
 

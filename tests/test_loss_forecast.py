@@ -90,11 +90,16 @@ def test_the_plan_forecasts_with_the_published_coefficients_and_stays_reproducib
            if line.startswith("| Loss forecast |")]
     assert row == [f"| Loss forecast | none: N = {rep['params']:,}, D = {rep['tokens_total']:,} "
                    "is outside the published fit's range (70 M-16 B params, 5-500 B tokens), and "
-                   "this val.bin has runs of 0 model sizes (a fit to this project's runs needs 4) "
+                   "no evaluated run on this val.bin yet (a fit to this project's runs needs 4 sizes) "
                    f"| {lf.UNCALIBRATED_LABEL} |"]
     # inside the range, the published fit is shown
     gpt2 = lf.forecast(124e6, 10e9)
     assert gpt2["trusted"] is True and lf.shown(gpt2) == f"{gpt2['val_loss']:.2f} nats/token"
+    # inside the range but above the uniform loss: it says that, not "outside the range"
+    above = {**gpt2, "trusted": False, "inside_range": True, "sizes": 1}
+    assert lf.shown(above) == ("none: the published fit forecasts more than the uniform loss "
+                               f"{lf.UNIFORM_LOSS:.2f} here, and runs of 1 model size on this "
+                               "val.bin (a fit to this project's runs needs 4 sizes)")
 
 
 def test_the_plan_fits_the_points_eval_report_kept_for_its_val_bin(tmp_path, sample_bins):

@@ -142,10 +142,13 @@ def shown(forecast: dict[str, Any] | None) -> str:
         return f"{forecast['val_loss']:.2f} nats/token"
     if forecast["calibrated"]:
         return "none: the fit to this project's runs forecasts more than the uniform loss here"
-    return (f"none: N = {forecast['n']:,}, D = {forecast['d']:,} is outside the published fit's "
-            f"range (70 M-16 B params, 5-500 B tokens), and this val.bin has runs of "
-            f"{forecast['sizes']} model size{'s' if forecast['sizes'] != 1 else ''} (a fit to this "
-            f"project's runs needs {MIN_SIZES})")
+    sizes = forecast["sizes"]
+    runs = (f"runs of {sizes} model size{'s' if sizes != 1 else ''} on this val.bin" if sizes
+            else "no evaluated run on this val.bin yet")
+    why = (f"N = {forecast['n']:,}, D = {forecast['d']:,} is outside the published fit's range "
+           "(70 M-16 B params, 5-500 B tokens)" if not forecast.get("inside_range", False)
+           else f"the published fit forecasts more than the uniform loss {UNIFORM_LOSS:.2f} here")
+    return f"none: {why}, and {runs} (a fit to this project's runs needs {MIN_SIZES} sizes)"
 
 
 # ---------------------------------------------------------------- the points between stages
