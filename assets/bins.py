@@ -10,7 +10,7 @@ import dagster as dg
 from assets import lineage
 from assets.automation import AFTER_UPSTREAM
 from assets.metadata_format import OWNERS, size_entries
-from assets.resources import FineGPTPaths
+from assets.resources import FineGPTHome
 from assets.partitions import SHARDS
 from finegpt_pipeline import layout
 from finegpt_pipeline.data import bins_checks, tokenized_bins as stage
@@ -41,10 +41,10 @@ class TokenizeConfig(dg.Config):
     code_version="1",
 )
 def tokenized_bins(context: dg.AssetExecutionContext, config: TokenizeConfig,
-                   finegpt_paths: FineGPTPaths, raw_shard: dict) -> dg.Output[dict]:
-    with lineage.asset_run(context, finegpt_paths) as run:
+                   finegpt_home: FineGPTHome, raw_shard: dict) -> dg.Output[dict]:
+    with lineage.asset_run(context, finegpt_home) as run:
         sha256 = raw_shard["sha256"]
-        out_dir = finegpt_paths.bins_dir() / layout.bins_key(sha256, config.val_fraction,
+        out_dir = finegpt_home.home().bins / layout.bins_key(sha256, config.val_fraction,
                                                              config.min_val_docs)
         meta = None if config.force else stage.finished_bins(out_dir, sha256, config.val_fraction,
                                                              config.min_val_docs)

@@ -10,7 +10,7 @@ import math
 import dagster as dg
 
 from assets.evaluation import eval_report
-from assets.resources import ChampionPolicy, FineGPTPaths
+from assets.resources import ChampionPolicy, FineGPTHome
 from finegpt_pipeline.evaluate import champion, registry
 
 REQUIRED = ("val_loss", "val_loss_se", "tokens", "bins_dir", "model_version", "beats_unigram")
@@ -28,7 +28,7 @@ def _round(value) -> float | None:
                 "good (the first champion: when it beats the unigram baseline).",
 )
 def eval_report_holds_against_champion(context: dg.AssetCheckExecutionContext,
-                                       eval_report: dict, finegpt_paths: FineGPTPaths,
+                                       eval_report: dict, finegpt_home: FineGPTHome,
                                        champion_policy: ChampionPolicy) -> dg.AssetCheckResult:
     severity = dg.AssetCheckSeverity.ERROR if champion_policy.gate else dg.AssetCheckSeverity.WARN
     if eval_report.get("model_version") is None:
@@ -39,7 +39,7 @@ def eval_report_holds_against_champion(context: dg.AssetCheckExecutionContext,
     if missing:
         raise ValueError(f"eval_report: value lacks {missing} (has {sorted(eval_report)}); "
                          "the champion check needs them")
-    uri, version = finegpt_paths.mlflow_tracking_uri(), int(eval_report["model_version"])
+    uri, version = finegpt_home.mlflow_tracking_uri(), int(eval_report["model_version"])
     decision = champion.decide(uri, version, eval_report, champion_policy.resolved_device(),
                                champion_policy.policy())
     context.log.info(f"champion: {decision['note']}")

@@ -10,7 +10,7 @@ import dagster as dg
 from assets import lineage
 from assets.automation import AFTER_UPSTREAM
 from assets.metadata_format import OWNERS, float_value, size_entries
-from assets.resources import FineGPTPaths
+from assets.resources import FineGPTHome
 from assets.partitions import SHARDS, source_of
 from finegpt_pipeline.tracking import datasets as mlflow_datasets
 from finegpt_pipeline.data import stats
@@ -33,11 +33,11 @@ class RawShardConfig(dg.Config):
           description="A validated local FineWeb parquet shard, one per `shards` partition "
           "(local file or Hugging Face hub file, optionally just its head).")
 def raw_shard(context: dg.AssetExecutionContext, config: RawShardConfig,
-              finegpt_paths: FineGPTPaths) -> dg.Output[dict]:
-    with lineage.asset_run(context, finegpt_paths) as run:
+              finegpt_home: FineGPTHome) -> dg.Output[dict]:
+    with lineage.asset_run(context, finegpt_home) as run:
         try:
             source = source_of(context.partition_key)
-            info = resolve_shard(source, finegpt_paths.shards_dir(),
+            info = resolve_shard(source, finegpt_home.home().shards,
                                  max_docs=config.max_docs, max_row_groups=config.max_row_groups)
         except ShardError as exc:
             raise dg.Failure(description=str(exc)) from None
@@ -101,9 +101,9 @@ def histogram_table(lengths: list[int]) -> str:
           description="Per-document and per-shard token statistics in the "
           "DuckDB warehouse; the summary is this asset's value.")
 def token_stats(context: dg.AssetExecutionContext, raw_shard: dict,
-                finegpt_paths: FineGPTPaths) -> dg.Output[dict]:
-    with lineage.asset_run(context, finegpt_paths) as run:
-        db = finegpt_paths.warehouse()
+                finegpt_home: FineGPTHome) -> dg.Output[dict]:
+    with lineage.asset_run(context, finegpt_home) as run:
+        db = finegpt_home.home().warehouse
         try:
             summary = stats.compute_stats(raw_shard["path"], db, shard_key=raw_shard["sha256"],
                                           expected_sha256=raw_shard["sha256"],
@@ -117,7 +117,7 @@ def token_stats(context: dg.AssetExecutionContext, raw_shard: dict,
         png = stats.token_histogram_png(lengths)
         q = summary["token_quantiles"]
         quantile_md = md_table(list(q), [[f"{v:,.0f}" if v is not None else "-" for v in q.values()]])
-        png_path = finegpt_paths.reports_dir() / f"token_histogram-{summary['shard'][:16]}.png"
+        png_path = finegpt_home.home().reports / f"token_histogram-{summary['shard'][:16]}.png"
         write_bytes(png_path, png)
         metadata = {
             "warehouse": dg.MetadataValue.path(str(db)),

@@ -9,7 +9,7 @@ from assets.automation import automation_sensor
 from assets.resources import ChampionPolicy
 from assets.jobs import data_job, pipeline_job, train_job
 from assets.launchers import TrainingLauncher
-from assets.resources import FineGPTPaths
+from assets.resources import FineGPTHome
 from assets.sensors import incoming_shards_sensor, shard_changed_sensor
 
 STAGES = [data, bins, planning, training, training_checks, evaluation, champion]
@@ -19,6 +19,6 @@ defs = dg.Definitions(
     asset_checks=dg.load_asset_checks_from_modules(STAGES),
     jobs=[data_job, train_job, pipeline_job],
     sensors=[incoming_shards_sensor, shard_changed_sensor, automation_sensor],
-    resources={"finegpt_paths": FineGPTPaths(), "champion_policy": ChampionPolicy(),
+    resources={"finegpt_home": FineGPTHome(), "champion_policy": ChampionPolicy(),
                "training_launcher": TrainingLauncher()},
 )

@@ -14,7 +14,7 @@ import dagster as dg
 from assets import lineage
 from assets.automation import AFTER_UPSTREAM
 from assets.metadata_format import OWNERS
-from assets.resources import ChampionPolicy, FineGPTPaths
+from assets.resources import ChampionPolicy, FineGPTHome
 from assets.shard_inputs import ALL_SHARDS_IN, bins_location
 from assets.training import dagster_run_url
 from finegpt_pipeline.tracking import store as mlflow_store
@@ -44,28 +44,28 @@ class EvalConfig(dg.Config):
 # its MLflow run, reading the bins (assets/lineage.py)
 @lineage.tracked(bins_context="evaluation", bins_location=bins_location)
 def eval_report(context: dg.AssetExecutionContext, config: EvalConfig,
-                finegpt_paths: FineGPTPaths, champion_policy: ChampionPolicy,
+                finegpt_home: FineGPTHome, champion_policy: ChampionPolicy,
                 trained_checkpoint: dict, tokenized_bins: dict) -> dg.Output[dict]:
     from finegpt_pipeline.evaluate import render as eval_report_render, evaluator as evaluate
 
     if "checkpoint" not in trained_checkpoint:
         raise ValueError("trained_checkpoint: expected a dict with 'checkpoint', got keys "
                          f"{sorted(trained_checkpoint)}")
-    bins_dir, _ = bins_location(context, tokenized_bins, finegpt_paths)
+    bins_dir, _ = bins_location(context, tokenized_bins, finegpt_home)
     ckpt = Path(trained_checkpoint["checkpoint"])
     run_name = Path(trained_checkpoint.get("run_dir") or ckpt.parent).name
-    out_dir = finegpt_paths.eval_reports_dir() / run_name
+    out_dir = finegpt_home.home().eval_reports / run_name
     run_id = trained_checkpoint.get("mlflow_run_id")
     result = evaluate.run_eval(ckpt, bins_dir, out_dir, config.device,
-                               config.max_new_tokens, finegpt_paths.mlflow_tracking_uri(), run_id,
-                               finegpt_paths.home_dir(), trained_checkpoint.get("model_version"),
+                               config.max_new_tokens, finegpt_home.mlflow_tracking_uri(), run_id,
+                               finegpt_home.home().root, trained_checkpoint.get("model_version"),
                                champion_policy.policy())
     context.log.info(f"eval_report: {eval_report_render.headline(result)}")
     context.log.info(eval_report_render.champion_line(result).replace("**", ""))
     context.log.info(f"report: {result['files']['report.html']}")
     if run_id:  # the report joins the training run it measures
         evaluate.log_to_training_run(result, result["files"], run_id,
-                                     finegpt_paths.mlflow_tracking_uri())
+                                     finegpt_home.mlflow_tracking_uri())
         where = trained_checkpoint.get("mlflow_run_url") or run_id
         context.log.info(f"logged to MLflow run {where}")
     context.log.info(f"Dagster run: {dagster_run_url(context.run.run_id)}")  # the run's last line
@@ -101,7 +101,7 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig,
     if run_id:  # the experiment's training runs side by side (val loss, bpb, tokens columns)
         import mlflow
 
-        experiment = mlflow.MlflowClient(finegpt_paths.mlflow_tracking_uri()).get_run(
+        experiment = mlflow.MlflowClient(finegpt_home.mlflow_tracking_uri()).get_run(
             run_id).info.experiment_id
         metadata["mlflow_experiment_url"] = dg.MetadataValue.url(
             mlflow_store.experiment_url(experiment))

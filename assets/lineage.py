@@ -1,6 +1,6 @@
 """Each asset's MLflow run, in its Dagster run's parent run (`finegpt_pipeline.tracking.store`).
 
-    with lineage.asset_run(context, finegpt_paths) as run:   # the nested run, active in mlflow
+    with lineage.asset_run(context, finegpt_home) as run:   # the nested run, active in mlflow
         ...
         return run.output(value, metadata={...}, data_version=...)
 
@@ -105,13 +105,13 @@ class AssetRun:
 
 
 @contextmanager
-def asset_run(context: dg.AssetExecutionContext, finegpt_paths,
+def asset_run(context: dg.AssetExecutionContext, finegpt_home,
               own_run: bool = True) -> Iterator[AssetRun]:
     """The asset's nested MLflow run (made mlflow's active run) under the Dagster run's
     parent run; `own_run=False` leaves making it to the trainer (`trainer_env`, `adopt`)."""
     import mlflow
 
-    home = finegpt_paths.home_dir()
+    home = finegpt_home.home().root
     client = mlflow.MlflowClient(mlflow_store.configure(home))
     lock = home / mlflow_store.PARENT_LOCK_NAME
     parent_id = mlflow_store.parent_run(client, context.run.run_id, context.run.job_name, lock)
@@ -129,17 +129,17 @@ def asset_run(context: dg.AssetExecutionContext, finegpt_paths,
 
 
 def tracked(bins_context: str | None = None, bins_location=None):
-    """The asset's body inside `asset_run` (its `finegpt_paths` resource names the store); the
+    """The asset's body inside `asset_run` (its `finegpt_home` resource names the store); the
     dg.Output it returns gets `output`'s metadata and data version tag. With `bins_context`,
-    the bins `bins_location(context, tokenized_bins, finegpt_paths)` finds for the
+    the bins `bins_location(context, tokenized_bins, finegpt_home)` finds for the
     `tokenized_bins` input (and their shard) are the run's datasets in that context."""
     def decorate(fn):
         @functools.wraps(fn)
         def wrapper(context, *args, **kwargs):
-            with asset_run(context, kwargs["finegpt_paths"]) as run:
+            with asset_run(context, kwargs["finegpt_home"]) as run:
                 if bins_context:
                     bins_dir, _ = bins_location(context, kwargs["tokenized_bins"],
-                                                kwargs["finegpt_paths"])
+                                                kwargs["finegpt_home"])
                     run.log_inputs(mlflow_datasets.bins_inputs(bins_dir), bins_context)
                 out = fn(context, *args, **kwargs)
                 return run.output(out.value, metadata=dict(out.metadata),

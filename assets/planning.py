@@ -9,7 +9,7 @@ import dagster as dg
 from assets import lineage
 from assets.automation import WEEKLY_RETRAIN
 from assets.metadata_format import OWNERS, float_value
-from assets.resources import FineGPTPaths
+from assets.resources import FineGPTHome
 from assets.shard_inputs import ALL_SHARDS_IN, bins_location
 from finegpt_pipeline.atomic import write_json
 from finegpt_pipeline.config import TrainConfig
@@ -58,16 +58,16 @@ def flat_params(values: dict, prefix: str = "") -> dict[str, str]:
           description="Model, batch and schedule sized for this hardware and the tokenized data of "
           "every materialized shard, with a requirements report (time, memory, energy).")
 def training_config(context: dg.AssetExecutionContext, config: PlanConfig,
-                    finegpt_paths: FineGPTPaths, tokenized_bins: dict) -> dg.Output:
+                    finegpt_home: FineGPTHome, tokenized_bins: dict) -> dg.Output:
     import mlflow
 
-    with lineage.asset_run(context, finegpt_paths) as run:
-        bins_dir, meta = bins_location(context, tokenized_bins, finegpt_paths)
+    with lineage.asset_run(context, finegpt_home) as run:
+        bins_dir, meta = bins_location(context, tokenized_bins, finegpt_home)
         source = f"tokenized_bins ({bins_dir})"
         plan = build_plan(config.gpu, tokens_from_meta(meta, source),
                           calibration=config.calibrate,
                           bins_dir=str(bins_dir), remeasure=config.remeasure,
-                          home=finegpt_paths.home_dir(),
+                          home=finegpt_home.home().root,
                           hours=config.hours or None,
                           tokens_per_param=config.tokens_per_param or None,
                           overrides=config.overrides, preset=config.preset or None,
@@ -75,7 +75,7 @@ def training_config(context: dg.AssetExecutionContext, config: PlanConfig,
                           val_tokens=tokens_from_meta(meta, source, key="val_tokens"))
         cfg, rep = plan["config"], plan["report"]
         report = requirements_report(plan)
-        path = finegpt_paths.layout().plan_file(plan)
+        path = finegpt_home.home().plan_file(plan)
         write_json(path, plan)
         for warning in rep["warnings"]:
             context.log.warning(warning)

@@ -13,52 +13,22 @@ from finegpt_pipeline import paths
 from finegpt_pipeline.layout import Home
 
 
-class FineGPTPaths(dg.ConfigurableResource):
-    """Artifact locations. Leave a field empty to use the environment contract."""
+class FineGPTHome(dg.ConfigurableResource):
+    """Where artifacts live: the tree `finegpt_pipeline.layout.Home` under `root` (empty: the
+    environment's FINEGPT_HOME), and the sensor's incoming directory."""
 
-    home: str = ""
-    incoming: str = ""  # the incoming_shards_sensor's directory; empty: $FINEGPT_HOME/incoming
+    root: str = ""
+    incoming: str = ""  # the incoming_shards_sensor's directory; empty: <home>/incoming
 
-    def home_dir(self) -> Path:
-        return Path(self.home).resolve() if self.home else paths.finegpt_home()
-
-    def layout(self) -> Home:
-        return paths.home(self.home_dir())
+    def home(self) -> Home:
+        return paths.home(self.root or None)
 
     def incoming_dir(self) -> Path:
-        return Path(self.incoming).resolve() if self.incoming else self.layout().incoming
-
-    def warehouse(self) -> Path:
-        return self.layout().warehouse
-
-    def shards_dir(self) -> Path:
-        return self.layout().shards
-
-    def reports_dir(self) -> Path:
-        return self.layout().reports
-
-    def eval_reports_dir(self) -> Path:
-        return self.layout().eval_reports
-
-    def bins_dir(self) -> Path:
-        return self.layout().bins
-
-    def bin_sets_dir(self) -> Path:
-        """Where the bins sets of several shards are written (`finegpt_pipeline.data.bins_set`)."""
-        return self.layout().bin_sets
-
-    def plans_dir(self) -> Path:
-        return self.layout().plans
-
-    def runs_dir(self) -> Path:
-        return self.layout().runs
-
-    def trained_runs_dir(self) -> Path:
-        return self.layout().trained_runs
+        return Path(self.incoming).resolve() if self.incoming else self.home().incoming
 
     def mlflow_tracking_uri(self) -> str:
         """MLFLOW_TRACKING_URI, else the SQLite store under this home."""
-        return paths.mlflow_tracking_uri(self.home_dir())
+        return paths.mlflow_tracking_uri(self.home().root)
 
 
 class ChampionPolicy(dg.ConfigurableResource):

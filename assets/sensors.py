@@ -1,7 +1,7 @@
 """Sensors over the `shards` partitions (both off until switched on):
 
 - `incoming_shards_sensor`: a parquet file dropped into the incoming directory
-  ($FINEGPT_HOME/incoming, or the `finegpt_paths` resource's `incoming`) becomes a partition
+  ($FINEGPT_HOME/incoming, or the `finegpt_home` resource's `incoming`) becomes a partition
   and a `data_job` run of its own. A file that is not a usable shard is reported in the tick's
   log, once per version of the file, and never registered; a file still being written (modified
   in the last SETTLE_S seconds) waits for the next tick.
@@ -21,7 +21,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.jobs import data_job, pipeline_job
-from assets.resources import FineGPTPaths
+from assets.resources import FineGPTHome
 from assets.partitions import HUB_KEY_PREFIX, SHARDS, partition_key, problem
 from finegpt_pipeline.data.shard import file_version, is_hub_source, sha256_file
 
@@ -37,8 +37,8 @@ SETTLE_S = 10  # a file modified more recently may still be being copied in
                 "as a `shards` partition and requests its data_job run; bad files are reported "
                 "in the tick's log and never registered.",
 )
-def incoming_shards_sensor(context: dg.SensorEvaluationContext, finegpt_paths: FineGPTPaths):
-    folder = finegpt_paths.incoming_dir()
+def incoming_shards_sensor(context: dg.SensorEvaluationContext, finegpt_home: FineGPTHome):
+    folder = finegpt_home.incoming_dir()
     if not folder.is_dir():
         return dg.SkipReason(f"{folder}: no such directory; create it and copy parquet shards in")
     reported = json.loads(context.cursor) if context.cursor else {}  # key -> version found bad

@@ -61,19 +61,19 @@ _LOCATIONS: dict[tuple[str, str], tuple[Path, dict]] = {}
 
 
 def bins_location(context: dg.AssetExecutionContext, tokenized_bins: dict,
-                  finegpt_paths) -> tuple[Path, dict]:
+                  finegpt_home) -> tuple[Path, dict]:
     """The bins a training or an eval reads and their counts (`train_tokens`, `val_tokens`,
     ...): one shard's directory and value as they are, or the bins set of all of them
-    (written once under the `finegpt_paths` resource's bin_sets_dir, the same directory for
+    (written once under the `finegpt_home` resource's bin_sets_dir, the same directory for
     the same shards) and its summed meta. A shard that failed a blocking check is left out."""
     memo_key = (context.run.run_id, context.asset_key.to_user_string())
     if memo_key not in _LOCATIONS:
-        _LOCATIONS[memo_key] = _locate(context, tokenized_bins, finegpt_paths)
+        _LOCATIONS[memo_key] = _locate(context, tokenized_bins, finegpt_home)
     return _LOCATIONS[memo_key]
 
 
 def _locate(context: dg.AssetExecutionContext, tokenized_bins: dict,
-            finegpt_paths) -> tuple[Path, dict]:
+            finegpt_home) -> tuple[Path, dict]:
     shards = by_shard(tokenized_bins)
     held = held_back(context, [key for key in shards if key])
     for key, checks in held.items():
@@ -87,5 +87,5 @@ def _locate(context: dg.AssetExecutionContext, tokenized_bins: dict,
         [value] = shards.values()
         return Path(value["dir"]), value
     location = bins_set.write_set([item["dir"] for item in shards.values()],
-                                  finegpt_paths.bin_sets_dir())
+                                  finegpt_home.home().bin_sets)
     return location, {**layout.read_meta(location), "dir": str(location), "shards": len(shards)}

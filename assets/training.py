@@ -17,7 +17,7 @@ from assets import lineage
 from assets.launchers import TrainingLauncher
 from assets.automation import AFTER_UPSTREAM
 from assets.metadata_format import OWNERS, float_value
-from assets.resources import FineGPTPaths
+from assets.resources import FineGPTHome
 from assets.shard_inputs import ALL_SHARDS_IN, bins_location
 from finegpt_pipeline.tracking import store as mlflow_store
 from finegpt_pipeline.train import run_dir
@@ -60,30 +60,30 @@ def visible_gpus() -> int:
 def trained_checkpoint(
     context: dg.AssetExecutionContext,
     config: TrainingLaunchConfig,
-    finegpt_paths: FineGPTPaths,
+    finegpt_home: FineGPTHome,
     training_launcher: TrainingLauncher,
     training_config: dict,
     tokenized_bins: dict,
 ) -> dg.Output[dict]:
-    with lineage.asset_run(context, finegpt_paths, own_run=False) as lineage_run:
-        return _train(context, config, finegpt_paths, training_launcher, training_config,
+    with lineage.asset_run(context, finegpt_home, own_run=False) as lineage_run:
+        return _train(context, config, finegpt_home, training_launcher, training_config,
                       tokenized_bins, lineage_run)
 
 
 def _train(context: dg.AssetExecutionContext, config: TrainingLaunchConfig,
-           finegpt_paths: FineGPTPaths, launcher: TrainingLauncher, training_config: dict,
+           finegpt_home: FineGPTHome, launcher: TrainingLauncher, training_config: dict,
            tokenized_bins: dict, lineage_run: lineage.AssetRun) -> dg.Output[dict]:
-    bins_dir, _ = bins_location(context, tokenized_bins, finegpt_paths)
+    bins_dir, _ = bins_location(context, tokenized_bins, finegpt_home)
     key = run_dir.run_key(training_config, bins_dir, config.overrides, config.max_iters)
     if config.fresh:
         key = f"{key}-{context.run.run_id[:8]}"
-    out_dir = finegpt_paths.trained_runs_dir() / key
+    out_dir = finegpt_home.home().trained_runs / key
     finished = run_dir.finished_run(out_dir)
     if finished is not None:
         context.log.info(f"reusing the finished run in {out_dir} ({finished['steps']} steps): "
                          "same plan, bins and launch settings")
         _log_closing_summary(context, finished)
-        return _output(context, finegpt_paths, finished, out_dir, {"reused": dg.MetadataValue.bool(True)},
+        return _output(context, finegpt_home, finished, out_dir, {"reused": dg.MetadataValue.bool(True)},
                        dg.DataVersion(f"{out_dir.name}@{finished['steps']}"), lineage_run, bins_dir)
     # the run directory's one plan file: the trainer reads it as --plan, then rewrites it with
     # the config it trains (launch overrides applied) beside the plan's report
@@ -100,10 +100,10 @@ def _train(context: dg.AssetExecutionContext, config: TrainingLaunchConfig,
         extra += ["--set", item]
     command = run_dir.train_command(bins_dir, plan_path, out_dir, resume, gpus, extra,
                                     python=launcher.interpreter())
-    home = finegpt_paths.home_dir()
+    home = finegpt_home.home().root
     env = {
         "FINEGPT_HOME": str(home),
-        "MLFLOW_TRACKING_URI": finegpt_paths.mlflow_tracking_uri(),
+        "MLFLOW_TRACKING_URI": finegpt_home.mlflow_tracking_uri(),
         # the trainer's MLflow run is this asset's nested run in the Dagster run's parent run
         **lineage_run.trainer_env(),
         "MLFLOW_DISABLE_TELEMETRY": os.environ.get("MLFLOW_DISABLE_TELEMETRY", "true"),
@@ -121,7 +121,7 @@ def _train(context: dg.AssetExecutionContext, config: TrainingLaunchConfig,
     # streamed materialization, so both read alike: rounded floats, the plot, units
     metadata = {"reused": dg.MetadataValue.bool(False), "command": dg.MetadataValue.text(" ".join(command))}
     _log_closing_summary(context, summary)
-    return _output(context, finegpt_paths, summary, out_dir, metadata, materialization.data_version,
+    return _output(context, finegpt_home, summary, out_dir, metadata, materialization.data_version,
                    lineage_run, bins_dir)
 
 
@@ -166,7 +166,7 @@ def _log_closing_summary(context: dg.AssetExecutionContext, summary: dict) -> No
     context.log.info(f"Dagster run: {dagster_run_url(context.run.run_id)}")
 
 
-def _output(context: dg.AssetExecutionContext, finegpt_paths: FineGPTPaths, summary: dict,
+def _output(context: dg.AssetExecutionContext, finegpt_home: FineGPTHome, summary: dict,
             out_dir: Path, metadata: dict, data_version, lineage_run: lineage.AssetRun,
             bins_dir: Path) -> dg.Output[dict]:
     """The asset's value and metadata from a run's summary.json, launched now or reused;
@@ -179,7 +179,7 @@ def _output(context: dg.AssetExecutionContext, finegpt_paths: FineGPTPaths, summ
     if summary.get("mlflow_run_id") and summary.get("checkpoint"):  # the registry's candidate
         from finegpt_pipeline.evaluate import registry
 
-        version = registry.register_candidate(finegpt_paths.mlflow_tracking_uri(),
+        version = registry.register_candidate(finegpt_home.mlflow_tracking_uri(),
                                               summary["mlflow_run_id"], summary["checkpoint"])
         value.update(model_version=version["version"], model_version_url=version["url"])
         metadata = {**metadata, "model_version": dg.MetadataValue.int(version["version"]),
@@ -189,12 +189,12 @@ def _output(context: dg.AssetExecutionContext, finegpt_paths: FineGPTPaths, summ
                 "bins": dg.MetadataValue.path(str(bins_dir)),
                 **summary_metadata(summary), "loss_curve_png": dg.MetadataValue.path(str(png))}
     metadata["loss_curve"] = dg.MetadataValue.md(
-        _loss_curve_md(context, finegpt_paths.mlflow_tracking_uri(), summary, png))
+        _loss_curve_md(context, finegpt_home.mlflow_tracking_uri(), summary, png))
     metadata["val_loss_by_tokens"] = dg.MetadataValue.md(val_loss_table(summary))
     from finegpt_pipeline.evaluate import champion  # torch: only when an asset runs
     from finegpt_pipeline.evaluate.render import diff_text
 
-    diff = champion.config_diff(finegpt_paths.mlflow_tracking_uri(), run_dir.read_config(out_dir),
+    diff = champion.config_diff(finegpt_home.mlflow_tracking_uri(), run_dir.read_config(out_dir),
                                 bins_dir)
     if diff and diff["version"] != value["model_version"]:
         metadata["vs_champion"] = dg.MetadataValue.text(diff_text(diff))

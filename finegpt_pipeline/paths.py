@@ -18,15 +18,11 @@ from finegpt_pipeline.layout import Home
 DEFAULT_SHARD = "hf://HuggingFaceFW/fineweb/data/CC-MAIN-2013-20/000_00000.parquet"
 
 
-def finegpt_home() -> Path:
-    return Path(os.environ.get("FINEGPT_HOME") or ".finegpt").resolve()
-
-
 def check_writable(root: Path | None = None) -> Path:
     """The home (`root`, else FINEGPT_HOME) when this process can write there (or create it:
     nothing is created here); else one ValueError naming it and the fix, before any stage
     starts work."""
-    where = Path(root).resolve() if root is not None else finegpt_home()
+    where = home(root).root
     existing = where
     while not existing.exists():
         existing = existing.parent
@@ -41,9 +37,11 @@ def check_writable(root: Path | None = None) -> Path:
     return where
 
 
-def home(root: Path | None = None) -> Home:
-    """The artifact tree under `root`, or under the environment's FINEGPT_HOME."""
-    return Home(Path(root) if root is not None else finegpt_home())
+def home(root: str | Path | None = None) -> Home:
+    """The artifact tree under `root`, else under the environment's FINEGPT_HOME (default
+    `.finegpt/` in the working directory); its `root` is resolved."""
+    return Home(Path(root if root is not None else os.environ.get("FINEGPT_HOME") or ".finegpt")
+                .resolve())
 
 
 def shard_source() -> str:

@@ -266,7 +266,7 @@ def test_verifiers_catch_damage(sample_bins, tmp_path, sample_shard):
 
 def test_dagster_asset_and_checks(sample_shard, finegpt_home):
     from assets import bins as bins_assets
-    from assets.resources import FineGPTPaths
+    from assets.resources import FineGPTHome
 
     @dg.asset(name="raw_shard")
     def raw_shard_stub() -> dict:
@@ -285,7 +285,7 @@ def test_dagster_asset_and_checks(sample_shard, finegpt_home):
     defs = [raw_shard_stub, token_stats_recount, bins_assets.tokenized_bins,
             bins_assets.tokenized_bins_roundtrip, bins_assets.tokenized_bins_ids_in_vocab,
             bins_assets.tokenized_bins_totals_match_stats]
-    resources = {"finegpt_paths": FineGPTPaths(home=str(finegpt_home))}
+    resources = {"finegpt_home": FineGPTHome(root=str(finegpt_home))}
     instance = dg.DagsterInstance.ephemeral()  # one instance: the reruns below read its storage
     result = materialize_shard(defs, sample_shard, instance=instance, resources=resources)
     assert result.success
@@ -316,7 +316,7 @@ def test_dagster_asset_and_checks(sample_shard, finegpt_home):
 
 def test_dagster_asset_fails_cleanly_on_bad_shard(tmp_path, finegpt_home):
     from assets import bins as bins_assets
-    from assets.resources import FineGPTPaths
+    from assets.resources import FineGPTHome
 
     bad = _write(tmp_path / "bad.parquet", pa.table({"text": ["ok", None, "ok"]}))
 
@@ -325,7 +325,7 @@ def test_dagster_asset_fails_cleanly_on_bad_shard(tmp_path, finegpt_home):
         return {"path": str(bad), "source": str(bad), "sha256": sha256_file(bad)}
 
     result = materialize_shard([raw_shard_stub, bins_assets.tokenized_bins], bad, raise_on_error=False,
-                               resources={"finegpt_paths": FineGPTPaths(home=str(finegpt_home))})
+                               resources={"finegpt_home": FineGPTHome(root=str(finegpt_home))})
     assert not result.success
     failure = [e for e in result.all_events if e.is_step_failure][0]
     assert "`text` is null at row 1" in failure.step_failure_data.error.message

@@ -14,7 +14,7 @@ import pytest
 
 from _registry_fixture import store, trained  # noqa: F401
 from assets.champion import eval_report_holds_against_champion
-from assets.resources import ChampionPolicy, FineGPTPaths
+from assets.resources import ChampionPolicy, FineGPTHome
 from finegpt_pipeline.evaluate import champion as champion_eval
 from finegpt_pipeline.evaluate import evaluator as evaluate, registry
 from finegpt_pipeline.layout import bins_fingerprint
@@ -42,7 +42,7 @@ def check(bins, version, val_loss, se=0.01, beats_unigram=True, **policy):
                 "model_version": version, "beats_unigram": beats_unigram}
 
     result = dg.materialize([report, eval_report_holds_against_champion], instance=INSTANCE,
-                            resources={"finegpt_paths": FineGPTPaths(),
+                            resources={"finegpt_home": FineGPTHome(),
                                        "champion_policy": ChampionPolicy(**policy)})
     [evaluation] = result.get_asset_check_evaluations()
     return evaluation, {k: getattr(v, "value", v) for k, v in evaluation.metadata.items()}

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from assets.data import (data_asset_checks, data_assets, raw_shard, token_stats,
                          token_stats_recount_agrees, token_stats_text_not_empty)
 from assets.metadata_format import INLINE_MARKDOWN_CHARS, significant
-from assets.resources import FineGPTPaths
+from assets.resources import FineGPTHome
 from tests._shards import materialize_shard
 from tests.test_shard import INFO_KEYS, make_bad_inputs
 
@@ -27,7 +27,7 @@ def after_token_stats() -> int:
 def materialize(home, shard, run_config=None, extra=()):
     return materialize_shard(
         [*data_assets, *data_asset_checks, *extra], shard,
-        resources={"finegpt_paths": FineGPTPaths(home=str(home))},
+        resources={"finegpt_home": FineGPTHome(root=str(home))},
         run_config=run_config, raise_on_error=False)
 
 
@@ -113,7 +113,7 @@ def test_blocking_empty_text_check_stops_downstream(finegpt_home, tmp_path):
 def test_definitions_load():
     defs = dg.Definitions(assets=[raw_shard, token_stats],
                           asset_checks=[token_stats_text_not_empty, token_stats_recount_agrees],
-                          resources={"finegpt_paths": FineGPTPaths()})
+                          resources={"finegpt_home": FineGPTHome()})
     graph = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {"raw_shard", "token_stats"}
     assert graph.get(dg.AssetKey("token_stats")).parent_keys == {dg.AssetKey("raw_shard")}

@@ -17,7 +17,7 @@ import torch
 from _bins_fixture import make_bins, unigram_entropy_nats, write_plan
 from assets.evaluation import eval_report, eval_report_beats_unigram
 from assets.metadata_format import INLINE_MARKDOWN_CHARS
-from assets.resources import ChampionPolicy, FineGPTPaths
+from assets.resources import ChampionPolicy, FineGPTHome
 from finegpt_pipeline import cli
 from finegpt_pipeline.train import checkpoint, trainer as train
 from finegpt_pipeline.evaluate import history as eval_history, evaluator as evaluate, measure, plan_vs_run, unigram
@@ -272,7 +272,7 @@ def _materialize(home: Path, ckpt: Path, bins: Path,
 
     return dg.materialize(
         [trained_checkpoint_input, tokenized_bins_input, eval_report, eval_report_beats_unigram],
-        resources={"champion_policy": ChampionPolicy(), "finegpt_paths": FineGPTPaths(home=str(home))}, instance=INSTANCE,
+        resources={"champion_policy": ChampionPolicy(), "finegpt_home": FineGPTHome(root=str(home))}, instance=INSTANCE,
         run_config={"ops": {"eval_report": {"config": {"device": "cpu", "max_new_tokens": 4}}}},
     )
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from _bins_fixture import sample_bins  # noqa: F401
-from assets.resources import FineGPTPaths
+from assets.resources import FineGPTHome
 from finegpt_pipeline import layout, paths
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,12 +41,10 @@ def test_home_tree_is_one_place_for_engine_and_resource(tmp_path, monkeypatch):
     assert (tree.warehouse, tree.bins, tree.trained_runs, tree.hardware) == (
         tree.root / "warehouse.duckdb", tree.root / "bins", tree.root / "runs" / "trained_checkpoint",
         tree.root / "hardware")
-    resource = FineGPTPaths(home=str(tmp_path / "other"))
+    resource = FineGPTHome(root=str(tmp_path / "other"))
     other = layout.Home((tmp_path / "other").resolve())
-    assert (resource.warehouse(), resource.shards_dir(), resource.reports_dir(), resource.bins_dir(),
-            resource.plans_dir(), resource.runs_dir(), resource.trained_runs_dir()) == (
-        other.warehouse, other.shards, other.reports, other.bins, other.plans, other.runs,
-        other.trained_runs)
+    assert resource.home() == other  # the resource names the same tree, not a copy of its paths
+    assert FineGPTHome().home() == tree  # empty root: the environment's FINEGPT_HOME
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert resource.mlflow_tracking_uri() == f"sqlite:///{other.mlflow_db}"
 

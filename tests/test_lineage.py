@@ -19,7 +19,7 @@ from assets.bins import tokenized_bins
 from assets.data import raw_shard, token_stats
 from assets.evaluation import eval_report
 from assets.planning import training_config
-from assets.resources import ChampionPolicy, FineGPTPaths
+from assets.resources import ChampionPolicy, FineGPTHome
 from tests._shards import materialize_shard
 from assets.training import trained_checkpoint
 from finegpt_pipeline.tracking import datasets as mlflow_datasets, store as mlflow_store
@@ -41,7 +41,7 @@ def _pipeline(home: Path, shard: Path) -> dg.ExecuteInProcessResult:
     return materialize_shard(
         [raw_shard, token_stats, tokenized_bins, training_config, trained_checkpoint, eval_report],
         shard,
-        resources={"champion_policy": ChampionPolicy(), "finegpt_paths": FineGPTPaths(home=str(home)),
+        resources={"champion_policy": ChampionPolicy(), "finegpt_home": FineGPTHome(root=str(home)),
                    "training_launcher": TrainingLauncher()},
         run_config={"ops": {
             "training_config": {"config": {"gpu": "cpu", "calibrate": False, "overrides": TINY}},

@@ -15,7 +15,7 @@ from assets.data import raw_shard, token_stats
 from assets.evaluation import eval_report
 from assets.launchers import TrainingLauncher
 from assets.planning import training_config
-from assets.resources import ChampionPolicy, FineGPTPaths
+from assets.resources import ChampionPolicy, FineGPTHome
 from assets.partitions import SHARDS, partition_key
 from assets.training import trained_checkpoint
 from finegpt_pipeline.data import bins_set
@@ -37,7 +37,7 @@ def _halves(sample: Path, folder: Path) -> tuple[Path, Path]:
 
 def test_two_shards_are_two_partitions_and_one_training(finegpt_home, sample_shard, tmp_path):
     first, second = _halves(sample_shard, tmp_path)
-    resources = {"champion_policy": ChampionPolicy(), "finegpt_paths": FineGPTPaths(home=str(finegpt_home)),
+    resources = {"champion_policy": ChampionPolicy(), "finegpt_home": FineGPTHome(root=str(finegpt_home)),
                  "training_launcher": TrainingLauncher()}
     data = ["raw_shard", "token_stats", "tokenized_bins"]
     with dg.instance_for_test() as instance:

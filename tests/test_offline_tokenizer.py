@@ -52,12 +52,12 @@ _DAGSTER_RUN = """
 import sys, dagster as dg
 from assets.data import data_assets
 from assets.bins import tokenized_bins
-from assets.resources import FineGPTPaths
+from assets.resources import FineGPTHome
 from tests._shards import materialize_shard
 for selection in (["raw_shard", "token_stats"], ["raw_shard", "tokenized_bins"]):
     result = materialize_shard([*data_assets, tokenized_bins], sys.argv[2], selection=selection,
                                raise_on_error=False,
-                               resources={"finegpt_paths": FineGPTPaths(home=sys.argv[1])})
+                               resources={"finegpt_home": FineGPTHome(root=sys.argv[1])})
     failure = next(e for e in result.all_events if e.is_step_failure)
     print(failure.step_key, "|", failure.step_failure_data.error.message.strip())
 """

@@ -77,7 +77,7 @@ def test_an_unchanged_rerun_of_training_config_reuses_its_plan_file(finegpt_home
     import dagster as dg
 
     from assets.planning import training_config
-    from assets.resources import FineGPTPaths
+    from assets.resources import FineGPTHome
 
     @dg.asset(name="tokenized_bins")
     def tokenized_bins() -> dict:  # test-only stand-in for the data stage's output
@@ -85,7 +85,7 @@ def test_an_unchanged_rerun_of_training_config_reuses_its_plan_file(finegpt_home
 
     outputs = []
     for _ in range(2):
-        result = dg.materialize([tokenized_bins, training_config], resources={"finegpt_paths": FineGPTPaths()},
+        result = dg.materialize([tokenized_bins, training_config], resources={"finegpt_home": FineGPTHome()},
                                 run_config={"ops": {"training_config": {"config": {"gpu": "detect"}}}})
         outputs.append(result.output_for_node("training_config"))
     assert outputs[0] == outputs[1]

@@ -11,7 +11,7 @@ import pytest
 from assets.launchers import TrainingLauncher
 from assets.metadata_format import significant
 from assets.planning import training_config, training_config_fits_budget
-from assets.resources import FineGPTPaths
+from assets.resources import FineGPTHome
 from assets.training import trained_checkpoint
 from finegpt_pipeline.config import TrainConfig
 from finegpt_pipeline.hardware import GIB
@@ -31,7 +31,7 @@ def _upstream(meta):
 def _materialize(meta, plan_config, **kwargs):
     return dg.materialize(
         [_upstream(meta), training_config, training_config_fits_budget],
-        resources={"finegpt_paths": FineGPTPaths()},
+        resources={"finegpt_home": FineGPTHome()},
         run_config={"ops": {"training_config": {"config": plan_config}}}, **kwargs)
 
 
@@ -104,7 +104,7 @@ def test_a_plan_over_its_memory_budget_blocks_training(finegpt_home):
 
     result = dg.materialize(
         [_upstream(META), planned, training_config_fits_budget, trained_checkpoint],
-        resources={"finegpt_paths": FineGPTPaths(), "training_launcher": TrainingLauncher()},
+        resources={"finegpt_home": FineGPTHome(), "training_launcher": TrainingLauncher()},
         raise_on_error=False)
     [check] = result.get_asset_check_evaluations()
     assert check.check_name == "training_config_fits_budget" and not check.passed

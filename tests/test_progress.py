@@ -73,13 +73,13 @@ def test_cli_sample_says_two_lines_on_stderr(sample_shard, tmp_path, capsys):
 def test_assets_log_progress(sample_shard, finegpt_home):
     from assets import bins as bins_assets
     from assets.data import data_assets
-    from assets.resources import FineGPTPaths
+    from assets.resources import FineGPTHome
     from tests._shards import materialize_shard
 
     instance = dg.DagsterInstance.ephemeral()
     result = materialize_shard([*data_assets, bins_assets.tokenized_bins], sample_shard,
                                instance=instance,
-                               resources={"finegpt_paths": FineGPTPaths(home=str(finegpt_home))})
+                               resources={"finegpt_home": FineGPTHome(root=str(finegpt_home))})
     assert result.success
     messages = [e.user_message for e in instance.all_logs(result.run_id)]
     assert any(m.startswith("stats: 300 docs, 215,790 tokens in") for m in messages)

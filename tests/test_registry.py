@@ -110,15 +110,15 @@ def test_trained_checkpoint_registers_its_checkpoint_once(store, trained, tmp_pa
     import dagster as dg
 
     from assets.launchers import TrainingLauncher
-    from assets.resources import FineGPTPaths
+    from assets.resources import FineGPTHome
     from assets.training import trained_checkpoint
     from finegpt_pipeline.train.run_dir import run_key
 
     uri, run_id, ckpt = store
     bins = trained[3]
     plan = json.loads((ckpt.parent / "plan.json").read_text())
-    paths = FineGPTPaths(home=str(tmp_path / "home"))
-    shutil.copytree(ckpt.parent, paths.trained_runs_dir() / run_key(plan, bins))
+    paths = FineGPTHome(root=str(tmp_path / "home"))
+    shutil.copytree(ckpt.parent, paths.home().trained_runs / run_key(plan, bins))
 
     @dg.asset(name="training_config")
     def training_config_input() -> dict:
@@ -132,7 +132,7 @@ def test_trained_checkpoint_registers_its_checkpoint_once(store, trained, tmp_pa
     values, metas = [], []
     for _ in range(2):
         result = dg.materialize([training_config_input, tokenized_bins_input, trained_checkpoint],
-                                resources={"finegpt_paths": paths,
+                                resources={"finegpt_home": paths,
                                            "training_launcher": TrainingLauncher()},
                                 instance=instance)
         assert result.success

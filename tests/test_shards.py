@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 
 from assets.data import raw_shard
-from assets.resources import FineGPTPaths
+from assets.resources import FineGPTHome
 from assets.sensors import SETTLE_S, incoming_shards_sensor, shard_changed_sensor
 from assets.partitions import SHARDS, partition_key, register, source_of
 from assets.shard_inputs import by_shard
@@ -83,7 +83,7 @@ def test_cli_registers_and_prints_the_run_tags(sample_shard, tmp_path, monkeypat
 
 def test_incoming_sensor_registers_new_files_reports_bad_ones_once(sample_shard, tmp_path):
     incoming = tmp_path / "incoming"
-    resources = {"finegpt_paths": FineGPTPaths(home=str(tmp_path / "h"), incoming=str(incoming))}
+    resources = {"finegpt_home": FineGPTHome(root=str(tmp_path / "h"), incoming=str(incoming))}
     with dg.instance_for_test() as instance:
         missing = incoming_shards_sensor(dg.build_sensor_context(instance=instance,
                                                                  resources=resources))
@@ -127,7 +127,7 @@ def test_incoming_sensor_switched_on_requests_nothing_for_registered_shards(samp
     incoming = tmp_path / "h" / "incoming"  # the default: FINEGPT_HOME/incoming
     incoming.mkdir(parents=True)
     good = _settled(Path(shutil.copy(sample_shard, incoming / "000_00000.parquet")))
-    resources = {"finegpt_paths": FineGPTPaths(home=str(tmp_path / "h"))}
+    resources = {"finegpt_home": FineGPTHome(root=str(tmp_path / "h"))}
     with dg.instance_for_test() as instance:
         register(instance, [str(good)])
         result = incoming_shards_sensor(dg.build_sensor_context(instance=instance, resources=resources))
@@ -141,7 +141,7 @@ def test_shard_changed_sensor_requests_only_a_changed_materialized_shard(sample_
     shutil.copyfile(sample_shard, local)
     other = tmp_path / "registered-not-run.parquet"
     shutil.copyfile(sample_shard, other)
-    resources = {"finegpt_paths": FineGPTPaths(home=str(tmp_path / "h"))}
+    resources = {"finegpt_home": FineGPTHome(root=str(tmp_path / "h"))}
     with dg.instance_for_test() as instance:
         assert materialize_shard([raw_shard], local, instance=instance, resources=resources).success
         register(instance, [str(other)])

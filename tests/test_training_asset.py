@@ -13,7 +13,7 @@ import mlflow
 from _bins_fixture import make_bins, write_plan
 from assets.launchers import TrainingLauncher
 from assets.metadata_format import INLINE_MARKDOWN_CHARS, significant
-from assets.resources import FineGPTPaths
+from assets.resources import FineGPTHome
 from assets.training import trained_checkpoint
 from finegpt_pipeline.train.run_dir import run_key, train_command
 from finegpt_pipeline.config import TrainConfig
@@ -77,7 +77,7 @@ def test_trained_checkpoint_materializes_with_mlflow_run(finegpt_home, sample_sh
     def materialize():
         return dg.materialize(
             [training_config_input, tokenized_bins_input, trained_checkpoint],
-            resources={"finegpt_paths": FineGPTPaths(home=str(finegpt_home)),
+            resources={"finegpt_home": FineGPTHome(root=str(finegpt_home)),
                        "training_launcher": TrainingLauncher()},
             selection=["trained_checkpoint", "training_config", "tokenized_bins"],
             instance=instance,

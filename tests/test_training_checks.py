@@ -11,7 +11,7 @@ import pytest
 
 from _bins_fixture import make_bins, write_plan
 from assets.evaluation import eval_report
-from assets.resources import ChampionPolicy, FineGPTPaths
+from assets.resources import ChampionPolicy, FineGPTHome
 from assets.training_checks import (
     last_train_loss, trained_checkpoint_beats_unigram, trained_checkpoint_loss_is_finite,
 )
@@ -53,7 +53,7 @@ def _materialize(home: Path, run: Path, bins: Path) -> dg.ExecuteInProcessResult
 
     return dg.materialize(
         [trained_checkpoint_input, tokenized_bins_input, *CHECKS, eval_report],
-        resources={"champion_policy": ChampionPolicy(), "finegpt_paths": FineGPTPaths(home=str(home))}, raise_on_error=False,
+        resources={"champion_policy": ChampionPolicy(), "finegpt_home": FineGPTHome(root=str(home))}, raise_on_error=False,
         run_config={"ops": {"eval_report": {"config": {"device": "cpu", "max_new_tokens": 2}}}})
 
 

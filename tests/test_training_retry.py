@@ -18,7 +18,7 @@ import torch
 from _bins_fixture import sample_bins, write_plan  # noqa: F401 (fixture)
 from _trainers import trainer_pids
 from assets.launchers import TrainingLauncher
-from assets.resources import FineGPTPaths
+from assets.resources import FineGPTHome
 from assets.training import trained_checkpoint
 
 STEPS, EVERY = 24, 4  # enough steps after the first checkpoint to be killed in
@@ -48,14 +48,14 @@ def test_killed_trainer_is_retried_and_resumes_into_the_same_mlflow_run(sample_b
     def tokenized_bins_input() -> dict:
         return {"dir": str(sample_bins)}
 
-    paths = FineGPTPaths(home=str(finegpt_home))
+    paths = FineGPTHome(root=str(finegpt_home))
     killed: list[int] = []
     killer = threading.Thread(target=kill_after_first_checkpoint,
-                              args=(paths.trained_runs_dir(), killed))
+                              args=(paths.home().trained_runs, killed))
     killer.start()
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize([training_config_input, tokenized_bins_input, trained_checkpoint],
-                            resources={"finegpt_paths": paths,
+                            resources={"finegpt_home": paths,
                                        "training_launcher": TrainingLauncher()},
                             instance=instance)
     killer.join()
