@@ -20,8 +20,9 @@ from finegpt_pipeline.plan.inputs import tokens_from_meta
 from finegpt_pipeline.plan.report import requirements_report
 
 
-class PlanConfig(dg.Config):
-    """Planner inputs. Leave `hours` at 0 for the device's default budget (CPU: ~2 minutes)."""
+class PlanRequest(dg.Config):
+    """What the user asks the planner for (the asset is named for what it returns: a plan whose
+    `config` the trainer runs). Leave `hours` at 0 for the device's default budget (CPU: ~2 minutes)."""
 
     gpu: str = "detect"  # a catalog key (rtx4070, h100-sxm, cpu, ...) or "detect"
     hours: float = 0.0
@@ -57,7 +58,7 @@ def flat_params(values: dict, prefix: str = "") -> dict[str, str]:
           code_version="1", automation_condition=WEEKLY_RETRAIN, ins={"tokenized_bins": ALL_SHARDS_IN},
           description="Model, batch and schedule sized for this hardware and the tokenized data of "
           "every materialized shard, with a requirements report (time, memory, energy).")
-def training_config(context: dg.AssetExecutionContext, config: PlanConfig,
+def training_config(context: dg.AssetExecutionContext, config: PlanRequest,
                     finegpt_home: FineGPTHome, tokenized_bins: dict) -> dg.Output:
     import mlflow
 

@@ -136,10 +136,6 @@ class TrainConfig:
         """The config of a plan in any shape `plan_parts` reads."""
         return cls.from_dict(plan_parts(plan, source)[0], source=source)
 
-    @classmethod
-    def from_json(cls, path: str | Path) -> "TrainConfig":
-        return cls.from_plan(read_plan(path), source=str(path))
-
     def with_overrides(self, assignments: list[str]) -> "TrainConfig":
         """Apply `key=value` strings (the CLI's `--set`), typed by the field's type."""
         data = self.to_dict()

@@ -11,7 +11,7 @@ import pytest
 from _bins_fixture import sample_bins, write_plan  # noqa: F401
 
 from finegpt_pipeline.plan import costs
-from finegpt_pipeline.train import plan_file as run_config, run_dir, trainer as train
+from finegpt_pipeline.train import plan_file, run_dir, trainer as train
 from finegpt_pipeline.plan import planner
 from finegpt_pipeline.config import V1_REPORT_KEYS, TrainConfig, plan_parts
 from finegpt_pipeline.hardware import get_hardware
@@ -40,11 +40,11 @@ def test_every_plan_shape_loads_the_same_config(made, shape, tmp_path):
     data = {"v2": made, "v1": _v1(made), "hand-written": made["config"]}[shape]
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(data))
-    assert run_config.load_plan(path) == TrainConfig.from_plan(made) == TrainConfig.from_json(path)
-    assert run_config.planner_report(path) == ({} if shape == "hand-written" else made["report"])
+    assert plan_file.load_plan(path) == TrainConfig.from_plan(made)
+    assert plan_file.planner_report(path) == ({} if shape == "hand-written" else made["report"])
     # --max-iters re-derives the schedule from the plan's own step-time estimate in each shape
     expected = costs.reschedule(TrainConfig.from_plan(made), 7, made["report"]["est_step_seconds"])
-    assert run_config.load_plan(path, max_iters=7) == expected
+    assert plan_file.load_plan(path, max_iters=7) == expected
 
 
 def test_bad_plan_files_name_the_file_and_the_fix(made, tmp_path):
@@ -59,7 +59,7 @@ def test_bad_plan_files_name_the_file_and_the_fix(made, tmp_path):
     for data, message in cases:
         path.write_text(json.dumps(data))
         with pytest.raises(ValueError, match=re.escape(str(path)) + ".*" + message):
-            run_config.load_plan(path)
+            plan_file.load_plan(path)
 
 
 def test_a_finished_run_is_found_by_its_plan_in_either_version(made, tmp_path):
@@ -78,13 +78,13 @@ def test_a_run_directory_holds_one_plan_file(sample_bins, tmp_path):  # noqa: F8
     out = tmp_path / "run"
     (out).mkdir()
     (out / "plan_estimates.json").write_text("{}")  # an older run's second plan file
-    cfg = run_config.load_plan(plan, ["seed=3"])
-    train.train(cfg, sample_bins, out, mlflow=False, planner=run_config.planner_report(plan), overwrite=True)
+    cfg = plan_file.load_plan(plan, ["seed=3"])
+    train.train(cfg, sample_bins, out, mlflow=False, planner=plan_file.planner_report(plan), overwrite=True)
     assert sorted(p.name for p in out.glob("*plan*")) == ["plan.json"]
     written = json.loads((out / "plan.json").read_text())
     assert written == {"plan_version": 2, "config": cfg.to_dict(),
                        "report": {"est_hours": 0.001, "warnings": ["kept"]}}
-    assert run_config.load_plan(out / "plan.json") == cfg  # the run's plan file trains again
+    assert plan_file.load_plan(out / "plan.json") == cfg  # the run's plan file trains again
 
 
 def test_estimate_takes_a_measured_step_time(made):

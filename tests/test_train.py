@@ -13,7 +13,7 @@ import torch
 
 from _bins_fixture import (child_env, heldout_unigram_nats, make_bins, sample_bins,  # noqa: F401
                            unigram_entropy_nats, write_plan)
-from finegpt_pipeline.train import plan_file as run_config, trainer as train
+from finegpt_pipeline.train import plan_file, trainer as train
 from finegpt_pipeline.config import TrainConfig
 
 
@@ -42,7 +42,7 @@ def test_tiny_model_beats_unigram_entropy_on_held_out_documents(sample_bins, tmp
                       dropout=0.1, learning_rate=1e-2, min_lr=1e-3, warmup_iters=20,
                       max_iters=steps, lr_decay_iters=steps, eval_interval=steps, eval_iters=28,
                       log_interval=100, checkpoint_interval=steps)
-    summary = train.train(run_config.load_plan(plan), sample_bins, tmp_path / "run", mlflow=False)
+    summary = train.train(plan_file.load_plan(plan), sample_bins, tmp_path / "run", mlflow=False)
     assert summary["steps"] == steps and summary["tokens_seen"] == steps * 16 * 64
     val = summary["final_val_loss"]
     assert val < unigram - 0.3, (val, unigram)
@@ -63,7 +63,7 @@ def test_tiny_model_learns_context_on_one_document(sample_shard, tmp_path):
                       warmup_iters=10, eval_interval=200, eval_iters=2, log_interval=10,
                       checkpoint_interval=200)
     torch.manual_seed(0)
-    train.train(run_config.load_plan(plan), bins, tmp_path / "run", mlflow=False)
+    train.train(plan_file.load_plan(plan), bins, tmp_path / "run", mlflow=False)
     history = json.loads((tmp_path / "run" / "summary.json").read_text())["history"]
     late_train_loss = sum(row["train_loss"] for row in history[-3:]) / 3
     assert late_train_loss < entropy - 0.5, (late_train_loss, entropy)
@@ -79,7 +79,7 @@ def test_bad_config_fails_before_training(sample_bins, tmp_path, fields, message
     plan = write_plan(tmp_path / "plan.json", **fields)
     start = time.perf_counter()
     with pytest.raises(ValueError, match=re.escape(message)):
-        train.train(run_config.load_plan(plan), sample_bins, tmp_path / "run", mlflow=False)
+        train.train(plan_file.load_plan(plan), sample_bins, tmp_path / "run", mlflow=False)
     assert time.perf_counter() - start < 5  # rejected up front, not after a training step
     assert not (tmp_path / "run" / "ckpt.pt").exists()
 
@@ -99,7 +99,7 @@ def test_cli_reports_bad_plan_in_one_line(sample_bins, tmp_path):
 def test_missing_bins_named_in_error(tmp_path):
     plan = write_plan(tmp_path / "plan.json")
     with pytest.raises(FileNotFoundError, match="bins directory not found"):
-        train.train(run_config.load_plan(plan), tmp_path / "nope", tmp_path / "run", mlflow=False)
+        train.train(plan_file.load_plan(plan), tmp_path / "nope", tmp_path / "run", mlflow=False)
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -114,15 +114,15 @@ def test_damaged_bins_named_in_error(sample_bins, tmp_path, damage, message):
     damage(bins)
     plan = write_plan(tmp_path / "plan.json")
     with pytest.raises((ValueError, FileNotFoundError), match=re.escape(str(bins / message))):
-        train.train(run_config.load_plan(plan), bins, tmp_path / "run", mlflow=False)
+        train.train(plan_file.load_plan(plan), bins, tmp_path / "run", mlflow=False)
 
 
 def test_set_overrides_and_report_keys(tmp_path):
     plan = write_plan(tmp_path / "plan.json", tokens_per_step=128, warnings=["x"])
-    cfg = run_config.load_plan(plan, ["n_layer=3", "learning_rate=5e-4"])
+    cfg = plan_file.load_plan(plan, ["n_layer=3", "learning_rate=5e-4"])
     assert (cfg.n_layer, cfg.learning_rate) == (3, 5e-4)
     with pytest.raises(ValueError, match="unknown config key 'nlayer'"):
-        run_config.load_plan(plan, ["nlayer=3"])
+        plan_file.load_plan(plan, ["nlayer=3"])
     assert json.loads(plan.read_text())["warnings"] == ["x"]
 
 
@@ -134,10 +134,10 @@ def _tiny(tmp_path, name="plan.json", **fields):
 
 def test_fresh_run_into_an_out_that_holds_a_run_is_refused(sample_bins, tmp_path):
     out = tmp_path / "run"
-    train.train(run_config.load_plan(_tiny(tmp_path, max_iters=3, lr_decay_iters=3)), sample_bins, out,
+    train.train(plan_file.load_plan(_tiny(tmp_path, max_iters=3, lr_decay_iters=3)), sample_bins, out,
                 mlflow=False)
     before = {name: (out / name).read_bytes() for name in ("ckpt.pt", "train_log.jsonl")}
-    short = run_config.load_plan(_tiny(tmp_path, "short.json"))
+    short = plan_file.load_plan(_tiny(tmp_path, "short.json"))
     with pytest.raises(ValueError, match=re.escape(f"{out}: already holds a run (ckpt.pt, "
                                                    "summary.json, train_log.jsonl); pass --resume")):
         train.train(short, sample_bins, out, mlflow=False)
@@ -151,10 +151,10 @@ def test_fresh_run_into_an_out_that_holds_a_run_is_refused(sample_bins, tmp_path
 
 def test_refused_resume_leaves_the_out_dir_as_it_was(sample_bins, tmp_path):
     out = tmp_path / "run"
-    train.train(run_config.load_plan(_tiny(tmp_path)), sample_bins, out, mlflow=False,
+    train.train(plan_file.load_plan(_tiny(tmp_path)), sample_bins, out, mlflow=False,
                 planner={"est_hours": 0.5})
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    other_model = run_config.load_plan(_tiny(tmp_path, "wide.json", n_embd=32))
+    other_model = plan_file.load_plan(_tiny(tmp_path, "wide.json", n_embd=32))
     with pytest.raises(ValueError, match="differs from the plan's"):
         train.train(other_model, sample_bins, out, resume=True, mlflow=False,
                     planner={"est_hours": 9.0})
@@ -169,21 +169,21 @@ def test_max_iters_keeps_the_plans_schedule_as_the_planner_derives_it(tmp_path):
     assert made["config"]["max_iters"] == 80
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(made))
-    short = run_config.load_plan(path, max_iters=12)
+    short = plan_file.load_plan(path, max_iters=12)
     # what `finegpt plan --set max_iters=12` plans, schedule fields included
     replanned = planner.make_plan("cpu", 10_000_000, hours=0.05, overrides=["max_iters=12"])
     assert short == TrainConfig.from_plan(replanned)
-    assert short == costs.reschedule(run_config.load_plan(path), 12, made["report"]["est_step_seconds"])
+    assert short == costs.reschedule(plan_file.load_plan(path), 12, made["report"]["est_step_seconds"])
     assert short.lr_decay_iters == 12 and train.lr_at(12, short) == short.min_lr
-    longer = run_config.load_plan(path, max_iters=200)
+    longer = plan_file.load_plan(path, max_iters=200)
     assert longer.lr_decay_iters == 200  # no steps at min_lr after the plan's end
     # explicit flags win over the re-derived cadence; fields fixed when planning stay fixed
-    assert run_config.load_plan(path, ["eval_interval=3"], max_iters=12).eval_interval == 3
+    assert plan_file.load_plan(path, ["eval_interval=3"], max_iters=12).eval_interval == 3
     fixed = {"max_iters": 80, "warmup_iters": 7}
     path.write_text(json.dumps({**made, "report": {**made["report"], "fixed_fields": fixed}}))
-    assert run_config.load_plan(path, max_iters=12).warmup_iters == 7
+    assert plan_file.load_plan(path, max_iters=12).warmup_iters == 7
     with pytest.raises(ValueError, match=re.escape(f"{path}: --max-iters must be >= 1")):
-        run_config.load_plan(path, max_iters=0)
+        plan_file.load_plan(path, max_iters=0)
 
 
 def test_binary_plan_is_a_one_line_error_and_leaves_nothing(sample_bins, tmp_path):
@@ -210,7 +210,7 @@ def test_hand_run_tracks_in_the_default_store_and_names_the_bins_it_read(
     monkeypatch.setenv("FINEGPT_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     copy = shutil.copytree(sample_bins, tmp_path / "other_bins")  # same bytes, another place
-    cfg = run_config.load_plan(_tiny(tmp_path))
+    cfg = plan_file.load_plan(_tiny(tmp_path))
     first = train.train(cfg, sample_bins, tmp_path / "a")
     second = train.train(cfg, copy, tmp_path / "b")
     assert (home / "mlflow.db").exists()

@@ -15,9 +15,8 @@ from assets.resources import ChampionPolicy, FineGPTHome
 from assets.training_checks import (
     last_train_loss, trained_checkpoint_beats_unigram, trained_checkpoint_loss_is_finite,
 )
-from finegpt_pipeline.train import trainer as train
+from finegpt_pipeline.train import plan_file, trainer as train
 from finegpt_pipeline.evaluate import unigram
-from finegpt_pipeline.config import TrainConfig
 
 CHECKS = [trained_checkpoint_loss_is_finite, trained_checkpoint_beats_unigram]
 
@@ -29,7 +28,7 @@ def bins60(tmp_path_factory, sample_shard) -> Path:
 
 def _train(root: Path, bins: Path, **plan) -> Path:
     fields = dict(max_iters=6, lr_decay_iters=6, eval_interval=3, checkpoint_interval=6)
-    cfg = TrainConfig.from_json(write_plan(root / "plan.json", **{**fields, **plan}))
+    cfg = plan_file.load_plan(write_plan(root / "plan.json", **{**fields, **plan}))
     train.train(cfg, bins, root / "run", mlflow=False)
     return root / "run"
 

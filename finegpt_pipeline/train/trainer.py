@@ -339,7 +339,7 @@ def train(cfg: TrainConfig, bins_dir: str | Path, out_dir: str | Path, resume: b
           mlflow: bool | None = None, planner: dict[str, Any] | None = None,
           overwrite: bool = False) -> dict[str, Any]:
     """Train to cfg.max_iters; returns the run summary. `planner` is the plan's report
-    (`run_config.planner_report`), kept beside the run and logged with it. An `out_dir` holding a run
+    (`plan_file.planner_report`), kept beside the run and logged with it. An `out_dir` holding a run
     needs `resume` (continue it) or `overwrite` (start over)."""
     trainer = Trainer(cfg, bins_dir, out_dir, resume=resume, mlflow=mlflow, planner_report=planner,
                       overwrite=overwrite)
