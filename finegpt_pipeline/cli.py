@@ -23,6 +23,7 @@ STAGE_MODULES = [
     "finegpt_pipeline.train.trainer",
     "finegpt_pipeline.evaluate.sample",
     "finegpt_pipeline.evaluate.evaluator",
+    "finegpt_pipeline.evaluate.runs",
 ]
 
 

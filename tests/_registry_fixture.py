@@ -12,7 +12,7 @@ import pytest
 from _bins_fixture import make_bins, write_plan
 from finegpt_pipeline.evaluate import registry
 from finegpt_pipeline.train import trainer as train
-from finegpt_pipeline.config import TrainConfig
+from finegpt_pipeline.train import plan_file
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +21,7 @@ def trained(tmp_path_factory, sample_shard):
     (tracking URI, the training run's id, ckpt.pt, bins)."""
     root = tmp_path_factory.mktemp("registry")
     bins = make_bins(sample_shard, root / "bins", max_docs=40)
-    cfg = TrainConfig.from_json(write_plan(root / "plan.json", max_iters=6, lr_decay_iters=6,
+    cfg = plan_file.load_plan(write_plan(root / "plan.json", max_iters=6, lr_decay_iters=6,
                                            eval_interval=6, checkpoint_interval=6))
     uri = f"sqlite:///{root / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as mp:

@@ -19,7 +19,7 @@ from assets.evaluation import eval_report, eval_report_beats_unigram
 from assets.metadata_format import INLINE_MARKDOWN_CHARS
 from assets.resources import ChampionPolicy, FineGPTHome
 from finegpt_pipeline import cli
-from finegpt_pipeline.train import checkpoint, trainer as train
+from finegpt_pipeline.train import checkpoint, plan_file, trainer as train
 from finegpt_pipeline.evaluate import history as eval_history, evaluator as evaluate, measure, plan_vs_run, unigram
 from finegpt_pipeline.plan import loss_forecast
 from finegpt_pipeline.tracking import store as mlflow_store
@@ -62,7 +62,7 @@ def one_doc_run(tmp_path_factory, sample_shard) -> tuple[Path, Path]:
     for split in ("train", "val"):
         ids.tofile(bins / f"{split}.bin")
     write_meta(bins)
-    cfg = TrainConfig.from_json(write_plan(root / "plan.json", max_iters=80, lr_decay_iters=80,
+    cfg = plan_file.load_plan(write_plan(root / "plan.json", max_iters=80, lr_decay_iters=80,
                                            learning_rate=1e-2, min_lr=1e-3, eval_interval=40,
                                            log_interval=5, checkpoint_interval=80))
     planner = estimate(cfg, get_hardware("cpu"), len(ids) - 1)
@@ -282,7 +282,7 @@ def test_eval_report_asset_materializes_with_its_check(finegpt_home, one_doc_run
     ckpt, bins = one_doc_run
     mlflow_store.configure()  # the training run the report joins: a real one in this home's store
     with mlflow.start_run(tags=mlflow_store.run_tags("train")) as run:
-        mlflow.log_params(TrainConfig.from_json(ckpt.parent / "plan.json").to_dict())
+        mlflow.log_params(plan_file.load_plan(ckpt.parent / "plan.json").to_dict())
         mlflow.log_metric("val_loss", 5.0, step=80)
     result = _materialize(finegpt_home, ckpt, bins, mlflow_run_id=run.info.run_id)
     assert result.success

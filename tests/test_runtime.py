@@ -10,7 +10,7 @@ import torch
 
 from _bins_fixture import sample_bins, write_plan  # noqa: F401
 from finegpt_pipeline import runtime
-from finegpt_pipeline.train import checkpoint, plan_file as run_config, trainer as train
+from finegpt_pipeline.train import checkpoint, plan_file, trainer as train
 
 CUDA = torch.device("cuda", 0)
 
@@ -70,7 +70,7 @@ def _plan(tmp_path, **fields):
     base = dict(max_iters=2, lr_decay_iters=2, warmup_iters=1, eval_interval=2, eval_iters=1,
                 checkpoint_interval=1, log_interval=1, n_layer=1, n_head=1, n_embd=16,
                 block_size=16, micro_batch=2, device="cpu")
-    return run_config.load_plan(write_plan(tmp_path / "plan.json", **{**base, **fields}))
+    return plan_file.load_plan(write_plan(tmp_path / "plan.json", **{**base, **fields}))
 
 
 def test_bf16_autocast_trains_on_cpu(sample_bins, tmp_path):

@@ -15,6 +15,7 @@ from assets.launchers import TrainingLauncher
 from assets.metadata_format import INLINE_MARKDOWN_CHARS, significant
 from assets.resources import FineGPTHome
 from assets.training import trained_checkpoint
+from finegpt_pipeline.train import plan_file
 from finegpt_pipeline.train.run_dir import run_key, train_command
 from finegpt_pipeline.config import TrainConfig
 from finegpt_pipeline.plan.costs import reschedule
@@ -107,7 +108,7 @@ def test_trained_checkpoint_materializes_with_mlflow_run(finegpt_home, sample_sh
     md = mat.metadata
     assert md["steps"].value == 6 and md["reused"].value is False
     run_dir = Path(md["run_dir"].value)
-    used = TrainConfig.from_json(run_dir / "plan.json")
+    used = plan_file.load_plan(run_dir / "plan.json")
     assert used == reschedule(TrainConfig.from_plan(plan), 6)  # as `finegpt plan` schedules 6
     assert md["tokens_seen"].value == 6 * 4 * 32
     for key in ("best_val_loss", "final_val_loss", "checkpoint", "mlflow_run_url", "run_dir",
