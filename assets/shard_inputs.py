@@ -88,4 +88,7 @@ def _locate(context: dg.AssetExecutionContext, tokenized_bins: dict,
         return Path(value["dir"]), value
     location = bins_set.write_set([item["dir"] for item in shards.values()],
                                   finegpt_home.home().bin_sets)
+    warning = bins_set.overlap_warning(bins_set.read_overlap(location))
+    if warning:
+        context.log.warning(f"{context.asset_key.to_user_string()}: {warning}")
     return location, {**layout.read_meta(location), "dir": str(location), "shards": len(shards)}

@@ -296,3 +296,23 @@ def test_an_open_set_keeps_every_member_from_being_re_tokenized(counted, tmp_pat
         lock = try_lock(m / layout.LOCK_NAME, shared=False)
         assert lock is not None
         lock.close()
+
+
+def test_shards_sharing_documents_are_counted_and_the_user_warned(sample_shard, tmp_path, capsys):
+    """Two shards holding the same documents (3 here, one of them in a's val and c's train):
+    the set's manifest counts them, `bins-set` warns in one line, disjoint shards say nothing."""
+    texts = pq.read_table(sample_shard, columns=["text"]).column("text").to_pylist()
+    a = _text_bins(tmp_path / "a", texts[:15])  # documents 12, 13 train; 14 val (every 5th)
+    c = _text_bins(tmp_path / "c", texts[12:30])  # documents 12, 13, 14 all train here
+    d = _text_bins(tmp_path / "d", texts[30:45])
+    home = tmp_path / "home"
+    assert cli.main(["bins-set", str(a), str(c), "--home", str(home)]) == 0
+    out, err = capsys.readouterr()
+    assert bins_set.read_overlap(Path(out.strip())) == {"shared": 3, "val_in_other_train": 1}
+    assert err == ("finegpt bins-set: warning: 3 documents appear in more than one shard, 1 of "
+                   "them in one shard's val and another's train, so the val loss is optimistic; "
+                   "deduplicate the shards to measure on unseen text\n")
+    assert cli.main(["bins-set", str(a), str(d), "--home", str(home)]) == 0
+    out, err = capsys.readouterr()
+    assert bins_set.read_overlap(Path(out.strip())) == {"shared": 0, "val_in_other_train": 0}
+    assert err == "" and bins_set.read_overlap(a) is None

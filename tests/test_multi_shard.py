@@ -27,11 +27,12 @@ DOWNSTREAM = ["training_config", "trained_checkpoint", "eval_report"]
 
 
 def _halves(sample: Path, folder: Path) -> tuple[Path, Path]:
-    """The sample's first 100 and remaining 200 documents as two shards (sizes 1:2)."""
+    """The sample's first 100 documents and the last 210 as two shards (sizes 1:2), sharing 10
+    (documents 90-99, as two crawls' shards can)."""
     table = pq.read_table(sample)
     first, second = folder / "000_00000.parquet", folder / "001_00000.parquet"
     pq.write_table(table.slice(0, 100), first)
-    pq.write_table(table.slice(100), second)
+    pq.write_table(table.slice(90), second)
     return first, second
 
 
@@ -59,6 +60,11 @@ def test_two_shards_are_two_partitions_and_one_training(finegpt_home, sample_sha
                                                                    "overrides": TINY}},
                                     "eval_report": {"config": {"device": "cpu", "max_new_tokens": 2}}}})
         assert result.success
+        shared = {e.user_message for e in instance.all_logs(result.run_id)
+                  if "more than one shard" in e.user_message}
+        assert {m.split(",")[0].split(": ", 1)[1] for m in shared} == {
+            "10 documents appear in more than one shard"}
+        assert all("deduplicate the shards" in m for m in shared)
 
         # the second shard fails a blocking check (re-checked after, say, a corrupted copy):
         # the next plan reads the first shard alone

@@ -10,6 +10,10 @@ split is the union of the members' (`evaluate`, `unigram`, `champion`, the train
 estimate). One member is no set: `write_set` returns that bins dir itself, so one shard behaves
 exactly as it always has.
 
+Documents present in more than one member (two shards that share text) are counted when the
+set is written (`overlap`, kept in the manifest): a document in one member's val and another's
+train makes the val loss optimistic, so the CLI and the training asset say so.
+
 The key is a digest of the members' places and fingerprints (`layout.bins_fingerprint`): the
 same finished bins give the same set, a re-tokenized member a new one, and opening a set
 whose member changed after it was written fails with one line naming the manifest and the fix.
@@ -19,16 +23,22 @@ The read side (`members`, `is_set`, the summed meta) is in `layout`, which every
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import sys
 from pathlib import Path
 
+import numpy as np
+
 from finegpt_pipeline import layout
+from finegpt_pipeline.config import EOT_TOKEN
 from finegpt_pipeline.atomic import write_json
 from finegpt_pipeline.layout import MANIFEST_NAME, is_set, json_digest, members  # noqa: F401 (the contract's names)
 from finegpt_pipeline.locks import read_bins_lock
 
 MANIFEST_VERSION = 1
 KEY_CHARS = 16
+SPLITS = ("train", "val")
 
 
 def write_set(bin_dirs, root: str | Path) -> Path:
@@ -44,15 +54,61 @@ def write_set(bin_dirs, root: str | Path) -> Path:
         return dirs[0]
     out = Path(root).resolve() / json_digest([[r["dir"], r["fingerprint"]] for r in records],
                                              KEY_CHARS)
-    manifest = {"version": MANIFEST_VERSION, "members": records}
     path = out / MANIFEST_NAME
     try:
-        if json.loads(path.read_text()) == manifest:
-            return out
-    except (OSError, ValueError):
+        existing = json.loads(path.read_text())
+        if existing.get("members") == records and "overlap" in existing:
+            return out  # written before: the same members, their overlap already counted
+    except (OSError, ValueError, AttributeError):
         pass
-    write_json(path, manifest)
+    write_json(path, {"version": MANIFEST_VERSION, "members": records,
+                      "overlap": overlap([Path(r["dir"]) for r in records])})
     return out
+
+
+def read_overlap(bins_dir: str | Path) -> dict | None:
+    """The overlap a bins set's manifest recorded; None for one shard's bins or an older set."""
+    if not is_set(bins_dir):
+        return None
+    try:
+        return json.loads((Path(bins_dir) / MANIFEST_NAME).read_text()).get("overlap")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _document_digests(bin_file: Path) -> set[bytes]:
+    """A digest of each document's token ids in a split file (EOT before each document)."""
+    ids = np.memmap(bin_file, dtype=np.uint16, mode="r") if bin_file.stat().st_size else \
+        np.zeros(0, dtype=np.uint16)
+    starts = np.flatnonzero(ids == EOT_TOKEN).tolist() + [len(ids)]
+    return {hashlib.blake2b(ids[a + 1:b].tobytes(), digest_size=12).digest()
+            for a, b in zip(starts, starts[1:]) if b > a + 1}
+
+
+def overlap(dirs: list[Path]) -> dict:
+    """Documents (identical token ids) found in more than one member: `shared` in all, and
+    `val_in_other_train`, the val documents of one member that another member trains on."""
+    digests = [{split: _document_digests(layout.bin_path(d, split)) for split in SPLITS}
+               for d in dirs]
+    seen: dict[bytes, set[int]] = {}
+    for i, member in enumerate(digests):
+        for split in SPLITS:
+            for digest in member[split]:
+                seen.setdefault(digest, set()).add(i)
+    leaked = sum(1 for i, member in enumerate(digests) for digest in member["val"]
+                 if any(digest in other["train"] for j, other in enumerate(digests) if j != i))
+    return {"shared": sum(1 for owners in seen.values() if len(owners) > 1),
+            "val_in_other_train": leaked}
+
+
+def overlap_warning(found: dict | None) -> str | None:
+    """One line for a user when members share documents; None when they do not."""
+    if not found or not found.get("shared"):
+        return None
+    leak = found.get("val_in_other_train", 0)
+    return (f"{found['shared']:,} documents appear in more than one shard"
+            + (f", {leak:,} of them in one shard's val and another's train, so the val loss is "
+               "optimistic" if leak else "") + "; deduplicate the shards to measure on unseen text")
 
 
 def _verified_record(bins_dir: Path) -> dict:
@@ -77,7 +133,11 @@ def _handle(args: argparse.Namespace) -> int:
     twice = sorted({d for d in named if named.count(d) > 1})
     if twice:  # a typo more likely than intent: say so rather than merge silently
         raise ValueError(f"{', '.join(twice)}: given more than once; name each shard's bins once")
-    print(write_set(args.dirs, paths.home(args.home).bin_sets))
+    location = write_set(args.dirs, paths.home(args.home).bin_sets)
+    warning = overlap_warning(read_overlap(location))
+    if warning:
+        print(f"finegpt bins-set: warning: {warning}", file=sys.stderr)
+    print(location)
     return 0
 
 
