@@ -70,9 +70,12 @@ def raw_shard(context: dg.AssetExecutionContext, config: RawShardConfig,
         )
 
 
-def _counts_table(entries: list[dict], col: str) -> str:
+def _counts_table(entries: list[dict], col: str, source: str | None = None) -> str:
+    """Documents per value of `col` (read from the shard's `source` column, default `col`);
+    without values, why."""
     if not entries:
-        return f"_no `{col}` values_"
+        return (f"_no `{col}` values: the shard's `{source or col}` column is null in every row "
+                "or absent_")
     return md_table([col, "documents", "share"],
                      [[e[col], e["documents"], f"{e['share']:.1%}"] for e in entries])
 
@@ -141,7 +144,7 @@ def token_stats(context: dg.AssetExecutionContext, raw_shard: dict,
             "language_score": dg.MetadataValue.json(
                 {k: round(v, 3) for k, v in (summary["language_score"] or {}).items()}),
             "dumps": dg.MetadataValue.md(_counts_table(summary["dumps"][:20], "dump")),
-            "top_domains": dg.MetadataValue.md(_counts_table(summary["top_domains"], "domain")),
+            "top_domains": dg.MetadataValue.md(_counts_table(summary["top_domains"], "domain", "url")),
             "token_histogram": dg.MetadataValue.md(histogram_table(lengths)),
             "token_histogram_png": dg.MetadataValue.path(str(png_path)),
         }

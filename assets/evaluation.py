@@ -17,6 +17,7 @@ from assets.metadata_format import OWNERS
 from assets.resources import ChampionPolicy, FineGPTHome
 from assets.shard_inputs import ALL_SHARDS_IN, bins_location
 from assets.training import dagster_run_url
+from finegpt_pipeline.evaluate import render
 from finegpt_pipeline.tracking import store as mlflow_store
 
 NUMBERS = ("val_loss", "val_loss_se", "val_bpb", "perplexity", "unigram_loss", "uniform_loss",
@@ -117,5 +118,5 @@ def eval_report_beats_unigram(eval_report: dict) -> dg.AssetCheckResult:
         severity=dg.AssetCheckSeverity.ERROR,
         metadata={"val_loss": round(eval_report["val_loss"], 4),
                   "unigram_loss": round(eval_report["unigram_loss"], 4),
-                  "below_unigram": round(eval_report["below_unigram"], 4)},
+                  "vs_unigram": render.versus(eval_report["below_unigram"], "unigram")},
     )

@@ -29,7 +29,7 @@ class PlanRequest(dg.Config):
     tokens_per_param: float = 0.0  # goal ratio instead of hours (0 = off)
     preset: str = ""
     overrides: list[str] = []  # "key=value" TrainConfig fields, honoured exactly
-    price_per_kwh: float = DEFAULT_PRICE_PER_KWH
+    price_per_kwh: float = DEFAULT_PRICE_PER_KWH  # US dollars per kWh
     # measure a few steps on this machine before finalising; unset: yes for a detected GPU
     calibrate: bool | None = None
     # measure this machine afresh: its matmul rate and calibration probes are otherwise kept

@@ -19,6 +19,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.shard_inputs import ALL_SHARDS_IN, by_shard
+from finegpt_pipeline.evaluate import render
 from finegpt_pipeline.train.run_dir import read_summary
 
 VAL_KEYS = ("final_val_loss", "best_val_loss")
@@ -73,7 +74,7 @@ def trained_checkpoint_beats_unigram(trained_checkpoint: dict,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"final_val_loss": dg.MetadataValue.text(f"{val:.4f}" if _finite(val) else str(val)),
                   "unigram_loss": round(unigram, 4),
-                  "below_unigram": round(unigram - val, 4) if _finite(val) else None,
+                  "vs_unigram": render.versus(unigram - val, "unigram") if _finite(val) else "no val loss",
                   "unigram": f"train.bin frequencies, add-{UNIGRAM_ALPHA:g}, on val.bin",
                   "val_loss_source": "trainer's estimate over eval_iters val batches; "
                                      "eval_report scores every val token"},

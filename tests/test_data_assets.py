@@ -64,6 +64,9 @@ def test_sample_materializes_with_metadata_and_checks(finegpt_home, sample_shard
     assert shard_event.metadata["size"].value.endswith(" kB")
     assert shard_event.metadata["size_bytes"].value == sample_shard.stat().st_size
     assert "| p50 |" in meta["token_quantiles"].value and "CC-MAIN-2013-20" in meta["dumps"].value
+    # the sample's url column is null: the empty table says why
+    assert meta["top_domains"].value == ("_no `domain` values: the shard's `url` column is null in "
+                                         "every row or absent_")
     assert meta["warehouse"].value == str(finegpt_home / "warehouse.duckdb")
     with duckdb.connect(str(finegpt_home / "warehouse.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM documents WHERE shard = ?", [sha]).fetchone()[0] == 300

@@ -84,7 +84,7 @@ def test_a_short_run_warns_below_unigram_and_eval_report_still_runs(finegpt_home
     assert not warn.passed and warn.severity == dg.AssetCheckSeverity.WARN
     expected = unigram.unigram_val_loss(bins60)
     assert warn.metadata["unigram_loss"].value == round(expected, 4)
-    assert warn.metadata["below_unigram"].value < 0
+    assert warn.metadata["vs_unigram"].value.endswith(" nats/token worse than unigram")
     # not blocking: the report is made, and its baseline is the same number (one place)
     [mat] = result.asset_materializations_for_node("eval_report")
     assert result.output_for_node("eval_report")["unigram_loss"] == pytest.approx(expected)
@@ -95,7 +95,7 @@ def test_a_val_loss_below_the_unigram_passes(bins60):
     expected = unigram.unigram_val_loss(bins60)
     check = trained_checkpoint_beats_unigram({"final_val_loss": expected - 0.5},
                                              {"dir": str(bins60)})
-    assert check.passed and check.metadata["below_unigram"].value == 0.5
+    assert check.passed and check.metadata["vs_unigram"].value == "0.5000 nats/token better than unigram"
     nan = trained_checkpoint_beats_unigram({"final_val_loss": float("nan")}, {"dir": str(bins60)})
     assert not nan.passed
 

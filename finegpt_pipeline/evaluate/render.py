@@ -62,6 +62,13 @@ def headline(report: dict[str, Any]) -> str:
             f"{report['uniform_loss']:.4f}; " + verdict(report).replace("**", ""))
 
 
+def versus(margin: float, baseline: str) -> str:
+    """The model against a baseline in words (`margin`: the baseline's loss minus the model's),
+    never a signed "below" that reads as a double negative."""
+    return (f"{margin:.4f} nats/token better than {baseline}" if margin >= 0
+            else f"{-margin:.4f} nats/token worse than {baseline}")
+
+
 def _gap(nats: float) -> str:
     """How far the model sits from a baseline, in words that keep their sign."""
     return f"model {nats:.4f} below" if nats >= 0 else f"model {-nats:.4f} ABOVE"

@@ -20,7 +20,7 @@ from finegpt_pipeline.config import TrainConfig
 from finegpt_pipeline.hardware import Hardware
 
 MAX_USEFUL_EPOCHS = 4.0  # Muennighoff et al. 2023: repeated data ~as good as new up to ~4 epochs
-DEFAULT_PRICE_PER_KWH = 0.30
+DEFAULT_PRICE_PER_KWH = 0.30  # US dollars per kWh (the energy cost is in dollars)
 CHECKPOINT_EVERY_S = 30 * 60  # a crash loses at most ~30 minutes of training
 MEMORY_FRACTION = {"gpu": 0.90, "cpu": 0.50}  # of device memory (CPU: of RAM, shared with the OS)
 

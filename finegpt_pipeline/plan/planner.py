@@ -334,7 +334,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="fix any TrainConfig field (repeatable)")
     p.add_argument("--price-per-kwh", type=float, default=DEFAULT_PRICE_PER_KWH,
-                   help="electricity price (default 0.30)")
+                   help="electricity price in US dollars per kWh (default 0.30)")
     p.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=None,
                    help="measure a few steps on this machine and re-derive time (and memory on "
                         "CUDA); default: on for a detected GPU, off otherwise")

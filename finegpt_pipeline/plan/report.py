@@ -49,7 +49,7 @@ def requirements_report(plan: dict[str, Any]) -> str:
                         f"activations {_gib(mem['activations'])}, logits {_gib(mem['logits'])}, "
                         f"overhead {_gib(mem['allocator_slack'] + mem['context'])})", src("peak_memory_bytes")),
         ("Energy", f"{rep['energy_kwh']:.3g} kWh at {rep['board_watts']:g} W = "
-                   f"{rep['energy_cost']:.2f} at {rep['price_per_kwh']:g}/kWh", "estimated"),
+                   f"${rep['energy_cost']:.2f} at ${rep['price_per_kwh']:g}/kWh", "estimated"),
     ]
     forecast = rep.get("loss_forecast")
     if forecast:
