@@ -238,3 +238,20 @@ def test_a_version_registered_as_a_pickled_module_still_loads(store, capsys):
     by_uri = capsys.readouterr().out
     assert cli.main(["sample", "--ckpt", str(ckpt), *args]) == 0
     assert capsys.readouterr().out == by_uri
+
+
+class _Echo(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        return model_input
+
+
+def test_a_model_of_another_kind_fails_in_one_line(store):
+    uri, _, _ = store
+    mlflow.set_tracking_uri(uri)
+    logged = mlflow.pyfunc.log_model(name="echo", python_model=_Echo(),
+                                     pip_requirements=["mlflow"])
+    with pytest.raises(ValueError) as err:
+        registry.load(uri, logged.model_uri)
+    message = str(err.value)
+    assert message.startswith(f"{logged.model_uri}: neither a 'finegpt' nor a 'pytorch' model")
+    assert "registers versions of 'finegpt'" in message and "\n" not in message
