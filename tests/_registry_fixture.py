@@ -38,7 +38,7 @@ def trained(tmp_path_factory, sample_shard):
 @pytest.fixture
 def store(trained, tmp_path, monkeypatch):
     """A fresh copy of the trained store per test (registrations do not leak between tests);
-    the fluent API (`mlflow.pytorch.load_model`) reads it through MLFLOW_TRACKING_URI."""
+    the fluent API (`mlflow.pyfunc.load_model`) reads it through MLFLOW_TRACKING_URI."""
     _, run_id, ckpt, _ = trained
     db = Path(trained[0].removeprefix("sqlite:///"))
     shutil.copy(db, tmp_path / "mlflow.db")

@@ -4,7 +4,9 @@ champion loaded through `models:/` generating what the checkpoint generates."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -13,8 +15,9 @@ import torch
 from _registry_fixture import store, trained  # noqa: F401
 from finegpt_pipeline import cli
 from finegpt_pipeline.train import checkpoint
-from finegpt_pipeline.evaluate import registry, sample
+from finegpt_pipeline.evaluate import registered_model, registry, sample
 from finegpt_pipeline.model import GPT
+from finegpt_pipeline.tracking import store as mlflow_store
 
 
 def test_register_candidate_is_idempotent(store, monkeypatch):
@@ -83,7 +86,7 @@ def test_champion_loads_through_models_uri_and_generates_as_the_checkpoint(store
     uri, run_id, ckpt = store
     registry.register_candidate(uri, run_id, ckpt)
     registry.promote(uri, 1)
-    model = mlflow.pytorch.load_model("models:/finegpt@champion")
+    model = registry.load(uri, "models:/finegpt@champion")
     assert isinstance(model, GPT) and not model.training
     assert next(model.parameters()).device.type == "cpu"
     for prompt, seed in (("The history of", 1337), ("", 42)):
@@ -152,3 +155,103 @@ def test_trained_checkpoint_registers_its_checkpoint_once(store, trained, tmp_pa
     loaded = registry.load(uri, "models:/finegpt@candidate")
     assert sample.generate(loaded, "The", max_new_tokens=6) == \
         sample.generate(first["checkpoint"], "The", max_new_tokens=6)
+
+
+def _model_dir(uri: str, version: int = 1) -> Path:
+    client = mlflow.MlflowClient(uri)
+    model_id = client.get_model_version("finegpt", str(version)).source.removeprefix("models:/")
+    return mlflow_store.local_artifact_dir(client.get_logged_model(model_id).artifact_location)
+
+
+def test_the_registered_artifact_is_the_checkpoint_stored_once(store):
+    """No pickled module beside ckpt.pt: the version's artifacts are the run's checkpoint (the
+    same file on disk, a hard link) plus a few small text files."""
+    uri, run_id, ckpt = store
+    registry.register_candidate(uri, run_id, ckpt)
+    files = {p.relative_to(_model_dir(uri)).as_posix(): p
+             for p in _model_dir(uri).rglob("*") if p.is_file()}
+    assert registered_model.CKPT_FILE in files and "data/model.pth" not in files
+    assert os.path.samefile(files[registered_model.CKPT_FILE], ckpt)
+    small = sum(p.stat().st_size for name, p in files.items() if name != "ckpt.pt")
+    assert small < 16_000, files  # MLmodel, requirements, environments
+    client = mlflow.MlflowClient(uri)
+    run_dir = mlflow_store.local_artifact_dir(client.get_run(run_id).info.artifact_uri)
+    on_disk = {(p.stat().st_dev, p.stat().st_ino): p.stat().st_size
+               for d in (run_dir, _model_dir(uri), ckpt.parent) for p in d.rglob("*")
+               if p.is_file() and p.stat().st_size > 1_000_000}
+    assert list(on_disk.values()) == [ckpt.stat().st_size]  # the weights' bytes, once
+    flavors = mlflow.models.get_model_info("models:/finegpt/1").flavors
+    assert set(flavors) == {"finegpt", "python_function"}
+    assert flavors["python_function"]["loader_module"] == registered_model.__name__
+
+
+def test_pyfunc_of_the_champion_generates_as_finegpt_sample(store):
+    uri, run_id, ckpt = store
+    registry.register_candidate(uri, run_id, ckpt)
+    registry.promote(uri, 1)
+    served = mlflow.pyfunc.load_model("models:/finegpt@champion")
+    assert isinstance(served.get_raw_model(), GPT)
+    texts = served.predict(["The history of", ""], params={"max_new_tokens": 12, "seed": 7})
+    assert texts == [sample.generate(str(ckpt), p, max_new_tokens=12, seed=7)[0]
+                     for p in ("The history of", "")]
+    assert texts[0].startswith("The history of") and texts[0] != "The history of"
+
+
+def test_a_version_keeps_its_weights_when_the_run_checkpoint_is_replaced(store, tmp_path):
+    """ckpt.pt is replaced by rename at the run's next step: the version registered before
+    keeps the bytes it was registered with (its own link), the new step is a new version."""
+    uri, run_id, ckpt = store
+    run_ckpt = tmp_path / "run" / "ckpt.pt"
+    run_ckpt.parent.mkdir()
+    shutil.copyfile(ckpt, run_ckpt)
+    registry.register_candidate(uri, run_id, run_ckpt)
+    later = checkpoint.load(ckpt)
+    later["iter_num"] += 1
+    later["model"] = {k: v + 0.01 for k, v in later["model"].items()}
+    torch.save(later, tmp_path / "next.pt")
+    os.replace(tmp_path / "next.pt", run_ckpt)
+    registry.register_candidate(uri, run_id, run_ckpt)
+    first, second = registry.load(uri, "models:/finegpt/1"), registry.load(uri, "models:/finegpt/2")
+    original = checkpoint.model_from_checkpoint(checkpoint.load(ckpt))
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(),
+                                                  original.state_dict().values()))
+    assert not torch.equal(second.transformer.wte.weight, original.transformer.wte.weight)
+
+
+def test_a_version_registered_as_a_pickled_module_still_loads(store, capsys):
+    """Versions registered before the checkpoint was the artifact (mlflow.pytorch's pickle)."""
+    uri, run_id, ckpt = store
+    model = checkpoint.model_from_checkpoint(checkpoint.load(ckpt)).eval()
+    mlflow.set_tracking_uri(uri)
+    logged = mlflow.pytorch.log_model(model, name="model", run_id=run_id,
+                                      serialization_format="pickle",
+                                      pip_requirements=["torch"])
+    client = mlflow.MlflowClient(uri)
+    client.create_registered_model("finegpt")
+    client.create_model_version("finegpt", logged.model_uri, run_id=run_id,
+                                model_id=logged.model_id)
+    client.set_registered_model_alias("finegpt", "champion", "1")
+    loaded = registry.load(uri, "models:/finegpt@champion")
+    assert isinstance(loaded, GPT) and not loaded.training
+    args = ["--prompt", "The", "--max-new-tokens", "6"]
+    assert cli.main(["sample", "--model", "models:/finegpt@champion", *args]) == 0
+    by_uri = capsys.readouterr().out
+    assert cli.main(["sample", "--ckpt", str(ckpt), *args]) == 0
+    assert capsys.readouterr().out == by_uri
+
+
+class _Echo(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        return model_input
+
+
+def test_a_model_of_another_kind_fails_in_one_line(store):
+    uri, _, _ = store
+    mlflow.set_tracking_uri(uri)
+    logged = mlflow.pyfunc.log_model(name="echo", python_model=_Echo(),
+                                     pip_requirements=["mlflow"])
+    with pytest.raises(ValueError) as err:
+        registry.load(uri, logged.model_uri)
+    message = str(err.value)
+    assert message.startswith(f"{logged.model_uri}: neither a 'finegpt' nor a 'pytorch' model")
+    assert "registers versions of 'finegpt'" in message and "\n" not in message

@@ -2,11 +2,17 @@
 run, registered as a version of one model (`finegpt`, env FINEGPT_MODEL_NAME) with alias
 `candidate`; alias `champion` marks the version that passed the regression check.
 
-`mlflow.pytorch.load_model("models:/finegpt@champion")` returns the project's `GPT` module (in
-eval mode, on CPU), which `finegpt_pipeline.evaluate.sample.generate` samples from as it does from a
-`ckpt.pt`. The model is pickled (`serialization_format="pickle"`), not exported as `pt2`: an
-exported graph has neither `generate` nor `config` and is pinned to the device it was saved
-on. Loading it therefore needs this package importable (it is the project's own class).
+The logged model's artifact is the run's `ckpt.pt` itself, plus MLmodel and its environment
+files (`registered_model`): no second, pickled copy of the weights. Where the artifact store is
+this machine's disk the model's `ckpt.pt` is a hard link to the run directory's (as the run's
+own `ckpt.pt` artifact is), so the bytes are on disk once; a remote store gets one upload.
+The version's source is that logged model (`models:/m-<id>`), not a copy of it.
+
+`mlflow.pyfunc.load_model("models:/finegpt@champion")` generates text (`predict`) and hands
+out the project's `GPT` module (`get_raw_model()`); `load` returns that module (eval mode, on
+the device asked), also for versions registered before as pickled `mlflow.pytorch` modules.
+`finegpt_pipeline.evaluate.sample.generate` samples from it as it does from a `ckpt.pt`.
+Loading needs this package importable (MLmodel names its loader module).
 
 A version carries tags: `finegpt.iter_num` and `finegpt.checkpoint` (what was registered) and,
 once the champion check measured it, `finegpt.eval.*` (its val loss, se, tokens and the
@@ -16,16 +22,15 @@ The champion rule itself is `finegpt_pipeline.evaluate.champion`.
 
 from __future__ import annotations
 
-import contextlib
-import inspect
-import logging
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import quote
 
+from finegpt_pipeline.evaluate import registered_model
 from finegpt_pipeline.train import checkpoint
+from finegpt_pipeline.tracking import models as mlflow_models
 from finegpt_pipeline.tracking import store as mlflow_store
 
 MODEL_NAME_ENV = "FINEGPT_MODEL_NAME"
@@ -68,27 +73,9 @@ def _client(tracking_uri: str):
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
-@contextlib.contextmanager
-def _fluent_store(tracking_uri: str) -> Iterator[None]:
-    """mlflow.pytorch's log_model/load_model read the global tracking URI: point it at this
-    store for the call, then put back what it was (the variable too, which it also sets)."""
-    import mlflow
-
-    previous, env = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(tracking_uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous)
-        if env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = env
-
-
 def _pip_requirements() -> list[str]:
     """Stated, not inferred: inference loads the model in a subprocess (slow) and may consult
-    the package index; the model needs torch and this package (its class)."""
+    the package index; the model needs torch and this package (its loader and GPT class)."""
     from importlib import metadata
 
     import torch
@@ -124,25 +111,24 @@ def _ensure_registered_model(client, name: str) -> None:
                 raise
 
 
-def _log_model(client, run_id: str, model, iter_num: int, ckpt_path: Path):
-    """The module as a logged model of the training run (MLflow 3's LoggedModel)."""
-    import mlflow.pytorch
+def _log_model(client, run_id: str, iter_num: int, ckpt_path: Path):
+    """The checkpoint as a logged model of the training run (MLflow 3's LoggedModel): its
+    `ckpt.pt` placed first (linked where the store is local, else uploaded), then MLmodel and
+    the environment files, which mark the model ready."""
+    from mlflow.models import Model
 
     run = client.get_run(run_id)
     logged = client.create_logged_model(
         run.info.experiment_id, name=ARTIFACT_NAME, source_run_id=run_id,
         tags={ITER_TAG: str(iter_num), CKPT_TAG: str(ckpt_path)})
-    kwargs = {"name": ARTIFACT_NAME, "model_id": logged.model_id, "run_id": run_id,
-              "pip_requirements": _pip_requirements(), "step": iter_num}
-    if "serialization_format" in inspect.signature(mlflow.pytorch.log_model).parameters:
-        kwargs["serialization_format"] = "pickle"  # deliberate: see the module docstring
-    pytorch_log = logging.getLogger("mlflow.pytorch")
-    level = pytorch_log.level
-    pytorch_log.setLevel(logging.ERROR)  # its pickle caution, said above once and for all
-    try:
-        return mlflow.pytorch.log_model(model, **kwargs)
-    finally:
-        pytorch_log.setLevel(level)
+    target = mlflow_store.local_artifact_dir(logged.artifact_location)
+    if target is not None:
+        mlflow_store.link_or_copy(ckpt_path, target)
+    else:
+        client.log_model_artifact(logged.model_id, str(ckpt_path))
+    return Model.log(None, registered_model, name=ARTIFACT_NAME, model_id=logged.model_id,
+                     run_id=run_id, step=iter_num, pip_requirements=_pip_requirements(),
+                     iter_num=iter_num)
 
 
 def register_candidate(tracking_uri: str, run_id: str, ckpt_path: str | Path) -> dict[str, Any]:
@@ -159,9 +145,8 @@ def register_candidate(tracking_uri: str, run_id: str, ckpt_path: str | Path) ->
         if (mv.tags or {}).get(ITER_TAG) == str(iter_num):
             client.set_registered_model_alias(name, CANDIDATE, mv.version)
             return _info(client.get_model_version(name, mv.version))
-    model = checkpoint.model_from_checkpoint(ckpt, "cpu").eval()
-    with _fluent_store(tracking_uri):
-        logged = _log_model(client, run_id, model, iter_num, ckpt_path)
+    with mlflow_models.fluent_store(tracking_uri):
+        logged = _log_model(client, run_id, iter_num, ckpt_path)
     _ensure_registered_model(client, name)
     mv = client.create_model_version(
         name, logged.model_uri, run_id=run_id, model_id=logged.model_id,
@@ -204,18 +189,11 @@ def promote(tracking_uri: str, version: int | str) -> dict[str, Any]:
 
 
 def load(tracking_uri: str, model_uri: str, device: str = "cpu"):
-    """`mlflow.pytorch.load_model(model_uri)` (e.g. `models:/finegpt@champion`) from this store."""
-    import mlflow.pytorch
-    from mlflow.exceptions import MlflowException
-
-    with _fluent_store(tracking_uri):
-        try:
-            return mlflow.pytorch.load_model(model_uri, map_location=device)
-        except MlflowException as exc:  # one line: what is missing, where, and what exists
-            raise ValueError(f"{model_uri}: not loadable from the MLflow store {tracking_uri} "
-                             f"({exc.message.splitlines()[0][:200]}); a trained_checkpoint "
-                             f"registers versions of {model_name()!r}, the champion check "
-                             f"sets alias {CHAMPION!r}") from None
+    """The GPT module `model_uri` (e.g. `models:/finegpt@champion`) names in this store."""
+    return mlflow_models.load_gpt(
+        tracking_uri, model_uri, device,
+        hint=f"a trained_checkpoint registers versions of {model_name()!r}, the champion "
+             f"check sets alias {CHAMPION!r}")
 
 
 def describe(tracking_uri: str, version: int | str, text: str) -> None:

@@ -1,6 +1,8 @@
 """`finegpt sample`: generate text from a trained checkpoint (ours or any nanoGPT `ckpt.pt`),
-or from a model object: a loaded `GPT`, e.g. `mlflow.pytorch.load_model("models:/finegpt@champion")`.
-Both take the same path (`sample`), so the same seed gives the same text."""
+or from a model object: a loaded `GPT`, e.g. a registered version's (`--model
+models:/finegpt@champion`, loaded by `tracking.models.load_gpt`). All take the same path
+(`sample`), so the same seed gives the same text; so does the registered model's
+`mlflow.pyfunc` `predict` (`registered_model`)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,11 @@ import torch
 
 from finegpt_pipeline.train import checkpoint
 from finegpt_pipeline.config import EOT_TOKEN
+
+
+# (registry's own words; it imports this module's loader, so it is not imported here)
+LOAD_HINT = ("versions are registered by trained_checkpoint or `finegpt eval --promote`, "
+             "alias 'champion' by the champion check")
 
 
 def _device(device: str) -> str:
@@ -75,9 +82,10 @@ def _cli_sample(args) -> int:
     source = args.ckpt
     if args.model:
         from finegpt_pipeline import paths
-        from finegpt_pipeline.evaluate import registry
+        from finegpt_pipeline.tracking import models
 
-        source = registry.load(paths.mlflow_tracking_uri(), args.model, _device(args.device))
+        source = models.load_gpt(paths.mlflow_tracking_uri(), args.model, _device(args.device),
+                                 hint=LOAD_HINT)
     texts = generate(source, args.prompt, args.max_new_tokens, args.temperature,
                      args.top_k or None, args.num_samples, args.seed, args.device)
     for i, text in enumerate(texts):

@@ -261,25 +261,32 @@ def local_artifact_dir(artifact_uri: str) -> Path | None:
     return None
 
 
+def link_or_copy(path: str | Path, target_dir: str | Path) -> str:
+    """Put file `path` into local directory `target_dir` under its own name, stored once on
+    disk: a hard link (a copy across filesystems), placed by rename; returns "linked" or
+    "copied". The file must only ever be replaced by rename, never written in place (ckpt.pt
+    is): then a link keeps the bytes it was made from."""
+    path, target_dir = Path(path), Path(target_dir)
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / path.name
+    tmp = target.with_name(f".{path.name}.link-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(path, tmp)
+    except OSError:  # another filesystem, or links not allowed: store a copy
+        shutil.copyfile(path, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+        return "copied"
+    os.replace(tmp, target)
+    return "linked"
+
+
 def log_artifact_once(client, run_id: str, path: str | Path) -> str:
     """Log a file as an artifact of the run, stored once on disk where the artifact store is
-    local: a hard link to `path` (a copy across filesystems); returns "linked" or "copied".
-    The file must only ever be replaced by rename, never written in place (ckpt.pt is)."""
-    path = Path(path)
+    local (`link_or_copy`); returns "linked" or "copied"."""
     target_dir = local_artifact_dir(client.get_run(run_id).info.artifact_uri)
     if target_dir is not None:
-        target_dir.mkdir(parents=True, exist_ok=True)
-        target = target_dir / path.name
-        tmp = target.with_name(f".{path.name}.link-{os.getpid()}")
-        tmp.unlink(missing_ok=True)
-        try:
-            os.link(path, tmp)
-        except OSError:  # another filesystem, or links not allowed: store a copy
-            shutil.copyfile(path, tmp)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-            return "copied"
-        os.replace(tmp, target)
-        return "linked"
+        return link_or_copy(path, target_dir)
     client.log_artifact(run_id, str(path))
     return "copied"
