@@ -6,6 +6,7 @@ import dagster as dg
 
 from assets import bins, champion, data, evaluation, planning, training, training_checks
 from assets.automation import automation_sensor
+from assets.io_manager import AssetValues
 from assets.resources import ChampionPolicy
 from assets.jobs import data_job, pipeline_job, train_job
 from assets.launchers import TrainingLauncher
@@ -20,5 +21,5 @@ defs = dg.Definitions(
     jobs=[data_job, train_job, pipeline_job],
     sensors=[incoming_shards_sensor, shard_changed_sensor, automation_sensor],
     resources={"finegpt_home": FineGPTHome(), "champion_policy": ChampionPolicy(),
-               "training_launcher": TrainingLauncher()},
+               "training_launcher": TrainingLauncher(), "io_manager": AssetValues()},
 )

@@ -43,3 +43,13 @@ def test_every_job_carries_the_repository_tag():
     assert tags == {".dagster/repository": f"__repository__@{LOCATION}",
                     "dagster/code_location": LOCATION}
     assert pipeline_job.tags[dagster_internals.REPOSITORY_TAG] == f"__repository__@{LOCATION}"
+
+
+def test_the_pickling_io_manager_is_the_upath_one_that_writes_a_path_row():
+    """assets/io_manager.py drops the `path` row UPathIOManager.handle_output adds: if Dagster
+    moves or renames the class, or stops adding the row, this says so first."""
+    import inspect
+
+    cls = dagster_internals.pickled_io_manager()
+    assert issubclass(cls, dg.UPathIOManager)
+    assert '"path"' in inspect.getsource(dg.UPathIOManager.handle_output)

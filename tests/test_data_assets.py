@@ -13,6 +13,8 @@ import pyarrow.parquet as pq
 from assets.data import (data_asset_checks, data_assets, raw_shard, token_stats,
                          token_stats_recount_agrees, token_stats_text_not_empty)
 from assets.metadata_format import INLINE_MARKDOWN_CHARS, significant
+from assets.definitions import defs
+from assets.io_manager import AssetValues
 from assets.resources import FineGPTHome
 from tests._shards import materialize_shard
 from tests.test_shard import INFO_KEYS, make_bad_inputs
@@ -27,7 +29,7 @@ def after_token_stats() -> int:
 def materialize(home, shard, run_config=None, extra=()):
     return materialize_shard(
         [*data_assets, *data_asset_checks, *extra], shard,
-        resources={"finegpt_home": FineGPTHome(root=str(home))},
+        resources={"finegpt_home": FineGPTHome(root=str(home)), "io_manager": AssetValues()},
         run_config=run_config, raise_on_error=False)
 
 
@@ -38,6 +40,10 @@ def test_sample_materializes_with_metadata_and_checks(finegpt_home, sample_shard
     sha = hashlib.sha256(sample_shard.read_bytes()).hexdigest()
     assert set(info) == INFO_KEYS and info["sha256"] == sha and info["rows"] == 300
     shard_event = result.asset_materializations_for_node("raw_shard")[0]
+    # the code location's IO manager adds no `path` row (to its pickle) beside the shard's own
+    assert "path" not in shard_event.metadata and "shard_path" in shard_event.metadata
+    assert "path" not in result.asset_materializations_for_node("token_stats")[0].metadata
+    assert isinstance(defs.resources["io_manager"], AssetValues)
     assert shard_event.tags["dagster/data_version"] == sha  # content hash as data version
     assert shard_event.metadata["rows"].value == 300
     assert shard_event.metadata["shard_path"].value == str(sample_shard.resolve())
