@@ -23,7 +23,7 @@ size and tokens across runs).
 - No forecast the fit cannot support: fewer than `MIN_POINTS` evals to fit, a curve that does
   not fall, or no law with b > 0 and a >= 0 that fits; the reason is said instead.
 
-Pure numpy; the same points give the same forecast.
+Pure numpy (no torch); the same points give the same forecast.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ import math
 from typing import Any, Iterable
 
 import numpy as np
+
+from finegpt_pipeline.train import schedule
 
 MIN_POINTS = 4  # 3 parameters: at least one degree of freedom for the residuals
 C_MIN, C_MAX, C_GRID = 0.02, 3.0, 96
@@ -43,10 +45,10 @@ LAW = "L(t) = a + b * t^(-c)"
 
 def fit_range(cfg: Any) -> tuple[int, int]:
     """The steps whose evals the law is fitted to: after warmup, through the stable phase
-    (`wsd`) or the whole run (`cosine`). `cfg` is a TrainConfig (or has its fields)."""
+    (`wsd`) or the whole run (`cosine`). `cfg` is a TrainConfig."""
     first = max(1, int(cfg.warmup_iters))
     if cfg.lr_schedule == "wsd":
-        return first, int(cfg.lr_decay_iters * (1.0 - cfg.cooldown_frac))
+        return first, int(schedule.cooldown_start(cfg))
     return first, int(cfg.max_iters)
 
 

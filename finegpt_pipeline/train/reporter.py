@@ -209,6 +209,12 @@ class Reporter:
                 self.mlflow.log_metrics(finite, step=step)
 
 
+    def tags(self, values: dict[str, str]) -> None:
+        """Set (overwrite) MLflow tags on the run: what is true now, e.g. the latest forecast."""
+        if self.enabled and self.mlflow is not None:
+            self.mlflow.set_tags({k: _param(v) for k, v in values.items()})
+
+
 def logged_steps(client, run_id: str) -> dict[str, int]:
     """The last step of each metric the run holds (one history query per metric, at start)."""
     keys = [k for k in client.get_run(run_id).data.metrics if not k.startswith("system/")]
