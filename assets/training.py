@@ -20,7 +20,7 @@ from assets.metadata_format import OWNERS, float_value
 from assets.resources import FineGPTHome
 from assets.shard_inputs import ALL_SHARDS_IN, bins_location
 from finegpt_pipeline.tracking import store as mlflow_store
-from finegpt_pipeline.train import run_dir
+from finegpt_pipeline.train import curve_forecast, run_dir
 from finegpt_pipeline.atomic import write_json
 from finegpt_pipeline.config import plan_parts
 from finegpt_pipeline.hardware import GIB
@@ -191,6 +191,9 @@ def _output(context: dg.AssetExecutionContext, finegpt_home: FineGPTHome, summar
     metadata["loss_curve"] = dg.MetadataValue.md(
         _loss_curve_md(context, finegpt_home.mlflow_tracking_uri(), summary, png))
     metadata["val_loss_by_tokens"] = dg.MetadataValue.md(val_loss_table(summary))
+    forecasts = curve_forecast.forecast_md(summary.get("curve_forecasts"))  # '' for older runs
+    if forecasts:  # what the in-run forecast said at 25/50/75 % of the steps, against the end
+        metadata["val_loss_forecasts"] = dg.MetadataValue.md(forecasts)
     from finegpt_pipeline.evaluate import champion  # torch: only when an asset runs
     from finegpt_pipeline.evaluate.render import diff_text
 

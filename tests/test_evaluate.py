@@ -63,7 +63,7 @@ def one_doc_run(tmp_path_factory, sample_shard) -> tuple[Path, Path]:
         ids.tofile(bins / f"{split}.bin")
     write_meta(bins)
     cfg = plan_file.load_plan(write_plan(root / "plan.json", max_iters=80, lr_decay_iters=80,
-                                           learning_rate=1e-2, min_lr=1e-3, eval_interval=40,
+                                         learning_rate=1e-2, min_lr=1e-3, eval_interval=10,
                                            log_interval=5, checkpoint_interval=80))
     planner = estimate(cfg, get_hardware("cpu"), len(ids) - 1)
     train.train(cfg, bins, root / "run", mlflow=False, planner=planner)
@@ -130,10 +130,18 @@ def test_model_trained_on_a_document_beats_the_unigram_there(one_doc_run, tmp_pa
     assert len(result["generations"]) == len(evaluate.PROMPTS) * len(evaluate.SEEDS)
     assert {(g["prompt"], g["seed"]) for g in result["generations"]} == {
         (p, s) for p in evaluate.PROMPTS for s in evaluate.SEEDS}
-    # the curves come from the run: train every 5 steps, val at 0, 40, 80, against tokens seen
+    # the curves come from the run: train every 5 steps, val every 10, against tokens seen
     curves = result["curves"]
     assert [x for x, _ in curves["train"]] == [5 * 128.0 * k for k in range(1, 17)]
-    assert [x for x, _ in curves["val"]] == [0.0, 40 * 128.0, 80 * 128.0]
+    assert [x for x, _ in curves["val"]] == [10 * 128.0 * k for k in range(9)]
+    # what the in-run forecast said at 25/50/75 % of the steps (steps 20, 40, 60), against the end
+    table = (tmp_path / "out" / "report.md").read_text().split(
+        "## Final val loss forecast during training\n\n")[1].split("\n\n")[0]
+    rows = [line.split(" | ") for line in table.splitlines()[2:]]
+    assert [r[:2] for r in rows] == [["| 25%", "20"], ["| 50%", "40"], ["| 75%", "60"]]
+    assert rows[0][2] == "not enough evals yet (2 of 4 to fit)" and " ± " in rows[2][2]
+    assert all(r[3] == f"{result['run_summary']['final_val_loss']:.4f}" for r in rows)
+    assert "<h2>Final val loss forecast during training</h2>" in (tmp_path / "out" / "report.html").read_text()
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == sorted(evaluate.REPORT_FILES)
     png = (out / "loss_curve.png").read_bytes()
@@ -220,6 +228,8 @@ def test_cli_json_keys(small_bins, random_ckpt, tmp_path, capsys):
     assert rc == 0
     data = json.loads(capsys.readouterr().out)
     assert data["history"]["tracked"] is False and data["plan_vs_run"] is None
+    # no run summary beside the checkpoint: no in-run forecasts, and the report says nothing of them
+    assert data["curve_forecasts"] is None and "during training" not in (out / "report.md").read_text()
     assert {"val_loss", "val_loss_se", "val_bpb", "unigram_loss", "tokens",
             "beats_unigram"} <= set(data)
     assert data["tokens"] == 1837 and data["beats_unigram"] is False
@@ -306,7 +316,7 @@ def test_eval_report_asset_materializes_with_its_check(finegpt_home, one_doc_run
     assert Path(md["report_dir"].value) == report_dir
     assert sorted(p.name for p in report_dir.iterdir()) == sorted(evaluate.REPORT_FILES)
     # the plan, the earlier runs and the forecast as short tables the UI shows inline
-    for key in ("plan_vs_run", "earlier_runs", "loss_forecast"):
+    for key in ("plan_vs_run", "earlier_runs", "loss_forecast", "curve_forecast"):
         assert md[key].value.startswith("| "), key
         assert len(md[key].value) < INLINE_MARKDOWN_CHARS, (key, len(md[key].value))
     assert "| **this run** |" in md["earlier_runs"].value

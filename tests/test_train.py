@@ -224,3 +224,54 @@ def test_hand_run_tracks_in_the_default_store_and_names_the_bins_it_read(
         # by hand, without Dagster: a top-level run, no Dagster tags
         assert not [k for k in run.data.tags if k.startswith("dagster.") or k == "mlflow.parentRunId"]
     assert train.train(cfg, copy, tmp_path / "c", mlflow=False)["mlflow_run_id"] is None
+
+
+def test_each_eval_says_how_it_is_going_and_the_end_sets_forecasts_against_the_final(
+        sample_bins, tmp_path, monkeypatch, capsys):
+    import mlflow
+
+    from finegpt_pipeline.train import curve_forecast
+
+    monkeypatch.setenv("FINEGPT_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = plan_file.load_plan(_tiny(tmp_path, max_iters=12, lr_decay_iters=12, eval_interval=1,
+                                     checkpoint_interval=12, learning_rate=1e-2))
+    summary = train.train(cfg, sample_bins, tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "summary.json").read_text())
+    # what the forecast said at the last eval within 25/50/75 % of the steps, and the final
+    rows = saved["curve_forecasts"]
+    assert rows == summary["curve_forecasts"] == curve_forecast.at_fractions(
+        saved["val_history"], cfg, saved["final_val_loss"])
+    assert [(r["at_fraction"], r["step"]) for r in rows] == [(0.25, 3), (0.5, 6), (0.75, 9)]
+    assert rows[0]["forecast"] is None and rows[0]["note"] == "not enough evals yet (3 of 4 to fit)"
+    assert rows[2]["forecast"] is not None and rows[2]["se"] > 0
+    assert all(r["final"] == saved["final_val_loss"] for r in rows)
+    # each eval's numbers: progress, time left (measured steps), the forecast where supported
+    evals = [r for r in map(json.loads, (tmp_path / "run" / "train_log.jsonl").read_text()
+                            .splitlines()) if "val_loss" in r]
+    assert [r["step"] for r in evals] == list(range(13))
+    assert [r["progress/fraction"] for r in evals] == [s / 12 for s in range(13)]
+    assert [r["progress/tokens_seen"] for r in evals] == [s * 2 * 16 for s in range(13)]
+    assert "progress/eta_seconds" not in evals[1] and evals[-2]["progress/eta_seconds"] > 0
+    assert evals[-1]["progress/eta_seconds"] == 0
+    for r in evals:
+        made = curve_forecast.forecast_run(saved["val_history"], cfg, through=r["step"])
+        assert r.get("forecast/final_val_loss") == made["forecast"], r
+        assert r.get("forecast/final_val_loss_se") == made["se"], r
+    # the same numbers live in the MLflow run, the latest forecast in words as a tag
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}")
+    client = mlflow.MlflowClient()
+    run = client.get_run(summary["mlflow_run_id"])
+    fraction = client.get_metric_history(run.info.run_id, "progress/fraction")
+    assert sorted(m.step for m in fraction) == list(range(13))
+    logged = {m.step: m.value for m in client.get_metric_history(run.info.run_id,
+                                                                 "forecast/final_val_loss")}
+    assert logged == {r["step"]: pytest.approx(r["forecast/final_val_loss"]) for r in evals
+                      if "forecast/final_val_loss" in r}
+    assert run.data.tags["finegpt.curve_forecast"].startswith("step 12: forecast ")
+    # and in the run's lines
+    out = capsys.readouterr().out
+    assert "iter 3/12 (25%): val loss " in out
+    assert "final val loss forecast: not enough evals yet (3 of 4 to fit)" in out
+    assert f"final val loss {saved['final_val_loss']:.4f}; forecast at 25% (step 3): none, " \
+           "50% (step 6): " in out

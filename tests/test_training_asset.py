@@ -95,6 +95,12 @@ def test_trained_checkpoint_materializes_with_mlflow_run(finegpt_home, sample_sh
     messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
     assert any(m.startswith("training ") and "tokens/step" in m for m in messages)
     assert any(m.startswith("iter 6: loss") for m in messages)
+    # each eval says how it is going: step of total, tokens, time, the forecast (or why none)
+    [at_4] = [m for m in messages if m.startswith("iter 4/6 (67%): val loss ")]
+    assert "; 512 tokens; " in at_4 and " elapsed, ~" in at_4 and at_4.endswith(
+        " left; final val loss forecast: not enough evals yet (0 of 4 to fit)")
+    assert any(re.fullmatch(r"final val loss \d+\.\d{4}; forecast at 25% \(step 0\): none, "
+                            r"50% \(step 2\): none, 75% \(step 4\): none", m) for m in messages)
     # the run ends with what a user wants: the checkpoint, the val loss and both UIs' links
     closing = messages[messages.index(next(m for m in messages
                                            if m.startswith("trained_checkpoint: "))):]
@@ -126,6 +132,10 @@ def test_trained_checkpoint_materializes_with_mlflow_run(finegpt_home, sample_sh
     curve = md["loss_curve"].value  # short Markdown: the UI shows it inline, the MLflow UI serves the PNG
     assert curve.startswith("![loss curve](http://127.0.0.1:5000/get-artifact?path=loss_curve.png&run_uuid=")
     assert len(curve) < INLINE_MARKDOWN_CHARS
+    forecasts = md["val_loss_forecasts"].value.splitlines()  # short: shown inline
+    assert forecasts[0] == "| at | step | forecast ± se | final | final - forecast | in ±2 se |"
+    assert [line.split(" | ")[:2] for line in forecasts[2:]] == [["| 25%", "0"], ["| 50%", "2"],
+                                                                 ["| 75%", "4"]]
     val_table = md["val_loss_by_tokens"].value.splitlines()
     assert val_table[:2] == ["| tokens seen | val loss |", "|---|---|"]
     assert val_table[2].startswith("| 0 | ") and val_table[-1].startswith("| 768 | ")  # 6 x 4 x 32
@@ -150,7 +160,10 @@ def test_trained_checkpoint_materializes_with_mlflow_run(finegpt_home, sample_sh
     assert run.data.tags["dagster.data_version"] == mat.tags["dagster/data_version"]
     assert run.data.tags["dagster.run_url"] == f"http://127.0.0.1:3000/runs/{result.run_id}"
     assert "mlflow.source.git.commit" in run.data.tags
-    assert {"train_loss", "val_loss", "lr"} <= set(run.data.metrics)
+    assert {"train_loss", "val_loss", "lr", "progress/fraction", "progress/eta_seconds",
+            "progress/elapsed_seconds", "progress/tokens_seen"} <= set(run.data.metrics)
+    assert run.data.tags["finegpt.curve_forecast"] == (
+        "step 6: forecast: not enough evals yet (1 of 4 to fit)")
     assert run.data.params["n_layer"] == "2"
     assert run.data.params["plan.est_hours"] == "0.001"  # the planner's estimates ride along
     assert "system/cpu_utilization_percentage" in run.data.metrics

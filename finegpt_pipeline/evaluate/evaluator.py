@@ -15,7 +15,8 @@
 - Generations for `PROMPTS` x `SEEDS` with the project's sampler, and the run's loss curves.
 - Beside the checkpoint's run directory: the plan against what the run measured
   (`plan_vs_run`); with MLflow, the experiment's earlier runs (`eval_history`); and the val
-  loss the scaling law forecast for the run's size (`loss_forecast`).
+  loss the scaling law forecast for the run's size (`loss_forecast`); and what the trainer's
+  in-run forecast (`train.curve_forecast`) said at 25/50/75 % of the steps (`curve_forecasts`).
 
 The report (`report.json`, `report.md`, `report.html`, `loss_curve.png`) is written atomically
 into the output directory once everything is computed: bad input leaves nothing behind.
@@ -105,6 +106,8 @@ def evaluate(ckpt_path: str | Path, bins_dir: str | Path, device: str = "cpu",
         "val_file_tokens": val_size, "train_file_tokens": train_tokens,
         "generations": generations(ckpt_path, device, max_new_tokens),
         "curves": training_curves(summary), "run_summary": run_summary,
+        # what the in-run forecast said at 25/50/75 % of the steps (absent for older runs)
+        "curve_forecasts": (summary or {}).get("curve_forecasts"),
         "plan_vs_run": plan_vs_run.compare(run),
         "device": device, "eval_seconds": time.time() - t0,
     }

@@ -1,6 +1,7 @@
 """The eval report as a reader sees it: Markdown and one self-contained HTML page (the
 loss-curve PNG from `loss_curve` inlined as base64). Pure rendering of `evaluate.evaluate`'s dict
-(with `evaluate.with_context`'s sections: plan against reality, earlier runs, loss forecast).
+(with `evaluate.with_context`'s sections: plan against reality, earlier runs, loss forecast;
+and the training run's own in-run forecasts of its final val loss).
 Each section is a short table (`section_tables`), so Dagster metadata can show them inline."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from finegpt_pipeline.data.progress import duration
 from finegpt_pipeline.hardware import GIB
 from finegpt_pipeline.plan import loss_forecast
+from finegpt_pipeline.train import curve_forecast
 
 
 def png_data_uri(png: bytes) -> str:
@@ -198,7 +200,16 @@ def section_tables(report: dict[str, Any]) -> dict[str, str]:
             "" if hist.get("tracked") else f"\n\n_{hist.get('note', 'no MLflow tracking')}_"),
         "loss_forecast": md_table(FORECAST_HEADER, forecast_rows(report)) if f else
         "_no forecast: tokens seen unknown (no summary.json beside the checkpoint)_",
+        "curve_forecast": curve_forecast.forecast_md(report.get("curve_forecasts")) or
+        "_no in-run forecasts in the run's summary.json (a run from before them)_",
     }
+
+
+CURVE_NOTE = (f"During training the final val loss was forecast at each eval from the run's own "
+              f"val curve ({curve_forecast.LAW} fitted to the evals after warmup; under wsd "
+              "the stable phase only, so the cool-down's extra drop is not in it). The rows "
+              "set what it said at 25/50/75 % of the steps against the final value: how far to "
+              "trust the live forecast.")
 
 
 def _sections_md(report: dict[str, Any]) -> list[str]:
@@ -215,6 +226,9 @@ def _sections_md(report: dict[str, Any]) -> list[str]:
         lines += [f"{f['law']}, N = {f['n_meaning']}, D = {f['d_meaning']}; "
                   f"coefficients {', '.join(f'{k}={v:.4g}' for k, v in f['coefficients'].items())}"
                   f". {f['note']}.", ""]
+    if report.get("curve_forecasts"):
+        lines += ["## Final val loss forecast during training", "", tables["curve_forecast"], "",
+                  CURVE_NOTE, ""]
     return lines
 
 
@@ -264,6 +278,11 @@ def _sections_html(report: dict[str, Any]) -> str:
                   f"{esc(f['note'])}.</p>"]
     else:
         parts.append("<p>No forecast: tokens seen unknown.</p>")
+    if report.get("curve_forecasts"):
+        parts += ["<h2>Final val loss forecast during training</h2>",
+                  _html_table(curve_forecast.FORECAST_HEADER,
+                              curve_forecast.forecast_rows(report["curve_forecasts"])),
+                  f"<p>{esc(CURVE_NOTE)}</p>"]
     return "\n".join(parts)
 
 

@@ -127,10 +127,10 @@ def step_seconds(cfg: TrainConfig, hw: Hardware, tokens_per_step: int | None = N
 
 
 def eval_seconds(cfg: TrainConfig, micro_step_s: float) -> float:
-    """The trainer's evals: train and val splits, eval_iters forward passes each (~1/3 of a
-    training micro-step), at step 0 and every eval_interval."""
+    """The trainer's evals: the val split, eval_iters forward passes (~1/3 of a training
+    micro-step each), at step 0 and every eval_interval."""
     evals = cfg.max_iters // max(1, cfg.eval_interval) + 1
-    return evals * 2 * cfg.eval_iters * micro_step_s / 3
+    return evals * cfg.eval_iters * micro_step_s / 3
 
 
 def run_seconds(cfg: TrainConfig, step_s: float) -> float:
@@ -138,13 +138,26 @@ def run_seconds(cfg: TrainConfig, step_s: float) -> float:
     return cfg.max_iters * step_s + eval_seconds(cfg, step_s / cfg.grad_accum)
 
 
+EVAL_SHARE, MIN_EVALS, MAX_EVALS = 0.10, 5, 20
+
+
+def eval_count(cfg: TrainConfig, max_iters: int) -> int:
+    """Evals after step 0 the schedule plans: as many as cost about EVAL_SHARE of the training
+    steps (an eval is eval_iters forward passes, ~1/3 of a micro-step each), between MIN_EVALS
+    and MAX_EVALS. The in-run forecast of the final val loss (`train.curve_forecast`) needs 4
+    evals after warmup: 20 give it one from 25 % of the steps, 10 (the CPU demo) from 50 %."""
+    per_eval = cfg.eval_iters / (3 * cfg.grad_accum)  # in training steps
+    return int(min(MAX_EVALS, max(MIN_EVALS, EVAL_SHARE * max_iters / per_eval)))
+
+
 def with_schedule(cfg: TrainConfig, max_iters: int) -> TrainConfig:
     """Step-count-dependent fields: warmup ~2 % (<= 2000), decay ending with the run,
-    ~5 evals and checkpoints, ~50 log lines."""
-    eval_interval = max(1, math.ceil(max_iters / 5))
+    5-20 evals (`eval_count`), ~5 checkpoints, ~50 log lines."""
+    eval_interval = max(1, math.ceil(max_iters / eval_count(cfg, max_iters)))
     return replace(cfg, max_iters=max_iters, lr_decay_iters=max_iters,
                    warmup_iters=min(2000, max(5, max_iters // 50)), eval_interval=eval_interval,
-                   checkpoint_interval=eval_interval, log_interval=max(1, max_iters // 50))
+                   checkpoint_interval=max(1, math.ceil(max_iters / 5)),
+                   log_interval=max(1, max_iters // 50))
 
 
 def reschedule(cfg: TrainConfig, max_iters: int, step_s: float | None = None) -> TrainConfig:

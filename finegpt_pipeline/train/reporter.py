@@ -150,7 +150,8 @@ class Reporter:
                     self.mlflow.log_artifact(str(path))
             self.mlflow.end_run(status=status)
         if self.pipes is not None:
-            metadata = {k: v for k, v in summary.items() if v is not None}
+            metadata = {k: ({"raw_value": v, "type": "json"} if isinstance(v, (list, dict)) else v)
+                        for k, v in summary.items() if v is not None}
             if self.mlflow_run_url:
                 metadata["mlflow_run_url"] = {"raw_value": self.mlflow_run_url, "type": "url"}
             self.pipes.report_asset_materialization(metadata=metadata, data_version=data_version)
@@ -207,6 +208,12 @@ class Reporter:
                       and step > self._logged_through.get(k, -1)}
             if finite:
                 self.mlflow.log_metrics(finite, step=step)
+
+
+    def tags(self, values: dict[str, str]) -> None:
+        """Set (overwrite) MLflow tags on the run: what is true now, e.g. the latest forecast."""
+        if self.enabled and self.mlflow is not None:
+            self.mlflow.set_tags({k: _param(v) for k, v in values.items()})
 
 
 def logged_steps(client, run_id: str) -> dict[str, int]:

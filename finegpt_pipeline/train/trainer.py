@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -32,6 +31,8 @@ import torch
 
 from finegpt_pipeline import runtime
 from finegpt_pipeline.train import allocator, checkpoint, launcher_watch, loss_curve, run_dir
+from finegpt_pipeline.train.progress import Progress
+from finegpt_pipeline.train.schedule import lr_at
 from finegpt_pipeline.atomic import write_json
 from finegpt_pipeline.train.batches import BatchSource, Bins
 from finegpt_pipeline.config import TrainConfig, make_plan_file
@@ -41,22 +42,6 @@ from finegpt_pipeline.model import GPT, GPTConfig
 from finegpt_pipeline.train.plan_file import load_plan, planner_report
 from finegpt_pipeline.train.run_dir import PLAN_NAME, SUMMARY_NAME
 from finegpt_pipeline.train.reporter import Reporter, mlflow_wanted
-
-
-def lr_at(it: int, cfg: TrainConfig) -> float:
-    """Linear warmup to learning_rate, then cosine decay to min_lr at lr_decay_iters, or (wsd)
-    flat until its last cooldown_frac and linear down to min_lr there; then flat."""
-    if it < cfg.warmup_iters:
-        return cfg.learning_rate * (it + 1) / (cfg.warmup_iters + 1)
-    if it >= cfg.lr_decay_iters:
-        return cfg.min_lr
-    if cfg.lr_schedule == "wsd":
-        cooldown = cfg.cooldown_frac * cfg.lr_decay_iters
-        left = (cfg.lr_decay_iters - it) / max(cooldown, 1e-9)
-        return cfg.min_lr + min(1.0, left) * (cfg.learning_rate - cfg.min_lr)
-    span = max(1, cfg.lr_decay_iters - cfg.warmup_iters)
-    ratio = (it - cfg.warmup_iters) / span
-    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - cfg.min_lr)
 
 
 def _due(it: int, interval: int) -> bool:
@@ -166,7 +151,7 @@ class Trainer:
         # streams then differ from the uninterrupted run on ranks > 0 (data order does not)
         resume_state = {
             "tokens_seen": self.tokens_seen,
-            "elapsed_s": self.elapsed_before + (time.time() - self.t_start),
+            "elapsed_s": self.progress.elapsed(),
             "history": self.history, "val_history": self.val_history,
             "rng": checkpoint.rng_state(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
@@ -268,19 +253,19 @@ class Trainer:
         self.report.info(f"training {self.model.get_num_params():,} params on {rt.device} "
                         f"({rt.dtype}, compile={rt.compile}, world={rt.world_size}), "
                         f"{tokens_per_step:,} tokens/step, iters {self.iter_num}->{max_iters}")
-        self.t_start = time.time()
+        self.progress = Progress(cfg, max_iters, self.iter_num, self.elapsed_before, self.report)
         window_t, window_steps = time.time(), 0
-        measured_steps, measured_time = 0, 0.0  # excludes the first (compile/warm-up) step
         val_loss = float("nan")
         while True:
             it = self.iter_num
             if _due(it, cfg.eval_interval) or it >= max_iters:
+                t_eval = time.time()
                 val_loss = estimate_val_loss(self.train_model, self.batches, cfg, rt)
                 self.best_val_loss = min(self.best_val_loss, val_loss)
                 self.val_history.append({"iter": float(it), "tokens_seen": float(self.tokens_seen),
                                          "val_loss": val_loss})
-                self.report.metrics(it, {"val_loss": val_loss, "best_val_loss": self.best_val_loss})
-                self.report.info(f"iter {it}: val loss {val_loss:.4f}")
+                self.progress.at_eval(it, self.tokens_seen, val_loss, self.best_val_loss,
+                                      self.val_history, time.time() - t_eval)
                 window_t = time.time()  # evaluation time is not training throughput
             due = it > 0 and it != self.resumed_from and (
                 _due(it, cfg.checkpoint_interval) or it >= max_iters)
@@ -295,9 +280,7 @@ class Trainer:
             if _due(self.iter_num, cfg.log_interval) or self.iter_num == max_iters:
                 loss = float(runtime.all_reduce_mean(loss_sum, rt))  # syncs the device
                 dt = time.time() - window_t
-                if self.iter_num - window_steps > (self.resumed_from or 0):
-                    measured_steps += window_steps
-                    measured_time += dt
+                self.progress.steps_timed(self.iter_num, window_steps, dt)
                 tps = window_steps * tokens_per_step / max(dt, 1e-9)
                 row = {"train_loss": loss, "lr": lr_at(it, cfg), "grad_norm": float(grad_norm),
                        "tokens_per_s": tps, "tokens_seen": float(self.tokens_seen)}
@@ -311,8 +294,7 @@ class Trainer:
                                 f"grad {row['grad_norm']:.3f} {tps:,.0f} tok/s"
                                 + (f" mfu {row['mfu']:.1%}" if "mfu" in row else ""))
                 window_t, window_steps = time.time(), 0
-        wall = self.elapsed_before + (time.time() - self.t_start)
-        avg_tps = measured_steps * tokens_per_step / measured_time if measured_time > 0 else 0.0
+        wall, avg_tps = self.progress.elapsed(), self.progress.tokens_per_s(tokens_per_step)
         summary = {
             "steps": self.iter_num, "tokens_seen": self.tokens_seen,
             "best_val_loss": self.best_val_loss, "final_val_loss": val_loss,
@@ -324,6 +306,7 @@ class Trainer:
             "device": str(rt.device), "dtype": str(rt.dtype).replace("torch.", ""),
             "compile": rt.compile,
             "mlflow_run_id": self.report.mlflow_run_id, "mlflow_run_url": self.report.mlflow_run_url,
+            "curve_forecasts": self.progress.finish(self.val_history, val_loss),
         }
         if rt.is_main:
             write_json(self.out_dir / SUMMARY_NAME, {**summary, "history": self.history,
