@@ -63,3 +63,29 @@ def test_cli_run_is_filed_under_the_workspace_location(tmp_path, finegpt_home, s
     label = f"{defs.get_repository_def().name}@{workspace_location()}"
     assert run.tags.get(".dagster/repository") == label
     assert run.tags.get("dagster/code_location") == workspace_location()
+
+
+def test_dg_launch_runs_a_partition_of_the_dg_project(tmp_path, finegpt_home, sample_shard):
+    """The README's `dg launch ... --partition KEY` works on this `dg` project ([tool.dg] in
+    pyproject): raw_shard of the sample's partition, its first 20 documents, in a fresh
+    DAGSTER_HOME."""
+    import dagster as dg
+
+    from assets.partitions import register
+
+    dagster_home = tmp_path / "dagster"
+    dagster_home.mkdir()
+    (dagster_home / "dagster.yaml").write_text((REPO / "docker" / "dagster.yaml").read_text())
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        [key] = register(instance, [str(sample_shard)])
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run([str(DAGSTER.with_name("dg")), "launch", "--assets", "raw_shard",
+                           "--partition", key, "--config-json",
+                           json.dumps({"ops": {"raw_shard": {"config": {"max_docs": 20}}}})],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-2000:]
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        (run,) = instance.get_runs()
+        assert run.status == dg.DagsterRunStatus.SUCCESS and run.tags["dagster/partition"] == key
+        [event] = instance.fetch_materializations(dg.AssetKey("raw_shard"), limit=1).records
+    assert event.asset_materialization.metadata["rows"].value == 20
