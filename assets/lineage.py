@@ -1,4 +1,11 @@
-"""Each asset's MLflow run, in its Dagster run's parent run (`finegpt_pipeline.tracking.store`).
+"""Each asset's MLflow run, nested in its Dagster run's parent run: the code location's run
+tree (the engine only tags runs, `finegpt_pipeline.tracking.store`).
+
+One parent run per Dagster run (`parent_run`, found or created under a file lock under
+FINEGPT_HOME, since Dagster's multiprocess executor runs steps in parallel processes) and one
+nested run per asset (`nested_run`; the trainer's own run is `trained_checkpoint`'s). Every
+run of a Dagster run carries `dagster.run_id`, `dagster.run_url` and a Markdown link to it as
+its description.
 
     with lineage.asset_run(context, finegpt_home) as run:   # the nested run, active in mlflow
         ...
@@ -17,16 +24,22 @@ from __future__ import annotations
 
 import functools
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator
 
 import dagster as dg
 
 from assets import dagster_internals
+from finegpt_pipeline.locks import wait_for
 from finegpt_pipeline.tracking import datasets as mlflow_datasets, store as mlflow_store
 from finegpt_pipeline.train.reporter import (ASSET_KEY_ENV, CODE_VERSION_ENV, DAGSTER_RUN_ID_ENV,
                                              PARENT_RUN_ENV)
 
 TRAINING_RUN_TAG = "finegpt.training_run_id"  # on a nested run standing for a reused training
+JOB_TAG = "dagster.job_name"
+PARENT_STAGE = "dagster_run"  # the stage tag of a Dagster run's parent run
+PARENT_LOCK_NAME = ".mlflow-parent-runs.lock"  # under FINEGPT_HOME
+LOCK_WAIT_S = 120.0
 
 
 def data_version_of(context: dg.AssetExecutionContext, given: dg.DataVersion | None) -> str:
@@ -35,6 +48,80 @@ def data_version_of(context: dg.AssetExecutionContext, given: dg.DataVersion | N
     if given is not None:
         return given.value
     return dagster_internals.logical_data_version(context)
+
+
+def _experiment_id(client) -> str:
+    return client.get_experiment_by_name(mlflow_store.EXPERIMENT).experiment_id
+
+
+class _Held:
+    """The parent-run lock, waited for (a parallel step holds it for a moment only)."""
+
+    def __init__(self, path: Path):
+        self.path, self.lock = Path(path), None
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock = wait_for(self.path, shared=False, wait_s=LOCK_WAIT_S,
+                             fix="end that process or remove the lock file")
+        return self
+
+    def __exit__(self, *exc):
+        self.lock.close()
+
+
+def parent_run(client, dagster_run_id: str, job_name: str, lock_path: str | Path) -> str:
+    """The Dagster run's parent MLflow run (its id), found by tag or created, under the lock."""
+    with _Held(lock_path):
+        found = client.search_runs(
+            [_experiment_id(client)], max_results=1,
+            filter_string=f"tags.`{mlflow_store.RUN_ID_TAG}` = '{dagster_run_id}' and "
+                          f"tags.`{mlflow_store.STAGE_TAG}` = '{PARENT_STAGE}'")
+        if found:
+            return found[0].info.run_id
+        tags = mlflow_store.run_tags(PARENT_STAGE, dagster_run_id)
+        tags[JOB_TAG] = job_name
+        # assets materialized outside a named job run in Dagster's implicit `__ASSET_JOB`
+        shown = "assets" if job_name.startswith("__") else job_name
+        tags[mlflow_store.NOTE_TAG] = mlflow_store.dagster_note(dagster_run_id, f"`{shown}`")
+        run = client.create_run(_experiment_id(client), tags=tags,
+                                run_name=mlflow_store.run_label(f"dagster {shown}", dagster_run_id))
+        return run.info.run_id
+
+
+def nested_run(client, parent_id: str, dagster_run_id: str, asset_key: str,
+               code_version: str | None) -> str:
+    """The asset's nested run in the Dagster run (its id): a retried step continues its run."""
+    found = client.search_runs(
+        [_experiment_id(client)], max_results=1,
+        filter_string=f"tags.`{mlflow_store.PARENT_TAG}` = '{parent_id}' and "
+                      f"tags.`{mlflow_store.ASSET_KEY_TAG}` = '{asset_key}'")
+    if found:
+        client.update_run(found[0].info.run_id, status="RUNNING")
+        return found[0].info.run_id
+    tags = mlflow_store.run_tags(asset_key, dagster_run_id, asset_key, code_version, parent_id)
+    run = client.create_run(_experiment_id(client), tags=tags,
+                            run_name=mlflow_store.run_label(asset_key, dagster_run_id))
+    return run.info.run_id
+
+
+def children(client, parent_id: str) -> list:
+    """The nested runs of a parent run."""
+    return client.search_runs([_experiment_id(client)],
+                              filter_string=f"tags.`{mlflow_store.PARENT_TAG}` = '{parent_id}'")
+
+
+def settle_parent(client, parent_id: str, lock_path: str | Path) -> str:
+    """The parent's status from its nested runs': RUNNING while one runs, else FAILED when one
+    failed, else FINISHED (the end time is the last nested run's); returns it."""
+    with _Held(lock_path):
+        statuses = {run.info.status for run in children(client, parent_id)}
+        if "RUNNING" in statuses or "SCHEDULED" in statuses:
+            client.update_run(parent_id, status="RUNNING")
+            return "RUNNING"
+        status = "FAILED" if statuses & {"FAILED", "KILLED"} else "FINISHED"
+        client.set_terminated(parent_id, status)
+        return status
 
 
 class AssetRun:
@@ -53,7 +140,7 @@ class AssetRun:
         return mlflow_store.run_url(self.run_id)
 
     def _nested(self) -> str:
-        return mlflow_store.asset_run(self.client, self.parent_id, self.context.run.run_id,
+        return nested_run(self.client, self.parent_id, self.context.run.run_id,
                                       self.asset_key, self.code_version)
 
     def trainer_env(self) -> dict[str, str]:
@@ -101,7 +188,7 @@ class AssetRun:
         elif status == "FAILED" or (self.ends_here and self.run_id):
             # a failed asset's run, the trainer's too (a killed trainer leaves it RUNNING)
             self.client.set_terminated(self.run_id or self._nested(), status)
-        mlflow_store.settle_parent(self.client, self.parent_id, self.lock)
+        settle_parent(self.client, self.parent_id, self.lock)
 
 
 @contextmanager
@@ -113,8 +200,8 @@ def asset_run(context: dg.AssetExecutionContext, finegpt_home,
 
     home = finegpt_home.home().root
     client = mlflow.MlflowClient(mlflow_store.configure(home))
-    lock = home / mlflow_store.PARENT_LOCK_NAME
-    parent_id = mlflow_store.parent_run(client, context.run.run_id, context.run.job_name, lock)
+    lock = home / PARENT_LOCK_NAME
+    parent_id = parent_run(client, context.run.run_id, context.run.job_name, lock)
     run = AssetRun(context, client, parent_id, lock)
     if own_run:
         run.run_id = run._nested()

@@ -56,7 +56,9 @@ def held_back(context: dg.AssetExecutionContext, keys: list[str]) -> dict[str, l
 
 
 # (run id, asset) -> bins_location's answer: computed once per asset per run, so its check
-# history queries and warnings are not repeated by the MLflow wrapper and the asset body
+# history queries and warnings are not repeated by the MLflow wrapper and the asset body. Only
+# the current run's answers are kept: a process that runs many jobs in turn (the in-process
+# executor, a long-lived code server) does not grow it.
 _LOCATIONS: dict[tuple[str, str], tuple[Path, dict]] = {}
 
 
@@ -68,6 +70,8 @@ def bins_location(context: dg.AssetExecutionContext, tokenized_bins: dict,
     the same shards) and its summed meta. A shard that failed a blocking check is left out."""
     memo_key = (context.run.run_id, context.asset_key.to_user_string())
     if memo_key not in _LOCATIONS:
+        for stale in [key for key in _LOCATIONS if key[0] != memo_key[0]]:
+            del _LOCATIONS[stale]
         _LOCATIONS[memo_key] = _locate(context, tokenized_bins, finegpt_home)
     return _LOCATIONS[memo_key]
 

@@ -136,9 +136,9 @@ def test_parallel_steps_find_one_parent(finegpt_home):
     makes the parent under the lock, and there is one."""
     mlflow_store.configure(finegpt_home)
     code = ("import sys; import mlflow; from finegpt_pipeline.tracking import store as s; "
-            "uri = s.configure(sys.argv[1]); "
-            "print(s.parent_run(mlflow.MlflowClient(uri), 'dagster-run-1', 'pipeline_job', "
-            "sys.argv[1] + '/' + s.PARENT_LOCK_NAME))")
+            "from assets import lineage; uri = s.configure(sys.argv[1]); "
+            "print(lineage.parent_run(mlflow.MlflowClient(uri), 'dagster-run-1', 'pipeline_job', "
+            "sys.argv[1] + '/' + lineage.PARENT_LOCK_NAME))")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     procs = [subprocess.Popen([sys.executable, "-c", code, str(finegpt_home)], env=env,
                               stdout=subprocess.PIPE, text=True) for _ in range(3)]

@@ -1,12 +1,14 @@
 """The MLflow store every stage logs to: one place decides the tracking store, the
-experiment, the tags that tie a run to its Dagster run and git commit, and the lineage scheme.
+experiment (FINEGPT_EXPERIMENT, default `finegpt`), the links into the MLflow UI, and the tags
+that tie a run to the git commit and, when an orchestrator started it, to its Dagster run
+(`run_tags`: `dagster.run_id`, `dagster.run_url`, a Markdown link as its description, and
+`mlflow.parentRunId` when the run is nested).
 
-Lineage: one experiment per project (FINEGPT_EXPERIMENT, default `finegpt`); one parent run
-per Dagster run (`parent_run`, found or created under a file lock, since Dagster's
-multiprocess executor runs steps in parallel processes) and one nested run per asset
-(`asset_run`; the trainer's own run is `trained_checkpoint`'s). Every run of a Dagster run
-carries `dagster.run_id`, `dagster.run_url` and a Markdown link to it as its description.
-(What a training run reports, and where, is `train_reporter`; datasets are `mlflow_datasets`.)
+The engine tags runs but never groups them: the tree of one parent run per Dagster run and a
+nested run per asset is the code location's (`assets/lineage.py`), its only user. A trainer
+started by an asset is handed its parent's id (`train/reporter.py`'s environment) and nests its
+own run under it with these same tags. (What a training run reports, and where, is
+`train/reporter.py`; datasets are `tracking/datasets.py`.)
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from urllib.parse import unquote, urlparse
 
 from finegpt_pipeline import paths
 from finegpt_pipeline.tracking import ui as mlflow_ui
-from finegpt_pipeline.locks import wait_for
 
 EXPERIMENT = os.environ.get("FINEGPT_EXPERIMENT", "finegpt")
 # MLflow's UI opens an experiment in its GenAI mode (traces, evaluation runs) unless this tag
@@ -39,13 +40,9 @@ PARENT_TAG = "mlflow.parentRunId"
 NOTE_TAG = "mlflow.note.content"  # the run's description; the UI renders its Markdown
 RUN_ID_TAG = "dagster.run_id"
 RUN_URL_TAG = "dagster.run_url"
-JOB_TAG = "dagster.job_name"
 ASSET_KEY_TAG = "dagster.asset_key"
 CODE_VERSION_TAG = "dagster.code_version"
 DATA_VERSION_TAG = "dagster.data_version"
-PARENT_STAGE = "dagster_run"  # the stage tag of a Dagster run's parent run
-PARENT_LOCK_NAME = ".mlflow-parent-runs.lock"  # under FINEGPT_HOME
-LOCK_WAIT_S = 120.0
 
 
 def configure(root: str | Path | None = None) -> str:
@@ -145,81 +142,6 @@ def run_label(what: str, dagster_run_id: str | None = None) -> str:
     `raw_shard 2026-12-01 10:40 (1a2b3c4d)`."""
     started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     return f"{what} {started}" + (f" ({dagster_run_id[:8]})" if dagster_run_id else "")
-
-
-# ---------------------------------------------------------------- parent and nested runs
-
-def _experiment_id(client) -> str:
-    return client.get_experiment_by_name(EXPERIMENT).experiment_id
-
-
-class _Held:
-    """The parent-run lock, waited for (a parallel step holds it for a moment only)."""
-
-    def __init__(self, path: Path):
-        self.path, self.lock = Path(path), None
-
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.lock = wait_for(self.path, shared=False, wait_s=LOCK_WAIT_S,
-                             fix="end that process or remove the lock file")
-        return self
-
-    def __exit__(self, *exc):
-        self.lock.close()
-
-
-def parent_run(client, dagster_run_id: str, job_name: str, lock_path: str | Path) -> str:
-    """The Dagster run's parent MLflow run (its id), found by tag or created, under the lock."""
-    with _Held(lock_path):
-        found = client.search_runs(
-            [_experiment_id(client)], max_results=1,
-            filter_string=f"tags.`{RUN_ID_TAG}` = '{dagster_run_id}' and "
-                          f"tags.`{STAGE_TAG}` = '{PARENT_STAGE}'")
-        if found:
-            return found[0].info.run_id
-        tags = run_tags(PARENT_STAGE, dagster_run_id)
-        tags[JOB_TAG] = job_name
-        # assets materialized outside a named job run in Dagster's implicit `__ASSET_JOB`
-        shown = "assets" if job_name.startswith("__") else job_name
-        tags[NOTE_TAG] = dagster_note(dagster_run_id, f"`{shown}`")
-        run = client.create_run(_experiment_id(client), tags=tags,
-                                run_name=run_label(f"dagster {shown}", dagster_run_id))
-        return run.info.run_id
-
-
-def asset_run(client, parent_id: str, dagster_run_id: str, asset_key: str,
-              code_version: str | None) -> str:
-    """The asset's nested run in the Dagster run (its id): a retried step continues its run."""
-    found = client.search_runs(
-        [_experiment_id(client)], max_results=1,
-        filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}' and "
-                      f"tags.`{ASSET_KEY_TAG}` = '{asset_key}'")
-    if found:
-        client.update_run(found[0].info.run_id, status="RUNNING")
-        return found[0].info.run_id
-    tags = run_tags(asset_key, dagster_run_id, asset_key, code_version, parent_id)
-    run = client.create_run(_experiment_id(client), tags=tags,
-                            run_name=run_label(asset_key, dagster_run_id))
-    return run.info.run_id
-
-
-def children(client, parent_id: str) -> list:
-    return client.search_runs([_experiment_id(client)],
-                              filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'")
-
-
-def settle_parent(client, parent_id: str, lock_path: str | Path) -> str:
-    """The parent's status from its nested runs': RUNNING while one runs, else FAILED when one
-    failed, else FINISHED (the end time is the last nested run's); returns it."""
-    with _Held(lock_path):
-        statuses = {run.info.status for run in children(client, parent_id)}
-        if "RUNNING" in statuses or "SCHEDULED" in statuses:
-            client.update_run(parent_id, status="RUNNING")
-            return "RUNNING"
-        status = "FAILED" if statuses & {"FAILED", "KILLED"} else "FINISHED"
-        client.set_terminated(parent_id, status)
-        return status
 
 
 # ---------------------------------------------------------------- links
