@@ -70,15 +70,15 @@ train-job: venv dagster-home
 # independently, must give the report's val loss and bits per byte
 demo: venv dagster-home
 	export FINEGPT_SHARD=$(SAMPLE) && $(PARTITION) { $(BIN)/dagster job execute -m assets.definitions -j pipeline_job -c configs/demo-cpu.yaml --tags "$$tags"; $(SUMMARY); }
-	$(BIN)/python -m pytest -q -m demo tests/test_pipeline_report.py
+	$(BIN)/python -m pytest -q -m demo tests/system/test_pipeline_report.py
 
 # Debian's chromium (apt-get install chromium), driven by playwright; tmp homes, free ports
 browser: venv
-	$(BIN)/python -m pytest -q -m browser --durations=3 tests/test_browser.py
+	$(BIN)/python -m pytest -q -m browser --durations=3 tests/system/test_browser.py
 
 # Debian's PostgreSQL (apt-get install postgresql) behind the deployment's dagster.yaml and MLflow
 test-stack: venv
-	$(BIN)/python -m pytest -q -m stack --durations=3 tests/test_postgres_stack.py
+	$(BIN)/python -m pytest -q -m stack --durations=3 tests/system/test_postgres_stack.py
 
 # After the unit tests, the browser test (the longest, mostly waiting on its servers) beside
 # the rest in order: validate, the demo, the stack test

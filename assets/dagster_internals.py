@@ -1,5 +1,5 @@
 """Every private Dagster API this code location relies on, in one place: each has no public
-equivalent in the Dagster release pinned here (1.13). tests/test_dagster_internals.py
+equivalent in the Dagster release pinned here (1.13). tests/assets/test_dagster_internals.py
 calls each, so a Dagster upgrade that moves one fails there first, loudly, not mid-run.
 """
 

@@ -14,7 +14,7 @@ EVALUATION = dg.AssetSelection.groups("evaluation")
 RUN_DEFAULTS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 # The one code location name: workspace.yaml's `location_name` and pyproject's
-# [tool.dagster] `code_location_name` say it too (tests/test_code_location.py holds them equal).
+# [tool.dagster] `code_location_name` say it too (tests/assets/test_code_location.py holds them equal).
 # Each job carries its tags, so CLI runs show under the same job as runs launched from the UI.
 LOCATION = "finegpt"
 LOCATION_TAGS = repository_tags(LOCATION)

@@ -50,15 +50,15 @@ step() {  # step NAME SECONDS COMMAND...: run, log to DIR/NAME.log, note the res
 }
 
 if [ $SMOKE = 1 ]; then
-  step tests 120 "$PY" -m pytest -q -p no:cacheprovider tests/test_runtime.py tests/test_allocator.py
+  step tests 120 "$PY" -m pytest -q -p no:cacheprovider tests/engine/test_runtime.py tests/engine/train/test_allocator.py
   step train_gpt2 300 "$PY" bench/train_gpt2.py --smoke --steps 4 --warmup 1 --micro-batch 2 \
     --grad-accum 1 --json "$DIR/train_gpt2.json" ${NANOGPT:+--nanogpt "$NANOGPT"}
   step plan_calibration 200 "$PY" bench/plan_calibration.py --sizes 1x32,2x64,2x128 --block 32 \
     --steps 1 --micro-batch 2
   step plan_detect 120 "$PY" -m finegpt_pipeline.plan --detect --no-calibrate --hours 0.01
 else
-  step tests 110 "$PY" -m pytest -q -p no:cacheprovider tests/test_runtime.py tests/test_allocator.py \
-    tests/test_hardware.py tests/test_ddp.py
+  step tests 110 "$PY" -m pytest -q -p no:cacheprovider tests/engine/test_runtime.py tests/engine/train/test_allocator.py \
+    tests/engine/test_hardware.py tests/engine/train/test_ddp.py
   step train_gpt2 150 "$PY" bench/train_gpt2.py --steps 24 --warmup 8 --json "$DIR/train_gpt2.json" \
     ${NANOGPT:+--nanogpt "$NANOGPT"}
   step plan_calibration 80 "$PY" bench/plan_calibration.py --sizes 6x384,12x768 --steps 3

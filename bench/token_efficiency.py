@@ -35,7 +35,7 @@ ours against the same nanoGPT runs, and the tables show the union.
 
 `--smoke`: one tiny size, a few steps, one seed, one lr: the harness end to end in about a
 minute. The full bench needs a nanoGPT work tree (`--nanogpt`); the unit tests
-(tests/test_token_efficiency_bench.py) cover the pure logic without one.
+(tests/bench/test_token_efficiency.py) cover the pure logic without one.
 """
 
 from __future__ import annotations

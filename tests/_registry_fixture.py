@@ -9,7 +9,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from _bins_fixture import make_bins, write_plan
+from tests._bins_fixture import make_bins, write_plan
 from finegpt_pipeline.evaluate import registry
 from finegpt_pipeline.train import trainer as train
 from finegpt_pipeline.train import plan_file

@@ -1,4 +1,4 @@
-"""The two UIs as a user starts them, for tests/test_browser.py: two pipeline runs on the shared
+"""The two UIs as a user starts them, for tests/system/test_browser.py: two pipeline runs on the shared
 sample with `dagster job execute -m assets.definitions` (the README's command), then
 `dagster-webserver -w workspace.yaml` and `mlflow server` on free loopback ports, with
 FINEGPT_MLFLOW_UI / FINEGPT_DAGSTER_UI set before the runs so their links resolve."""
@@ -163,7 +163,7 @@ def start_stack(root: Path, shard: Path) -> Stack:
                 with _env(env):
                     registry.promote(f"sqlite:///{home / 'mlflow.db'}", 1)
         # The runs view the experiment links open. mlflow_store.configure() installs it once
-        # merged (tests/test_mlflow_ui.py checks that); again here it is a no-op.
+        # merged (tests/engine/tracking/test_ui.py checks that); again here it is a no-op.
         from mlflow import MlflowClient
 
         from finegpt_pipeline.tracking import ui as mlflow_ui

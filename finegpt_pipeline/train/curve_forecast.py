@@ -19,7 +19,7 @@ size and tokens across runs).
   refits of the fitted curve plus Gaussian noise of sigma, fixed seed); `se` =
   sqrt(bootstrap variance + sigma^2), the final value being one more noisy eval. On synthetic
   power-law curves (20 evals, noise 0.005-0.02 nats) +-2 se covers the true final value in
-  94-99 % of runs from 25 % of the steps on (tests/test_curve_forecast.py).
+  94-99 % of runs from 25 % of the steps on (tests/engine/train/test_curve_forecast.py).
 - No forecast the fit cannot support: fewer than `MIN_POINTS` evals to fit, a curve that does
   not fall, or no law with b > 0 and a >= 0 that fits; the reason is said instead.
 
