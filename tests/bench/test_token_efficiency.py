@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
 
 import token_efficiency as te  # noqa: E402
+import token_efficiency_report as ter  # noqa: E402
 
 from finegpt_pipeline.plan.planner import learning_rate_for  # noqa: E402
 
@@ -23,49 +24,49 @@ LADDER = {50: 7.6, 60: 7.5, 75: 7.3, 100: 7.1}
 
 
 def test_steps_to_target_is_the_first_ladder_point_at_or_below_it_with_an_interpolation():
-    r = te.steps_to_target(LADDER, 7.4, 100)
+    r = ter.steps_to_target(LADDER, 7.4, 100)
     assert (r["steps_needed"], r["ratio"], r["goal_met"], r["upper_bound"]) == (75, 0.75, True, False)
     assert r["interpolated"] == pytest.approx(60 + 0.5 * 15)  # 7.5 -> 7.3 crosses 7.4 halfway
     assert r["ratio_interpolated"] == pytest.approx(0.675)
 
 
 def test_steps_to_target_at_n_only_or_never_misses_the_goal():
-    at_n = te.steps_to_target(LADDER, 7.15, 100)
+    at_n = ter.steps_to_target(LADDER, 7.15, 100)
     assert (at_n["steps_needed"], at_n["ratio"], at_n["goal_met"]) == (100, 1.0, False)
-    never = te.steps_to_target(LADDER, 7.0, 100)
+    never = ter.steps_to_target(LADDER, 7.0, 100)
     assert never["steps_needed"] is None and never["ratio"] is None and not never["goal_met"]
-    assert "not reached by 100 steps" in te._ratio_text(never)
+    assert "not reached by 100 steps" in ter._ratio_text(never)
 
 
 def test_steps_to_target_needs_every_larger_budget_to_stay_below_and_bounds_the_smallest():
     # M=50 dips below by chance, M=60 does not: the count is 75, not 50
-    noisy = te.steps_to_target({50: 7.35, 60: 7.45, 75: 7.38, 100: 7.2}, 7.4, 100)
+    noisy = ter.steps_to_target({50: 7.35, 60: 7.45, 75: 7.38, 100: 7.2}, 7.4, 100)
     assert noisy["steps_needed"] == 75
     assert noisy["interpolated"] == pytest.approx(60 + 15 * 0.05 / 0.07)
-    early = te.steps_to_target({50: 7.3, 100: 7.1}, 7.4, 100)
+    early = ter.steps_to_target({50: 7.3, 100: 7.1}, 7.4, 100)
     assert (early["steps_needed"], early["upper_bound"], early["interpolated"]) == (50, True, None)
-    assert te._ratio_text(early).startswith("<= 0.50x")
+    assert ter._ratio_text(early).startswith("<= 0.50x")
 
 
 def test_the_lr_sweep_picks_the_lowest_loss_and_extends_past_an_edge():
     sweep = {1.5e-3: 8.0, 6e-3: 7.0, 2e-2: 6.5}
-    assert te.pick_lr(sweep) == (2e-2, "high")
-    assert te.pick_lr({**sweep, 2e-2: 7.2}) == (6e-3, None)
-    assert te.pick_lr({**sweep, 1.5e-3: 6.0}) == (1.5e-3, "low")
-    assert te.pick_lr({6e-3: 7.0}) == (6e-3, None)
+    assert ter.pick_lr(sweep) == (2e-2, "high")
+    assert ter.pick_lr({**sweep, 2e-2: 7.2}) == (6e-3, None)
+    assert ter.pick_lr({**sweep, 1.5e-3: 6.0}) == (1.5e-3, "low")
+    assert ter.pick_lr({6e-3: 7.0}) == (6e-3, None)
     ratio = (2e-2 / 1.5e-3) ** 0.5
-    assert te.beyond_edge(list(sweep), "high") == pytest.approx(2e-2 * ratio, rel=1e-2)
-    assert te.beyond_edge(list(sweep), "low") == pytest.approx(1.5e-3 / ratio, rel=1e-2)
+    assert ter.beyond_edge(list(sweep), "high") == pytest.approx(2e-2 * ratio, rel=1e-2)
+    assert ter.beyond_edge(list(sweep), "low") == pytest.approx(1.5e-3 / ratio, rel=1e-2)
 
 
 def test_ladder_and_sizes_parse():
-    assert te.ladder_steps(100, [1.0, 0.5, 0.6, 0.75]) == [50, 60, 75, 100]
-    assert te.ladder_steps(8, [0.5, 1.0]) == [4, 8]
+    assert ter.ladder_steps(100, [1.0, 0.5, 0.6, 0.75]) == [50, 60, 75, 100]
+    assert ter.ladder_steps(8, [0.5, 1.0]) == [4, 8]
     with pytest.raises(ValueError):
-        te.ladder_steps(100, [1.5])
-    assert te.parse_sizes("2x64, 4X128") == [(2, 64), (4, 128)]
+        ter.ladder_steps(100, [1.5])
+    assert ter.parse_sizes("2x64, 4X128") == [(2, 64), (4, 128)]
     with pytest.raises(ValueError, match="LAYERSxWIDTH"):
-        te.parse_sizes("2-64")
+        ter.parse_sizes("2-64")
 
 
 def _last_flags(cmd: list[str]) -> dict[str, str]:
@@ -129,11 +130,11 @@ def test_a_size_summary_and_its_tables():
                         "edge": None, "seeds": {0: 7.46, 1: 7.36}},
             "ours": {"learning_rate": 7.2e-3,
                      "losses": {m: {0: v - 0.05, 1: v + 0.05} for m, v in LADDER.items()}}}
-    te.summarize_size(size)
+    ter.summarize_size(size)
     assert size["nanogpt"]["target"] == pytest.approx(7.41)
     assert size["ours"]["mean"][75] == pytest.approx(7.3)
     assert size["result"]["steps_needed"] == 75 and size["result"]["goal_met"]
-    table = te.render_markdown([size])
+    table = ter.render_markdown([size])
     assert "| 2L/64d | 3.30 M | 100 | 0.0015: 8.100, 0.006: 7.450, 0.02: 7.500 | 0.006 | 7.410 ± 0.071 (2) | 7.100 |" in table
     assert "0.75x (75/100), interpolated 0.67x | **met** |" in table
     assert "| 75 | 0.75 | 7.250 | 7.350 | 7.300 | ✓ |" in table
