@@ -16,7 +16,7 @@ from finegpt_pipeline.tracking import datasets as mlflow_datasets
 from finegpt_pipeline.data import stats
 from finegpt_pipeline.atomic import write_bytes
 from finegpt_pipeline.locks import Busy
-from finegpt_pipeline.data.shard import ShardError, file_version, is_hub_source, local_source_path, resolve_shard
+from finegpt_pipeline.data.shard import ShardError, file_version, is_hub_source, local_shard_path, resolve_shard
 from finegpt_pipeline.data.tokenizer import TokenizerUnavailable
 from finegpt_pipeline.evaluate.render import md_table  # the one Markdown table helper
 
@@ -57,7 +57,7 @@ def raw_shard(context: dg.AssetExecutionContext, config: RawShardConfig,
                 "source": info.source,
                 # size + mtime of the local source file: shard_changed_sensor's cheap comparison
                 **({} if is_hub_source(info.source)
-                   else {"source_version": file_version(local_source_path(info.source))}),
+                   else {"source_version": file_version(local_shard_path(info.source))}),
                 **size_entries("size", info.bytes),
                 "rows": info.rows,
                 "row_groups": info.row_groups,

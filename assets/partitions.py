@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 
 from finegpt_pipeline.data.shard import (HF_PREFIX, ShardError, hub_problem, is_hub_source,
-                                         local_source_path, open_shard)
+                                         local_shard_path, open_shard)
 
 SHARDS = dg.DynamicPartitionsDefinition(name="shards")
 HUB_KEY_PREFIX = "hf:"
@@ -27,7 +27,7 @@ def partition_key(source: str | Path) -> str:
     source = str(source)
     if is_hub_source(source):
         return HUB_KEY_PREFIX + source[len(HF_PREFIX):].strip("/")
-    return str(local_source_path(source))
+    return str(local_shard_path(source))
 
 
 def source_of(key: str) -> str:
@@ -49,7 +49,7 @@ def problem(source: str | Path) -> str | None:
     if is_hub_source(str(source)):
         return hub_problem(str(source))
     try:
-        open_shard(local_source_path(source))
+        open_shard(local_shard_path(source))
     except ShardError as exc:
         return str(exc)
     return None

@@ -7,8 +7,14 @@ described shard (token_stats, tokenized_bins) checks the file against the record
 refuses bytes that changed since (`verified_sha256`: read once per process and file version,
 so a Dagster step in its own process re-reads it, a CLI that resolves and then tokenizes does not).
 
-Names: `ShardInfo.source` is what the user asked for (a path or hf:// URL), `ShardInfo.path`
-the local file it resolved to (the bins' meta.json calls that `source_path`).
+Names, one per concept, everywhere:
+- `source`: what the user named, a local path or an `hf://` URL (`ShardInfo.source`);
+- `shard_path`: the local parquet file a source resolves to (`local_shard_path`,
+  `ShardInfo.path`, raw_shard's `path`); the bins' meta.json, whose subject is the bins,
+  records it as their `source_path` and the shard's hash as their `source_sha256`;
+- `sha256`: the shard's content hash (`shard_sha256` where other hashes are near);
+- `key`: only a partition key (assets/partitions.py) or the warehouse's row key (`shard_key`
+  in `stats`, the sha256 unless a caller names another).
 """
 
 from __future__ import annotations
@@ -117,7 +123,7 @@ def is_hub_source(source: str) -> bool:
     return str(source).startswith(HF_PREFIX)
 
 
-def local_source_path(source: str | Path) -> Path:
+def local_shard_path(source: str | Path) -> Path:
     """A local source as `resolve_shard` reads it (user and relative parts resolved)."""
     return Path(source).expanduser().resolve()
 
@@ -226,7 +232,7 @@ def resolve_shard(source: str | Path, dest_dir: str | Path, max_docs: int | None
     if is_hub_source(source):
         local = _resolve_hf(source, Path(dest_dir), max_docs, max_row_groups, head)
     else:
-        local = local_source_path(source)
+        local = local_shard_path(source)
         pf = open_shard(local)
         rows_wanted = sum(pf.metadata.row_group(i).num_rows
                           for i in head_row_groups(pf, max_docs, max_row_groups))
