@@ -22,6 +22,7 @@ from finegpt_pipeline.tracking import store as mlflow_store
 
 NUMBERS = ("val_loss", "val_loss_se", "val_bpb", "perplexity", "unigram_loss", "uniform_loss",
            "below_unigram", "below_uniform")
+SHOWN = NUMBERS[:6]  # the metadata gives the margins in words (vs_unigram, vs_uniform)
 
 
 class EvalConfig(dg.Config):
@@ -79,13 +80,15 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig,
                  else None)
     # the verdict leads: it is what a reader of this page wants first
     metadata = {"verdict": dg.MetadataValue.md(eval_report_render.champion_line(result)),
-                **{k: round(float(result[k]), 4) for k in NUMBERS}}
+                **{k: round(float(result[k]), 4) for k in SHOWN},
+                "vs_unigram": render.versus(result["below_unigram"], "unigram"),
+                "vs_uniform": render.versus(result["below_uniform"], "uniform")}
     metadata.update(
         tokens=dg.MetadataValue.int(result["tokens"]),
         beats_unigram=dg.MetadataValue.bool(result["beats_unigram"]),
         report=dg.MetadataValue.md(eval_report_render.markdown(result, image=None)),
         **{key: dg.MetadataValue.md(table)
-           for key, table in eval_report_render.section_tables(result).items()},
+           for key, table in eval_report_render.section_tables(result, inline=True).items()},
         loss_curve_path=dg.MetadataValue.path(result["files"]["loss_curve.png"]),
         report_html=dg.MetadataValue.path(result["files"]["report.html"]),
         report_dir=dg.MetadataValue.path(str(out_dir)),

@@ -11,7 +11,13 @@ TRAINING = dg.AssetSelection.groups("training")
 EVALUATION = dg.AssetSelection.groups("evaluation")
 # Runs log at INFO: Dagster's per-event DEBUG lines (150 on a sample run) bury what a user reads.
 # A run config that sets `loggers: console: config: log_level: DEBUG` brings them back.
-RUN_DEFAULTS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+# Each step's process forks from a server that has imported the code location once, instead of
+# starting Python, Dagster and torch afresh (~4 s a step on 2 cores: an unchanged sample run
+# took 74 s spawning, 31 s forking; docs/benchmarks.md). A run config given at launch (`-c`, the
+# launchpad) replaces these defaults: configs/*.yaml say their executor themselves.
+FORKSERVER = {"forkserver": {"preload_modules": ["assets.definitions"]}}
+RUN_DEFAULTS = {"execution": {"config": {"multiprocess": {"start_method": FORKSERVER}}},
+                "loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 # The one code location name: workspace.yaml's `location_name` and pyproject's
 # [tool.dagster] `code_location_name` say it too (tests/assets/test_code_location.py holds them equal).

@@ -17,7 +17,7 @@ from finegpt_pipeline.plan.costs import DEFAULT_PRICE_PER_KWH
 from finegpt_pipeline.hardware import GIB
 from finegpt_pipeline.plan.planner import build_plan
 from finegpt_pipeline.plan.inputs import tokens_from_meta
-from finegpt_pipeline.plan.report import requirements_report
+from finegpt_pipeline.plan.report import requirements_notes, requirements_report, requirements_rows
 
 
 class PlanRequest(dg.Config):
@@ -99,10 +99,26 @@ def training_config(context: dg.AssetExecutionContext, config: PlanRequest,
                 "memory_budget_gib": float_value(rep["memory_budget_bytes"] / GIB, 3),
                 "epochs": float_value(rep["epochs"], 3),
                 "energy_kwh": float_value(rep["energy_kwh"], 3),
-                "requirements": dg.MetadataValue.md(report),
+                # a table shows inline in the UI; Markdown this long hides behind a button
+                "requirements": requirements_table(plan),
+                **({"requirements_notes": dg.MetadataValue.md("\n".join(notes).strip())}
+                   if (notes := requirements_notes(plan)) else {}),
                 "mlflow_run_id": run.run_id,
             },
         )
+
+
+REQUIREMENTS_SCHEMA = dg.TableSchema(columns=[
+    dg.TableColumn("requirement"), dg.TableColumn("value"), dg.TableColumn("source")])
+
+
+def requirements_table(plan: dict) -> dg.TableMetadataValue:
+    """The plan's requirements (`plan/report.requirements_rows`) as a table the UI shows inline;
+    the same rows as Markdown are the run's requirements.md in MLflow."""
+    return dg.MetadataValue.table(
+        records=[dg.TableRecord({"requirement": name, "value": value, "source": source})
+                 for name, value, source in requirements_rows(plan)],
+        schema=REQUIREMENTS_SCHEMA)
 
 
 # Blocking: a plan that does not fit (or does not load as a TrainConfig) stops trained_checkpoint.

@@ -49,6 +49,11 @@ class Home:
         return self.root / "shards"
 
     @property
+    def shard_hashes(self) -> Path:
+        """Each shard file version's sha256, read once (`data.shard.verified_sha256`)."""
+        return self.root / "hashes"
+
+    @property
     def incoming(self) -> Path:
         """Where the incoming_shards_sensor looks for new parquet shards."""
         return self.root / "incoming"

@@ -20,6 +20,7 @@ Names, one per concept, everywhere:
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -29,7 +30,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from finegpt_pipeline.atomic import atomic_path
+from finegpt_pipeline import paths
+from finegpt_pipeline.atomic import atomic_path, write_json
 from finegpt_pipeline.layout import sha256_file  # noqa: F401 (the stages' one content hash)
 
 FINEWEB_COLUMNS = ("text", "id", "dump", "url", "date", "file_path", "language",
@@ -138,19 +140,41 @@ _HASHED: dict[tuple, str] = {}  # (path, device, inode, size, mtime_ns) -> sha25
 _RACY_S = 2.0
 
 
-def verified_sha256(path: str | Path, expected: str | None = None) -> str:
-    """The file's sha256, read once per process and file version (a CLI that resolves a shard,
-    then tokenizes it, reads it once); with `expected`, what an upstream stage recorded, a file
-    whose bytes changed since is refused in one line."""
+def _hash_record(version: tuple, home: Path | None) -> Path:
+    key = hashlib.sha256(repr(version).encode()).hexdigest()[:32]
+    return paths.home(home).shard_hashes / f"{key}.json"
+
+
+def verified_sha256(path: str | Path, expected: str | None = None,
+                    home: str | Path | None = None) -> str:
+    """The file's sha256, read once per file version: remembered in this process and under
+    the FineGPT home's `hashes/` (`home`, default FINEGPT_HOME), so each Dagster step, a
+    process of its own, finds what the first one read instead of reading a 2 GB file again.
+    A version is the resolved path, device, inode, size and mtime in ns: a rewritten file is
+    read afresh. With `expected`, what an upstream stage recorded, a file whose bytes changed
+    since is refused in one line."""
     st = os.stat(path)
     version = (str(Path(path).resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
     actual = _HASHED.get(version)
+    record = _hash_record(version, Path(home) if home else None)
+    if actual is None:
+        try:
+            stored = json.loads(record.read_text())
+            actual = stored["sha256"] if stored.get("version") == list(version) else None
+        except (OSError, ValueError, KeyError, TypeError):
+            actual = None
     if actual is None:
         actual = sha256_file(path)
         # as git does with its index: a file modified within the clock's granularity of now
         # could change again under the same mtime, so only an older one is remembered
         if time.time() - st.st_mtime > _RACY_S:
             _HASHED[version] = actual
+            try:
+                write_json(record, {"version": list(version), "sha256": actual})
+            except OSError:
+                pass  # an unwritable home only costs a re-read in the next process
+    else:
+        _HASHED[version] = actual
     if expected and actual != expected:
         raise ShardError(f"{path}: content changed since it was resolved (sha256 "
                          f"{actual[:12]}..., expected {expected[:12]}...); "

@@ -181,24 +181,38 @@ def forecast_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
              f"{f['measured_minus_forecast']:+.3f}", f["label"])]
 
 
-def md_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+# what the Dagster UI shows inline: the columns that fit its value column at a 1,400 px window
+# (the report keeps every column)
+INLINE_HISTORY = ("run", "model", "tokens", "val loss ± se", "val.bin")
+INLINE_PLAN = ("quantity", "planned", "measured")
+INLINE_FORECAST = ("forecast", "measured", "forecast from")
+
+
+def md_table(header: tuple[str, ...], rows: list[tuple[str, ...]],
+             columns: tuple[str, ...] | None = None) -> str:
+    """A Markdown table; `columns` keeps only those of `header`, in its order."""
+    if columns:
+        keep = [i for i, name in enumerate(header) if name in columns]
+        header, rows = tuple(header[i] for i in keep), [tuple(row[i] for i in keep) for row in rows]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def section_tables(report: dict[str, Any]) -> dict[str, str]:
-    """The three sections as short Markdown (each well under the UI's ~1000-character inline
-    limit): `plan_vs_run`, `earlier_runs`, `loss_forecast`; each says why when it is empty."""
+def section_tables(report: dict[str, Any], inline: bool = False) -> dict[str, str]:
+    """The sections as short Markdown (each well under the UI's ~1000-character inline
+    limit): `plan_vs_run`, `earlier_runs`, `loss_forecast`, `curve_forecast`; each says why
+    when it is empty. `inline`: only the columns the Dagster UI shows (INLINE_*)."""
     hist = report.get("history") or {}
     f = report.get("forecast")
     plan = plan_rows(report)
+    pick = (lambda columns: columns) if inline else (lambda columns: None)
     return {
-        "plan_vs_run": md_table(PLAN_HEADER, plan) if plan else
+        "plan_vs_run": md_table(PLAN_HEADER, plan, pick(INLINE_PLAN)) if plan else
         "_no plan report beside the checkpoint (plan.json, summary.json)_",
-        "earlier_runs": md_table(HISTORY_HEADER, history_rows(report)) + (
+        "earlier_runs": md_table(HISTORY_HEADER, history_rows(report), pick(INLINE_HISTORY)) + (
             "" if hist.get("tracked") else f"\n\n_{hist.get('note', 'no MLflow tracking')}_"),
-        "loss_forecast": md_table(FORECAST_HEADER, forecast_rows(report)) if f else
+        "loss_forecast": md_table(FORECAST_HEADER, forecast_rows(report), pick(INLINE_FORECAST)) if f else
         "_no forecast: tokens seen unknown (no summary.json beside the checkpoint)_",
         "curve_forecast": curve_forecast.forecast_md(report.get("curve_forecasts")) or
         "_no in-run forecasts in the run's summary.json (a run from before them)_",

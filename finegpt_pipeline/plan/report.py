@@ -15,8 +15,9 @@ def _gib(n: float) -> str:
     return f"{n / GIB:.2f} GiB"
 
 
-def requirements_report(plan: dict[str, Any]) -> str:
-    """A markdown "requirements" table in the spirit of the seed notes, with our arithmetic."""
+def requirements_rows(plan: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The requirements, (requirement, value, source) per row: what the plan needs and where
+    each figure comes from (exact, plan, estimated, measured, ...)."""
     cfg, rep = plan["config"], plan["report"]
     hw = rep["hardware"]
     mem = rep["memory_breakdown"]
@@ -57,11 +58,23 @@ def requirements_report(plan: dict[str, Any]) -> str:
                  f"{forecast['d']:,} tokens" if forecast.get("trusted", True) else
                  loss_forecast.shown(forecast))
         rows.append(("Loss forecast", value, forecast["label"]))
-    lines = ["| requirement | value | source |", "|---|---|---|"]
-    lines += [f"| {name} | {value} | {source} |" for name, value, source in rows]
+    return rows
+
+
+def requirements_notes(plan: dict[str, Any]) -> list[str]:
+    """The Markdown lines after the table: the plan's warnings and its checked claims."""
+    rep = plan["report"]
+    lines = []
     if rep.get("warnings"):
         lines += ["", "Warnings:"] + [f"- {w}" for w in rep["warnings"]]
     if rep.get("claim_verdicts"):
         seed = {v["claim"] for v in rep["claim_verdicts"]} == set(rep.get("claims") or {})
         lines += ["", "Seed claims:" if seed else "Claims:", "", format_verdicts(rep["claim_verdicts"])]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def requirements_report(plan: dict[str, Any]) -> str:
+    """A markdown "requirements" table in the spirit of the seed notes, with our arithmetic."""
+    lines = ["| requirement | value | source |", "|---|---|---|"]
+    lines += [f"| {name} | {value} | {source} |" for name, value, source in requirements_rows(plan)]
+    return "\n".join(lines + requirements_notes(plan)) + "\n"

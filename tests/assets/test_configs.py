@@ -62,3 +62,23 @@ def test_gpu_config_plans_a_trainable_run_on_one_shard(name):
     assert rep["peak_memory_bytes"] <= rep["memory_budget_bytes"]
     TrainConfig.from_plan(plan, source=name)
     assert rep["params"] > 10_000_000  # a real model for a real GPU, not the CPU demo's
+
+
+@pytest.mark.parametrize("name", ["demo-cpu.yaml", "gpu-sample.yaml", "rtx4070-one-shard.yaml", "h100.yaml"])
+def test_a_config_file_says_its_executor(name):
+    """A run config given at launch replaces the job's defaults (assets/jobs.py), executor
+    included: a file that named none would start every step as a cold process."""
+    execution = load(name)["execution"]["config"]
+    assert "in_process" in execution or "forkserver" in execution["multiprocess"]["start_method"]
+
+
+def test_jobs_default_to_forked_steps():
+    """The jobs' default run config forks each step from a server that imported the code
+    location once; Dagster accepts it as the executor's config."""
+    from assets.jobs import RUN_DEFAULTS
+
+    for name in ("data_job", "train_job", "pipeline_job"):
+        result = dg.validate_run_config(defs.resolve_job_def(name), RUN_DEFAULTS)
+        [executor] = result["execution"].values()  # under the executor's name once resolved
+        start = executor["multiprocess"]["start_method"]
+        assert start["forkserver"]["preload_modules"] == ["assets.definitions"], name

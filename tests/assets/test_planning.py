@@ -51,7 +51,9 @@ def test_training_config_writes_plan_metadata_and_mlflow(finegpt_home):
     mat = result.asset_materializations_for_node("training_config")[0]
     meta = mat.metadata
     assert meta["params"].value == plan["report"]["params"]
-    assert "| Parameters |" in meta["requirements"].value
+    rows = {r.data["requirement"]: r.data for r in meta["requirements"].records}
+    assert rows["Parameters"]["value"].startswith(f"{plan['report']['params']:,} ")
+    assert rows["Parameters"]["source"] == "exact"
     assert meta["plan_path"].value == str(files[0])
 
     checks = result.get_asset_check_evaluations()
@@ -76,8 +78,8 @@ def test_preset_claims_reach_the_report(finegpt_home):
     plan = result.output_for_node("training_config")
     assert plan["config"]["n_layer"] == 6 and plan["config"]["n_embd"] == 384
     assert plan["report"]["claim_verdicts"][0]["verdict"] == "wrong"
-    report = result.asset_materializations_for_node("training_config")[0].metadata["requirements"].value
-    assert "Seed claims" in report and "30.3 M" in report
+    notes = result.asset_materializations_for_node("training_config")[0].metadata["requirements_notes"].value
+    assert "Seed claims" in notes and "30.3 M" in notes
 
 
 def test_bad_upstream_metadata_fails_with_a_clear_error(finegpt_home):

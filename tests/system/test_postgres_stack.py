@@ -16,6 +16,7 @@ Run by `make test-stack` (part of `make test`); minutes of work, so marked `stac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -25,13 +26,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
+from unittest import mock
 
 import pytest
 import yaml
 
 from tests._trainers import parent_pid, trainer_pids
 from finegpt_pipeline.train import launcher_watch
+
+from assets.training import MAX_RUNTIME_TAG
 
 pytestmark = pytest.mark.stack
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,10 +133,30 @@ def psql(port: int, db: str, sql: str) -> str:
                            "-tAc", sql], check=True, capture_output=True, text=True).stdout.strip()
 
 
-def test_pipeline_job_through_the_deployment_stack(postgres, tmp_path, sample_shard):
+@dataclass
+class Stack:
+    pg: int
+    home: Path  # FINEGPT_HOME
+    client: object  # DagsterGraphQLClient
+    key: str  # the sample's partition key
+    logs: list[Path]
+    env: dict  # the stack's environment (DAGSTER_HOME, its Postgres)
+
+    def submit(self) -> str:
+        return self.client.submit_job_execution("pipeline_job", run_config=RUN_CONFIG,
+                                                repository_location_name="finegpt",
+                                                tags={"dagster/partition": self.key})
+
+    def log_tails(self) -> str:
+        return "\n".join(log.read_text()[-3000:] for log in self.logs)
+
+
+@contextlib.contextmanager
+def deployment_stack(pg: int, tmp_path: Path, sample_shard: Path) -> Iterator[Stack]:
+    """MLflow on Postgres, the user-code server, the webserver and the daemon, as processes;
+    the sample's partition registered in the deployment's instance."""
     from dagster_graphql import DagsterGraphQLClient
 
-    pg = postgres
     home = tmp_path / "dagster_home"
     deployment_instance(home)
     ports = {name: free_port() for name in ("code", "web", "mlflow")}
@@ -171,16 +197,8 @@ def test_pipeline_job_through_the_deployment_stack(postgres, tmp_path, sample_sh
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
                              check=True).stdout.strip()
         client = DagsterGraphQLClient("127.0.0.1", port_number=ports["web"], timeout=60)
-        run_id = client.submit_job_execution("pipeline_job", run_config=RUN_CONFIG,
-                                             repository_location_name="finegpt",
-                                             tags={"dagster/partition": key})
-        deadline = time.time() + TIMEOUT_S
-        trainer = kill_worker_after_first_checkpoint(tmp_path / "finegpt", deadline)
-        retry_id = wait_for_retry(pg, run_id, deadline)
-        status = wait_for_end(client, retry_id, deadline)
-        logs = "\n".join((tmp_path / f"{n}.log").read_text()[-3000:] for n in procs)
-        assert status == "SUCCESS", f"retry {retry_id} of {run_id}: {status}\n{logs}"
-        assert launcher_watch.identity(trainer) is None  # the orphan stopped, as it should
+        yield Stack(pg, tmp_path / "finegpt", client, key,
+                    [tmp_path / f"{n}.log" for n in procs], env)
     finally:
         for proc in procs.values():
             proc.terminate()
@@ -189,9 +207,59 @@ def test_pipeline_job_through_the_deployment_stack(postgres, tmp_path, sample_sh
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def test_pipeline_job_through_the_deployment_stack(postgres, tmp_path, sample_shard):
+    pg = postgres
+    with deployment_stack(pg, tmp_path, sample_shard) as stack:
+        run_id = stack.submit()
+        deadline = time.time() + TIMEOUT_S
+        trainer = kill_worker_after_first_checkpoint(stack.home, deadline)
+        retry_id = wait_for_retry(pg, run_id, deadline)
+        status = wait_for_end(stack.client, retry_id, deadline)
+        assert status == "SUCCESS", f"retry {retry_id} of {run_id}: {status}\n{stack.log_tails()}"
+        assert launcher_watch.identity(trainer) is None  # the orphan stopped, as it should
     # both Dagster runs went through the queue into Postgres: the killed one failed, the
     # daemon's retry (from the failure: the data steps are not run again) succeeded
     assert psql(pg, "dagster", f"SELECT status FROM runs WHERE run_id = '{run_id}'") == "FAILURE"
+    assert_resumed_once(pg, tmp_path, retry_id)
+
+
+def test_a_hung_training_is_stopped_by_its_max_runtime_and_the_retry_resumes(
+        postgres, tmp_path, sample_shard):
+    """A training that hangs (its trainer stopped by SIGSTOP after the first checkpoint: alive,
+    silent) is stopped by the run's `dagster/max_runtime` (the daemon's run monitoring), its
+    trainer does not outlive the run, and the daemon's retry resumes it from the checkpoint."""
+    import dagster as dg
+
+    pg = postgres
+    with deployment_stack(pg, tmp_path, sample_shard) as stack:
+        run_id = stack.submit()
+        deadline = time.time() + TIMEOUT_S
+        trainer = signal_trainer_after_first_checkpoint(stack.home, deadline, signal.SIGSTOP)
+        with mock.patch.dict(os.environ, stack.env), dg.DagsterInstance.get() as instance:
+            # the limit trained_checkpoint set (the plan's estimate plus a margin) runs out now
+            record = instance.get_run_record_by_id(run_id)
+            limit = int(time.time() - record.start_time) + 5
+            assert int(record.dagster_run.tags[MAX_RUNTIME_TAG]) > limit  # set by the asset
+            instance.add_run_tags(run_id, {MAX_RUNTIME_TAG: str(limit)})
+            retry_id = wait_for_retry(pg, run_id, deadline)
+            # the retry inherits the run's tags: give it its own limit back (the asset keeps
+            # a limit a run was launched with, so this one would stop a healthy retry)
+            instance.add_run_tags(retry_id, {MAX_RUNTIME_TAG: "3600"})
+        status = wait_for_end(stack.client, retry_id, deadline)
+        assert status == "SUCCESS", f"retry {retry_id} of {run_id}: {status}\n{stack.log_tails()}"
+        assert launcher_watch.identity(trainer) is None  # the hung trainer did not outlive its run
+    assert psql(pg, "dagster", f"SELECT status FROM runs WHERE run_id = '{run_id}'") == "FAILURE"
+    reason = psql(pg, "dagster", "SELECT count(*) FROM event_logs WHERE run_id = "
+                  f"'{run_id}' AND event LIKE '%maximum runtime%'")
+    assert int(reason) >= 1, "the run was not stopped by its max_runtime"
+    assert_resumed_once(pg, tmp_path, retry_id)
+
+
+def assert_resumed_once(pg: int, tmp_path: Path, retry_id: str) -> None:
+    """The retry succeeded, the daemon's first; one MLflow training run, continued by the retry
+    and finished, each step logged once; the checkpoint resumed mid-run."""
     assert psql(pg, "dagster", f"SELECT status FROM runs WHERE run_id = '{retry_id}'") == "SUCCESS"
     assert psql(pg, "dagster", f"SELECT value FROM run_tags WHERE run_id = '{retry_id}' "
                 "AND key = 'dagster/retry_number'") == "1"
@@ -212,6 +280,17 @@ def test_pipeline_job_through_the_deployment_stack(postgres, tmp_path, sample_sh
     assert summary["steps"] == STEPS and summary["resumed_from"] in range(2, STEPS, 2)
     assert summary["mlflow_run_id"] == trained[0]
     assert int(psql(pg, "mlflow", "SELECT count(*) FROM metrics WHERE key = 'eval/val_loss'")) == 1
+
+
+def signal_trainer_after_first_checkpoint(home: Path, deadline: float, sig: int) -> int:
+    """Send `sig` to the trainer once its first checkpoint is on disk; returns its pid."""
+    while time.time() < deadline:
+        if any(home.glob("**/ckpt.pt")):
+            (trainer,) = trainer_pids(home)
+            os.kill(trainer, sig)
+            return trainer
+        time.sleep(0.1)
+    raise TimeoutError("no checkpoint before the deadline")
 
 
 def kill_worker_after_first_checkpoint(home: Path, deadline: float) -> int:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import shutil
+import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -198,3 +200,32 @@ def test_a_rewritten_shard_is_hashed_again_and_refused(sample_shard, tmp_path):
     local.write_bytes(bytes(data))
     with pytest.raises(ShardError, match="content changed since it was resolved"):
         verified_sha256(local, first)
+
+
+def test_the_sha256_is_read_once_per_file_version_across_processes(sample_shard, tmp_path,
+                                                                    monkeypatch, finegpt_home):
+    """Each Dagster step is a process of its own: the first reads the shard for its sha256 and
+    records it under the home's hashes/; the next finds it there. A rewritten file (same
+    name, same size, new bytes and mtime) is read again."""
+    from finegpt_pipeline import paths
+    from finegpt_pipeline.data import shard
+
+    local = tmp_path / "s.parquet"
+    shutil.copyfile(sample_shard, local)
+    os.utime(local, (time.time() - 60, time.time() - 60))  # older than the racy window
+    reads, real = [], shard.sha256_file
+    monkeypatch.setattr(shard, "sha256_file", lambda path: reads.append(path) or real(path))
+    monkeypatch.setattr(shard, "_HASHED", {})
+    first = shard.verified_sha256(local)
+    assert len(reads) == 1 and len(list(paths.home().shard_hashes.glob("*.json"))) == 1
+    monkeypatch.setattr(shard, "_HASHED", {})  # a new process
+    assert shard.verified_sha256(local, first) == first and len(reads) == 1
+
+    data = bytearray(local.read_bytes())
+    data[100] ^= 0xFF  # same size, other bytes, a later mtime
+    local.write_bytes(bytes(data))
+    os.utime(local, (time.time() - 30, time.time() - 30))
+    monkeypatch.setattr(shard, "_HASHED", {})
+    with pytest.raises(ShardError, match="content changed since it was resolved"):
+        shard.verified_sha256(local, first)
+    assert len(reads) == 2

@@ -354,6 +354,10 @@ def test_eval_report_asset_materializes_with_its_check(finegpt_home, one_doc_run
     [check] = flagged.get_asset_check_evaluations()
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
     assert check.metadata["vs_unigram"].value.endswith(" nats/token worse than unigram")
+    # the margins in words on the asset too, never a signed "below" (a double negative)
+    flagged_md = flagged.asset_materializations_for_node("eval_report")[0].metadata
+    assert flagged_md["vs_unigram"].value.endswith(" nats/token worse than unigram")
+    assert not {"below_unigram", "below_uniform"} & set(flagged_md)
 
 
 def test_pipeline_job_and_train_job_end_at_eval_report():
