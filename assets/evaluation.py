@@ -70,6 +70,8 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig,
                                      finegpt_home.mlflow_tracking_uri())
         where = trained_checkpoint.get("mlflow_run_url") or run_id
         context.log.info(f"logged to MLflow run {where}")
+    lineage.log_headline({**{f"eval/{k}": result[k] for k in ("val_loss", "val_loss_se", "val_bpb")},
+                          "tokens_seen": (result.get("run_summary") or {}).get("tokens_seen")})
     context.log.info(f"Dagster run: {dagster_run_url(context.run.run_id)}")  # the run's last line
     value = {k: result[k] for k in (*NUMBERS, "tokens", "beats_unigram", "checkpoint",
                                     "bins_dir", "val_sha256", "champion")}

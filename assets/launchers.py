@@ -13,13 +13,15 @@ interpreter's path differs), and its logs, metrics and materialization stream ba
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from finegpt_pipeline.train.launcher_watch import LAUNCHER_PID_ENV
+from finegpt_pipeline.train.launcher_watch import GRACE_S, LAUNCHER_PID_ENV
 
 BACKENDS = ("local", "k8s")
 HOME_VOLUME = "finegpt-home"
@@ -78,9 +80,56 @@ class TrainingLauncher(dg.ConfigurableResource):
         if self.backend == "local":
             # the trainer stops if this process dies without stopping it (launcher_watch)
             env = {**env, LAUNCHER_PID_ENV: str(os.getpid())}
-            return dg.PipesSubprocessClient().run(command=command, context=context, env=env,
-                                                  cwd=cwd)
+            return run_subprocess(context, command, env, cwd)
         from dagster_k8s import PipesK8sClient  # installed with the `deploy` extra
 
         return PipesK8sClient().run(context=context,
                                     **self.pod_request(command, env, home, processes))
+
+
+def run_subprocess(context: dg.AssetExecutionContext, command: list[str], env: dict[str, str],
+                   cwd: str, grace_s: float = GRACE_S) -> dg.PipesClientCompletedInvocation:
+    """The trainer as a Pipes subprocess (what `dg.PipesSubprocessClient` does), in a process
+    group of its own that never outlives the step: when the run is stopped (canceled, or past
+    its `dagster/max_runtime`), the group gets SIGINT (the trainer closes its MLflow run; the
+    last checkpoint stays) and, if it has not ended within `grace_s` (a hung trainer does not
+    answer), SIGKILL. Dagster's own client waits 20 s after SIGINT and then leaves a hung
+    trainer running, holding the run directory its run's retry needs."""
+    with dg.open_pipes_session(context=context,
+                               context_injector=dg.PipesTempFileContextInjector(),
+                               message_reader=dg.PipesTempFileMessageReader()) as session:
+        proc = subprocess.Popen(command, cwd=cwd, start_new_session=True,
+                                env={**os.environ, **env, **session.get_bootstrap_env_vars()})
+        try:
+            proc.wait()
+        except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError) as stopped:
+            # the run is being stopped (canceled, past its max_runtime, ^C): end the trainer,
+            # and fail the step without its retry policy (the run's retry resumes it)
+            context.log.info("the run is stopping: interrupting the trainer")
+            stop_group(proc, grace_s)
+            raise dg.Failure(description="the run was stopped while training; its trainer was "
+                             "ended (the last checkpoint stays for a retry to resume)",
+                             allow_retries=False) from stopped
+        except BaseException:
+            stop_group(proc, grace_s)
+            raise
+        if proc.returncode != 0:
+            raise RuntimeError(f"the trainer exited with code {proc.returncode}: see its log above "
+                               "and the run directory's train_log.jsonl")
+    return dg.PipesClientCompletedInvocation(session)
+
+
+def stop_group(proc: subprocess.Popen, grace_s: float) -> None:
+    """SIGINT to the process group `proc` leads, then SIGKILL once `grace_s` has passed."""
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+    except ProcessLookupError:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # also ends a stopped (SIGSTOP) or hung trainer
+    except ProcessLookupError:
+        pass
+    proc.wait()

@@ -124,6 +124,22 @@ def settle_parent(client, parent_id: str, lock_path: str | Path) -> str:
         return status
 
 
+def log_headline(metrics: dict[str, float | None]) -> None:
+    """The run's headline numbers on its Dagster run's parent MLflow run too, under the names
+    the training run has them (`eval/val_loss`, `tokens_seen`, ...): one column serves both,
+    and a runs table sorted by a metric (which lists runs flat) still shows each Dagster run.
+    Called inside an asset's run (`tracked`, `asset_run`); a run with no parent logs nothing."""
+    import mlflow
+
+    active = mlflow.active_run()
+    parent = active.data.tags.get(mlflow_store.PARENT_TAG) if active else None
+    if parent:
+        client = mlflow.MlflowClient()
+        for key, value in metrics.items():
+            if value is not None:
+                client.log_metric(parent, key, float(value))
+
+
 class AssetRun:
     """An asset's MLflow run in its Dagster run (`asset_run`)."""
 

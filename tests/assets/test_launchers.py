@@ -2,6 +2,7 @@
 whose spec (checked here with dagster-k8s's own pod builder, no cluster) runs the same
 command under torchrun with the GPUs requested and the Pipes and FineGPT environment."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,36 @@ def test_k8s_pod_runs_the_local_command_with_gpus_env_and_volume(tmp_path):
     assert claims["finegpt-home"].claim_name == "finegpt-home-pvc"
     assert spec.restart_policy == "Never"
     assert body.metadata.labels["finegpt/stage"] == "train"
+
+
+def test_a_stopped_run_leaves_no_trainer_behind_even_a_hung_one(tmp_path):
+    """When a run is stopped the trainer's process group gets SIGINT, then SIGKILL after the
+    grace period: a hung trainer (here SIGSTOPped: alive, deaf to SIGINT) and the children
+    it started (torchrun's workers) are gone, not left holding the run directory."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from assets.launchers import stop_group
+
+    child = tmp_path / "child.pid"
+    code = ("import subprocess, sys, time; "
+            f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
+            f"open({str(child)!r}, 'w').write(str(p.pid)); time.sleep(600)")
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    deadline = time.time() + 30
+    while not (child.exists() and child.read_text()) and time.time() < deadline:
+        time.sleep(0.1)
+    grandchild = int(child.read_text())
+    os.kill(proc.pid, signal.SIGSTOP)  # hung: SIGINT stays pending
+    t0 = time.monotonic()
+    stop_group(proc, grace_s=1.0)
+    assert proc.returncode == -signal.SIGKILL and time.monotonic() - t0 < 15
+    for _ in range(50):  # the grandchild, reaped by init, goes a moment later
+        if not os.path.exists(f"/proc/{grandchild}") or \
+                open(f"/proc/{grandchild}/stat").read().rsplit(")", 1)[1].split()[0] == "Z":
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"child {grandchild} of the stopped trainer is still running")

@@ -75,6 +75,11 @@ def test_one_dagster_run_is_one_parent_with_six_tagged_nested_runs(finegpt_home,
     assert re.fullmatch(rf"dagster assets \d{{4}}-\d\d-\d\d \d\d:\d\d "
                         rf"\({result.run_id[:8]}\)", parent.info.run_name), parent.info.run_name
     assert parent.info.status == "FINISHED"
+    # the headline numbers on the parent too, as the training run has them
+    training_metrics = client.get_run(next(
+        r.info.run_id for r in runs if r.data.tags.get("finegpt.stage") == "train")).data.metrics
+    for key in ("eval/val_loss", "eval/val_loss_se", "eval/val_bpb", "tokens_seen"):
+        assert parent.data.metrics[key] == pytest.approx(training_metrics[key]), key
 
     nested = {r.data.tags["dagster.asset_key"]: r for r in runs
               if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}

@@ -12,6 +12,11 @@ run; the retry's trainer resumes from the last checkpoint into the same MLflow r
 the plan's final step. The test waits for the retry's success, then finds both runs in
 Dagster's database and one finished training, each step logged once, in MLflow's.
 
+A second run hangs instead: its trainer is stopped (SIGSTOP) after the first checkpoint and
+the run's `dagster/max_runtime` made to run out. The daemon's run monitoring stops the run,
+`trained_checkpoint` ends the hung trainer's process group (assets/launchers.py), and the
+daemon's retry resumes from the checkpoint as above.
+
 Run by `make test-stack` (part of `make test`); minutes of work, so marked `stack`."""
 
 from __future__ import annotations
@@ -279,30 +284,34 @@ def assert_resumed_once(pg: int, tmp_path: Path, retry_id: str) -> None:
     summary = json.loads(summary.read_text())
     assert summary["steps"] == STEPS and summary["resumed_from"] in range(2, STEPS, 2)
     assert summary["mlflow_run_id"] == trained[0]
-    assert int(psql(pg, "mlflow", "SELECT count(*) FROM metrics WHERE key = 'eval/val_loss'")) == 1
+    # the report's val loss, once on the training run (and once on the retry's parent run)
+    assert int(psql(pg, "mlflow", "SELECT count(*) FROM metrics WHERE key = 'eval/val_loss' "
+                    f"AND run_uuid = '{trained[0]}'")) == 1
+
+
+def trainer_after_first_checkpoint(home: Path, deadline: float) -> int:
+    """The trainer's pid once its first checkpoint is on disk."""
+    while time.time() < deadline:
+        if any(home.glob("**/ckpt.pt")):
+            (trainer,) = trainer_pids(home)
+            return trainer
+        time.sleep(0.1)
+    raise TimeoutError("no checkpoint before the deadline")
 
 
 def signal_trainer_after_first_checkpoint(home: Path, deadline: float, sig: int) -> int:
     """Send `sig` to the trainer once its first checkpoint is on disk; returns its pid."""
-    while time.time() < deadline:
-        if any(home.glob("**/ckpt.pt")):
-            (trainer,) = trainer_pids(home)
-            os.kill(trainer, sig)
-            return trainer
-        time.sleep(0.1)
-    raise TimeoutError("no checkpoint before the deadline")
+    trainer = trainer_after_first_checkpoint(home, deadline)
+    os.kill(trainer, sig)
+    return trainer
 
 
 def kill_worker_after_first_checkpoint(home: Path, deadline: float) -> int:
     """SIGKILL the run worker that launched the trainer (the trainer's parent: the run executes
     in one process) once the first checkpoint is on disk; returns the trainer's pid."""
-    while time.time() < deadline:
-        if any(home.glob("**/ckpt.pt")):
-            (trainer,) = trainer_pids(home)
-            os.kill(parent_pid(trainer), signal.SIGKILL)
-            return trainer
-        time.sleep(0.1)
-    raise TimeoutError("no checkpoint before the deadline")
+    trainer = trainer_after_first_checkpoint(home, deadline)
+    os.kill(parent_pid(trainer), signal.SIGKILL)
+    return trainer
 
 
 def wait_for_retry(pg: int, run_id: str, deadline: float) -> str:
