@@ -1,11 +1,14 @@
 """The `shards` dynamic partitions: one partition per shard source, so adding a shard is a new
 partition and a data run of its own, never a re-run of the others.
 
-A partition's key is its source: a local shard's resolved absolute path, or a hub file as
-`hf:OWNER/NAME/PATH` (its `hf://` URL less the `//`: Dagster stores each partition's output
-under a path named by its key, and refuses a URL there). Shards are registered by
+A partition's key is the source's short name (`finegpt_pipeline.data.shard_keys`: the file's
+stem, e.g. `fineweb-cc-main-2013-20-head300`, or `CC-MAIN-2013-20-000_00000` for a hub file),
+registered under the FineGPT home beside the source it stands for; raw_shard's metadata shows
+the full path. Keys of older versions (a resolved absolute path, or `hf:OWNER/NAME/PATH`) and
+a path typed into the UI's "Add partition" still name their source. Shards are registered by
 `python -m assets.shards add SOURCE` (assets/shards.py), the `incoming_shards_sensor`, or the
-UI's "Add partition"; `assets/shard_inputs.py` reads every materialized partition downstream.
+UI's "Add partition" (with a path); `assets/shard_inputs.py` reads every materialized
+partition downstream.
 """
 
 from __future__ import annotations
@@ -14,32 +17,53 @@ from pathlib import Path
 
 import dagster as dg
 
+from finegpt_pipeline import paths
+from finegpt_pipeline.data import shard_keys
 from finegpt_pipeline.data.shard import (HF_PREFIX, ShardError, hub_problem, is_hub_source,
                                          local_shard_path, open_shard)
 
 SHARDS = dg.DynamicPartitionsDefinition(name="shards")
-HUB_KEY_PREFIX = "hf:"
+HUB_KEY_PREFIX = "hf:"  # an older version's hub keys
 PARTITION_TAG = "dagster/partition"  # the run tag that targets a partition
 
 
-def partition_key(source: str | Path) -> str:
-    """The partition key of a shard source (local path or `hf://` URL)."""
+def normalized(source: str | Path) -> str:
+    """One spelling per source: a local file's resolved path, a hub URL without a trailing /."""
     source = str(source)
     if is_hub_source(source):
-        return HUB_KEY_PREFIX + source[len(HF_PREFIX):].strip("/")
+        return HF_PREFIX + source[len(HF_PREFIX):].strip("/")
     return str(local_shard_path(source))
 
 
+def partition_key(source: str | Path) -> str:
+    """The partition key of a shard source (local path or `hf://` URL): its short name,
+    registered under the FineGPT home if it is new."""
+    return shard_keys.register_key(normalized(source))
+
+
+def registered_key(source: str | Path) -> str | None:
+    """The key a source was registered under, or None (nothing is written)."""
+    return shard_keys.key_of(normalized(source))
+
+
 def source_of(key: str) -> str:
-    """The shard source a partition key names; a key Dagster cannot store outputs under (an
-    `hf://` URL typed into the UI's "Add partition") is refused in one line with its fix."""
+    """The shard source a partition key names. An unknown short name, or a URL typed into the
+    UI's "Add partition" (Dagster cannot store outputs under one), is refused in one line with
+    its fix."""
+    found = shard_keys.source_for(key)
+    if found:
+        return found
     if is_hub_source(key):
-        raise ShardError(f"partition {key}: a hub shard's key is {partition_key(key)} (Dagster "
-                         f"cannot store outputs under a URL); add it with `python -m assets.shards "
-                         f"add {key}` and run that partition")
-    if key.startswith(HUB_KEY_PREFIX):
+        raise ShardError(f"partition {key}: a hub shard needs a short key (Dagster cannot store "
+                         f"outputs under a URL); add it with `python -m assets.shards add {key}` "
+                         "and run that partition")
+    if key.startswith(HUB_KEY_PREFIX):  # registered by an older version
         return HF_PREFIX + key[len(HUB_KEY_PREFIX):]
-    return key
+    if "/" in key or key.endswith(".parquet"):  # a path: typed in the UI, or an older key
+        return key
+    raise ShardError(f"partition {key}: no shard is registered under this name (in "
+                     f"{paths.home().shard_keys}); register its file with "
+                     "`python -m assets.shards add PATH`")
 
 
 def problem(source: str | Path) -> str | None:

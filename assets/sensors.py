@@ -22,8 +22,8 @@ import dagster as dg
 
 from assets.jobs import data_job, pipeline_job
 from assets.resources import FineGPTHome
-from assets.partitions import HUB_KEY_PREFIX, SHARDS, partition_key, problem
-from finegpt_pipeline.data.shard import file_version, is_hub_source, sha256_file
+from assets.partitions import SHARDS, partition_key, problem, registered_key, source_of
+from finegpt_pipeline.data.shard import ShardError, file_version, is_hub_source, sha256_file
 
 RAW_SHARD = dg.AssetKey("raw_shard")
 SETTLE_S = 10  # a file modified more recently may still be being copied in
@@ -41,24 +41,23 @@ def incoming_shards_sensor(context: dg.SensorEvaluationContext, finegpt_home: Fi
     folder = finegpt_home.incoming_dir()
     if not folder.is_dir():
         return dg.SkipReason(f"{folder}: no such directory; create it and copy parquet shards in")
-    reported = json.loads(context.cursor) if context.cursor else {}  # key -> version found bad
+    reported = json.loads(context.cursor) if context.cursor else {}  # path -> version found bad
     known = set(context.instance.get_dynamic_partitions(SHARDS.name))
     new, bad, settling = [], [], []
     for path in sorted(folder.glob("*.parquet")):
-        key = partition_key(path)
-        if key in known:
+        if registered_key(path) in known:
             continue
-        version = file_version(path)
+        name, version = str(path), file_version(path)
         if time.time() - path.stat().st_mtime < SETTLE_S:
             settling.append(path.name)
-        elif reported.get(key) != version:  # a bad file is reported once per version
+        elif reported.get(name) != version:  # a bad file is reported once per version
             error = problem(path)
             if error:
                 bad.append(error)
-                reported[key] = version
+                reported[name] = version
             else:
-                reported.pop(key, None)
-                new.append(key)
+                reported.pop(name, None)
+                new.append(partition_key(path))  # its short name, registered
     for line in bad:
         context.log.error(f"not registered: {line}")
     context.update_cursor(json.dumps(reported, sort_keys=True))
@@ -85,21 +84,26 @@ def shard_changed_sensor(context: dg.SensorEvaluationContext):
     seen = json.loads(context.cursor) if context.cursor else {}  # key -> file version
     requests = []
     for key in context.instance.get_dynamic_partitions(SHARDS.name):
-        if key.startswith(HUB_KEY_PREFIX) or is_hub_source(key) or not Path(key).is_file():
+        try:
+            source = source_of(key)
+        except ShardError:
+            continue  # an unknown name fails its next run, saying how to register it
+        if is_hub_source(source) or not Path(source).is_file():
             continue  # hub files do not change; a missing file fails its next run
-        version = file_version(key)
+        version = file_version(source)
         if seen.get(key) == version:
             continue
         first_sight = key not in seen
         seen[key] = version
-        if first_sight and _unchanged_since_read(context, key, version):
+        if first_sight and _unchanged_since_read(context, key, source, version):
             continue
         requests.append(dg.RunRequest(partition_key=key, run_key=f"{key}:{version}"))
     context.update_cursor(json.dumps(seen, sort_keys=True))
     return requests or dg.SkipReason("no registered local shard changed")
 
 
-def _unchanged_since_read(context: dg.SensorEvaluationContext, key: str, version: str) -> bool:
+def _unchanged_since_read(context: dg.SensorEvaluationContext, key: str, source: str,
+                          version: str) -> bool:
     """Is the file what raw_shard's latest materialization of this partition read (or never
     materialized, which the registering side runs)? The file version it recorded, else the
     content hash."""
@@ -112,4 +116,4 @@ def _unchanged_since_read(context: dg.SensorEvaluationContext, key: str, version
     recorded = getattr(meta.get("source_version"), "value", None)
     if recorded == version:
         return True
-    return getattr(meta.get("sha256"), "value", None) == sha256_file(key)
+    return getattr(meta.get("sha256"), "value", None) == sha256_file(source)

@@ -49,6 +49,11 @@ class Home:
         return self.root / "shards"
 
     @property
+    def shard_keys(self) -> Path:
+        """Each registered shard source's short name (`data.shard_keys`)."""
+        return self.root / "shard_keys.json"
+
+    @property
     def shard_hashes(self) -> Path:
         """Each shard file version's sha256, read once (`data.shard.verified_sha256`)."""
         return self.root / "hashes"

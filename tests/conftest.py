@@ -36,3 +36,12 @@ def finegpt_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
     monkeypatch.delenv("FINEGPT_SHARD", raising=False)
     return home
+
+
+@pytest.fixture(autouse=True)
+def _a_private_home_by_default(request, tmp_path_factory, monkeypatch):
+    """Every test writes under a FINEGPT_HOME of its own (shard keys, shard hashes, ...), never
+    the checkout's `.finegpt`; tests that read what `make demo` left (`demo`) keep theirs."""
+    if request.node.get_closest_marker("demo") or "finegpt_home" in request.fixturenames:
+        return
+    monkeypatch.setenv("FINEGPT_HOME", str(tmp_path_factory.mktemp("home")))

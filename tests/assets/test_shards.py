@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import time
@@ -30,17 +31,25 @@ def _settled(path: Path) -> Path:
     return path
 
 
-def test_partition_keys_name_the_source_and_give_it_back(tmp_path):
+def test_partition_keys_are_short_names_that_give_the_source_back(tmp_path):
     hub = "hf://HuggingFaceFW/fineweb/data/CC-MAIN-2013-20/000_00000.parquet"
     key = partition_key(hub)
-    assert key == "hf:HuggingFaceFW/fineweb/data/CC-MAIN-2013-20/000_00000.parquet"
-    assert "://" not in key and source_of(key) == hub
-    with pytest.raises(ShardError, match=rf"partition {hub}: a hub shard's key is {key} .*"
+    assert key == "CC-MAIN-2013-20-000_00000" and source_of(key) == hub
+    assert partition_key(hub + "/") == key  # the same source, the same key, registered once
+    with pytest.raises(ShardError, match=rf"partition {hub}: a hub shard needs a short key .*"
                                          rf"`python -m assets.shards add {hub}`"):
         source_of(hub)  # typed into the UI's "Add partition"
     local = tmp_path / "a" / ".." / "shard.parquet"
-    assert partition_key(local) == str(tmp_path.resolve() / "shard.parquet")
-    assert source_of(partition_key(local)) == partition_key(local)
+    assert partition_key(local) == "shard" and source_of("shard") == str(tmp_path.resolve() / "shard.parquet")
+    # another file of the same name gets the name and a short hash of its path
+    other = tmp_path / "b" / "shard.parquet"
+    assert re.fullmatch(r"shard-[0-9a-f]{6}", partition_key(other)) and source_of(partition_key(other)) == str(other)
+    # keys of older versions, and a path typed into "Add partition", still name their source
+    assert source_of("hf:o/n/x.parquet") == "hf://o/n/x.parquet"
+    assert source_of(str(other)) == str(other)
+    with pytest.raises(ShardError, match=r"partition nothing-here: no shard is registered under "
+                                         r"this name .*`python -m assets.shards add PATH`"):
+        source_of("nothing-here")
 
 
 def test_register_adds_good_shards_once_and_nothing_when_one_is_bad(sample_shard, tmp_path):
@@ -50,9 +59,10 @@ def test_register_adds_good_shards_once_and_nothing_when_one_is_bad(sample_shard
         with pytest.raises(ShardError, match="bad.parquet: not a readable parquet file"):
             register(instance, [str(sample_shard), str(bad)])
         assert instance.get_dynamic_partitions(SHARDS.name) == []
-        assert register(instance, [str(sample_shard)]) == [str(sample_shard.resolve())]
-        assert register(instance, [str(sample_shard)]) == [str(sample_shard.resolve())]
-        assert instance.get_dynamic_partitions(SHARDS.name) == [str(sample_shard.resolve())]
+        key = "fineweb-cc-main-2013-20-head300"
+        assert register(instance, [str(sample_shard)]) == [key]
+        assert register(instance, [str(sample_shard)]) == [key]
+        assert instance.get_dynamic_partitions(SHARDS.name) == [key]
 
 
 def test_cli_registers_and_prints_the_run_tags(sample_shard, tmp_path, monkeypatch, capsys):
@@ -66,7 +76,7 @@ def test_cli_registers_and_prints_the_run_tags(sample_shard, tmp_path, monkeypat
     out, err = capsys.readouterr()
     assert out == "" and err.strip() == f"error: {tmp_path / 'missing.parquet'}: shard file not found"
     assert main(["add", "--tags", str(sample_shard)]) == 0
-    assert json.loads(capsys.readouterr().out) == {"dagster/partition": str(sample_shard.resolve())}
+    assert json.loads(capsys.readouterr().out) == {"dagster/partition": "fineweb-cc-main-2013-20-head300"}
     # no source: FINEGPT_SHARD's, the hub default; offline it is one line naming the fix, and
     # nothing is registered (plain `make run` offline)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -78,7 +88,7 @@ def test_cli_registers_and_prints_the_run_tags(sample_shard, tmp_path, monkeypat
                           "not in the local Hugging Face cache")
     assert "FINEGPT_SHARD=../shared/data/fineweb-cc-main-2013-20-head300.parquet" in err
     assert main(["list"]) == 0
-    assert capsys.readouterr().out.splitlines() == [f"{sample_shard.resolve()}\t{sample_shard.resolve()}"]
+    assert capsys.readouterr().out.splitlines() == [f"fineweb-cc-main-2013-20-head300\t{sample_shard.resolve()}"]
 
 
 def test_incoming_sensor_registers_new_files_reports_bad_ones_once(sample_shard, tmp_path):
@@ -89,7 +99,7 @@ def test_incoming_sensor_registers_new_files_reports_bad_ones_once(sample_shard,
                                                                  resources=resources))
         assert "no such directory" in missing.skip_message
         incoming.mkdir()
-        good = _settled(Path(shutil.copy(sample_shard, incoming / "000_00000.parquet")))
+        _settled(Path(shutil.copy(sample_shard, incoming / "000_00000.parquet")))
         bad = incoming / "001_00000.parquet"
         bad.write_bytes(b"PAR1 half a copy")
         _settled(bad)
@@ -101,9 +111,9 @@ def test_incoming_sensor_registers_new_files_reports_bad_ones_once(sample_shard,
         result = incoming_shards_sensor(ctx)
         assert isinstance(result, dg.SensorResult)
         assert [(r.partition_key, r.run_key) for r in result.run_requests] == [
-            (str(good), f"incoming:{good}")]
+            ("000_00000", "incoming:000_00000")]
         [add] = result.dynamic_partitions_requests
-        assert add.partitions_def_name == "shards" and list(add.partition_keys) == [str(good)]
+        assert add.partitions_def_name == "shards" and list(add.partition_keys) == ["000_00000"]
         assert json.loads(ctx.cursor) == {str(bad): f"{bad.stat().st_size}-{bad.stat().st_mtime_ns}"}
         instance.add_dynamic_partitions(SHARDS.name, list(add.partition_keys))  # as the daemon does
 
@@ -113,14 +123,14 @@ def test_incoming_sensor_registers_new_files_reports_bad_ones_once(sample_shard,
             instance=instance, resources=resources, cursor=ctx.cursor))
         assert isinstance(again, dg.SkipReason)
         assert "bad" not in again.skip_message and "002_00000.parquet to settle" in again.skip_message
-        assert instance.get_dynamic_partitions(SHARDS.name) == [str(good)]
+        assert instance.get_dynamic_partitions(SHARDS.name) == ["000_00000"]
 
         # the bad file replaced by a whole shard, the fresh one settled: both registered
         shutil.copy(sample_shard, bad)
         _settled(bad), _settled(fresh)
         last = incoming_shards_sensor(dg.build_sensor_context(
             instance=instance, resources=resources, cursor=ctx.cursor))
-        assert sorted(r.partition_key for r in last.run_requests) == [str(bad), str(fresh)]
+        assert sorted(r.partition_key for r in last.run_requests) == ["001_00000", "002_00000"]
 
 
 def test_incoming_sensor_switched_on_requests_nothing_for_registered_shards(sample_shard, tmp_path):
@@ -152,7 +162,7 @@ def test_shard_changed_sensor_requests_only_a_changed_materialized_shard(sample_
         with open(local, "ab") as fh:  # a changed file (size and mtime move)
             fh.write(b"\0")
         [request] = shard_changed_sensor(dg.build_sensor_context(instance=instance, cursor=ctx.cursor))
-        assert request.partition_key == str(local) and request.run_key.startswith(f"{local}:")
+        assert request.partition_key == "shard" and request.run_key.startswith("shard:")
 
 
 def test_by_shard_reads_every_shape_dagster_hands_over():
