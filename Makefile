@@ -78,7 +78,7 @@ browser: venv
 
 # Debian's PostgreSQL (apt-get install postgresql) behind the deployment's dagster.yaml and MLflow
 test-stack: venv
-	$(BIN)/python -m pytest -q -m stack --durations=3 tests/system/test_postgres_stack.py
+	$(BIN)/python -m pytest -q -m stack -n 2 --durations=3 tests/system/test_postgres_stack.py
 
 # After the unit tests, the browser test (the longest, mostly waiting on its servers) beside
 # the rest in order: validate, the demo, the stack test
