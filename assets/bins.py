@@ -9,7 +9,7 @@ import dagster as dg
 
 from assets import lineage
 from assets.automation import AFTER_UPSTREAM
-from assets.metadata_format import OWNERS, size_entries
+from assets.metadata_format import OWNERS, home_path, short_sha256, size_entries
 from assets.resources import FineGPTHome
 from assets.partitions import SHARDS
 from finegpt_pipeline import layout
@@ -66,14 +66,14 @@ def tokenized_bins(context: dg.AssetExecutionContext, config: TokenizeConfig,
             value,
             metadata={
                 # not "path": the IO manager's own metadata key would overwrite it
-                "bins_dir": dg.MetadataValue.path(str(out_dir)),
+                "bins_dir": home_path(out_dir, finegpt_home.home().root),
                 "train_tokens": meta["train_tokens"],
                 "val_tokens": meta["val_tokens"],
                 "train_docs": meta["train_docs"],
                 "val_docs": meta["val_docs"],
                 **size_entries("size", TOKEN_BYTES * (meta["train_tokens"] + meta["val_tokens"])),
                 "val_fraction": meta["split"]["val_fraction"],
-                "source_sha256": meta["source_sha256"],
+                "source_sha256": short_sha256(meta["source_sha256"]),
                 "reused": reused,
             },
         )

@@ -10,6 +10,7 @@ import math
 import dagster as dg
 
 from assets.evaluation import eval_report
+from assets.metadata_format import link
 from assets.resources import ChampionPolicy, FineGPTHome
 from finegpt_pipeline.evaluate import champion, registry
 
@@ -50,15 +51,15 @@ def eval_report_holds_against_champion(context: dg.AssetCheckExecutionContext,
             "val_loss": _round(eval_report["val_loss"]),
             "val_loss_se": _round(eval_report["val_loss_se"]),
             "model_version": dg.MetadataValue.int(version),
-            "model_version_url": dg.MetadataValue.url(mine["url"]),
-            "registered_model_url": dg.MetadataValue.url(registry.model_url(mine["name"])),
+            "model_version_url": link(f"model {mine['name']} v{version}", mine["url"]),
+            "registered_model_url": link(f"model {mine['name']}", registry.model_url(mine["name"])),
             "tolerance_se": champion_policy.tolerance_se,
             "tolerance_abs": champion_policy.tolerance_abs, "gate": champion_policy.gate}
     if decision["champion_version"] is not None:
         meta["champion_version"] = dg.MetadataValue.int(decision["champion_version"])
     if "delta" in block:
         meta.update(compared_with=dg.MetadataValue.int(block["version"]),
-                    champion_url=dg.MetadataValue.url(block["url"]),
+                    champion_url=link(f"champion v{block['version']}", block["url"]),
                     champion_val_loss=_round(block["val_loss"]),
                     champion_val_loss_se=_round(block["val_loss_se"]),
                     champion_numbers=block["source"], delta_nats=_round(block["delta"]),

@@ -12,6 +12,9 @@ import dagster as dg
 # under the same job as runs launched from the UI.
 REPOSITORY_TAG = ".dagster/repository"
 
+# The materialization tag holding its data version (raw_shard's: the shard's full sha256).
+DATA_VERSION_TAG = "dagster/data_version"
+
 
 def repository_tags(location: str) -> dict[str, str]:
     return {REPOSITORY_TAG: f"__repository__@{location}", "dagster/code_location": location}

@@ -9,7 +9,7 @@ import dagster as dg
 
 from assets import lineage
 from assets.automation import AFTER_UPSTREAM
-from assets.metadata_format import OWNERS, float_value, size_entries
+from assets.metadata_format import OWNERS, float_value, home_path, short_sha256, size_entries
 from assets.resources import FineGPTHome
 from assets.partitions import SHARDS, source_of
 from finegpt_pipeline.tracking import datasets as mlflow_datasets
@@ -63,7 +63,7 @@ def raw_shard(context: dg.AssetExecutionContext, config: RawShardConfig,
                 "row_groups": info.row_groups,
                 "columns": ", ".join(info.columns),
                 "missing_columns": ", ".join(info.missing_columns) or "none",
-                "sha256": info.sha256,
+                "sha256": short_sha256(info.sha256),  # the data version holds all of it
                 # MLflow's digest column holds 36 characters: the sha256's first 32 hex digits
                 "mlflow_dataset_digest": mlflow_datasets.shard_digest(info.sha256),
             },
@@ -82,7 +82,7 @@ def _counts_table(entries: list[dict], col: str, source: str | None = None) -> s
 
 # Log-spaced bins of the inline histogram: the UI shows a Markdown table, not a large image.
 HISTOGRAM_EDGES = [1, 10, 30, 100, 300, 1_000, 3_000, 10_000, 30_000, 100_000]
-HISTOGRAM_BAR = 30  # characters of the longest bar
+HISTOGRAM_BAR = 24  # characters of the longest bar (the UI breaks no bar)
 
 
 def histogram_table(lengths: list[int]) -> str:
@@ -123,8 +123,8 @@ def token_stats(context: dg.AssetExecutionContext, raw_shard: dict,
         png_path = finegpt_home.home().reports / f"token_histogram-{summary['shard'][:16]}.png"
         write_bytes(png_path, png)
         metadata = {
-            "warehouse": dg.MetadataValue.path(str(db)),
-            "shard": summary["shard"],
+            "warehouse": home_path(db, finegpt_home.home().root),
+            "shard_sha256": short_sha256(summary["shard"]),
             "documents": summary["documents"],
             "characters": summary["characters"],
             **size_entries("text_size", summary["utf8_bytes"]),
@@ -132,12 +132,12 @@ def token_stats(context: dg.AssetExecutionContext, raw_shard: dict,
             "tokens_listed": summary["tokens_listed"] if summary["tokens_listed"] is not None else "n/a",
             "docs_count_equal": summary["docs_count_equal"],
             "docs_count_compared": summary["docs_count_compared"],
-            "total_relative_difference": float_value(summary["total_relative_difference"], 3)
+            "tokens_rel_diff": float_value(summary["total_relative_difference"], 3)
             if summary["total_relative_difference"] is not None else "n/a",
             "bytes_per_token": float_value(summary["bytes_per_token"] or 0.0, 4),
             "empty_docs": summary["empty_docs"],
             "null_texts": summary["null_texts"],
-            f"short_docs (<{summary['short_doc_tokens']} tokens)": summary["short_docs"],
+            f"docs <{summary['short_doc_tokens']} tokens": summary["short_docs"],
             "duplicate_docs": summary["duplicate_docs"],
             "token_quantiles": dg.MetadataValue.md(quantile_md),
             "languages": dg.MetadataValue.md(_counts_table(summary["languages"][:20], "language")),
@@ -146,7 +146,7 @@ def token_stats(context: dg.AssetExecutionContext, raw_shard: dict,
             "dumps": dg.MetadataValue.md(_counts_table(summary["dumps"][:20], "dump")),
             "top_domains": dg.MetadataValue.md(_counts_table(summary["top_domains"], "domain", "url")),
             "token_histogram": dg.MetadataValue.md(histogram_table(lengths)),
-            "token_histogram_png": dg.MetadataValue.path(str(png_path)),
+            "token_histogram_png": home_path(png_path, finegpt_home.home().root),
         }
         context.log.info(json.dumps({k: summary[k] for k in ("documents", "tokens_tiktoken", "tokens_listed")}))
         return run.output(summary, metadata=metadata)

@@ -13,7 +13,7 @@ import dagster as dg
 
 from assets import lineage
 from assets.automation import AFTER_UPSTREAM
-from assets.metadata_format import OWNERS
+from assets.metadata_format import OWNERS, home_path, link
 from assets.resources import ChampionPolicy, FineGPTHome
 from assets.shard_inputs import ALL_SHARDS_IN, bins_location
 from assets.training import dagster_run_url
@@ -91,9 +91,9 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig,
         report=dg.MetadataValue.md(eval_report_render.markdown(result, image=None)),
         **{key: dg.MetadataValue.md(table)
            for key, table in eval_report_render.section_tables(result, inline=True).items()},
-        loss_curve_path=dg.MetadataValue.path(result["files"]["loss_curve.png"]),
-        report_html=dg.MetadataValue.path(result["files"]["report.html"]),
-        report_dir=dg.MetadataValue.path(str(out_dir)),
+        loss_curve_path=home_path(result["files"]["loss_curve.png"], finegpt_home.home().root),
+        report_html=home_path(result["files"]["report.html"], finegpt_home.home().root),
+        report_dir=home_path(out_dir, finegpt_home.home().root),
     )
     if forecast:
         if forecast["trusted"]:
@@ -103,14 +103,16 @@ def eval_report(context: dg.AssetExecutionContext, config: EvalConfig,
         metadata["loss_curve"] = dg.MetadataValue.md(
             f"![loss curves]({mlflow_store.artifact_url(run_id, 'eval_report/loss_curve.png')})")
     if trained_checkpoint.get("mlflow_run_url"):
-        metadata["training_run_url"] = dg.MetadataValue.url(trained_checkpoint["mlflow_run_url"])
+        metadata["training_run_url"] = link(
+            f"training run {str(trained_checkpoint.get('mlflow_run_id') or '')[:8]}".rstrip(),
+            trained_checkpoint["mlflow_run_url"])
     if run_id:  # the experiment's training runs side by side (val loss, bpb, tokens columns)
         import mlflow
 
         experiment = mlflow.MlflowClient(finegpt_home.mlflow_tracking_uri()).get_run(
             run_id).info.experiment_id
-        metadata["mlflow_experiment_url"] = dg.MetadataValue.url(
-            mlflow_store.experiment_url(experiment))
+        metadata["mlflow_experiment_url"] = link("training runs, best first",
+                                                 mlflow_store.experiment_url(experiment))
     return dg.Output(value, metadata=metadata)
 
 

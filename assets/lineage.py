@@ -29,7 +29,7 @@ from typing import Any, Iterator
 
 import dagster as dg
 
-from assets import dagster_internals
+from assets import dagster_internals, metadata_format
 from finegpt_pipeline.locks import wait_for
 from finegpt_pipeline.tracking import datasets as mlflow_datasets, store as mlflow_store
 from finegpt_pipeline.train.reporter import (ASSET_KEY_ENV, CODE_VERSION_ENV, DAGSTER_RUN_ID_ENV,
@@ -193,7 +193,8 @@ class AssetRun:
                data_version: dg.DataVersion | None = None) -> dg.Output:
         self.client.set_tag(self.run_id, mlflow_store.DATA_VERSION_TAG,
                             data_version_of(self.context, data_version))
-        metadata = {**(metadata or {}), "mlflow_run_url": dg.MetadataValue.url(self.url)}
+        metadata = {**(metadata or {}),
+                    "mlflow_run_url": metadata_format.link(f"MLflow run {self.run_id[:8]}", self.url)}
         return dg.Output(value, metadata=metadata, data_version=data_version)
 
     def _end(self, status: str) -> None:

@@ -1,11 +1,20 @@
-"""How the assets' metadata reads in the Dagster UI: one place for owners, rounding, sizes.
+"""How the assets' metadata reads in the Dagster UI: one place for owners, rounding, sizes,
+links, paths and hashes.
 
 The UI prints a float with all its digits and an int of bytes as it is; these helpers give
-rounded floats and human sizes (the raw int stays beside them under a `_bytes` key)."""
+rounded floats and human sizes (the raw int stays beside them under a `_bytes` key).
+
+Beside an asset's Definition panel the UI leaves ~400 px (~48 monospace characters) for a
+value, and breaks a long value only at spaces and hyphens: one longer word widens the whole
+table, which then scrolls sideways and hides the end of every wrapped value (the verdict's).
+So a URL is a short Markdown link (`link`), a path under FINEGPT_HOME reads relative to it
+(`home_path`), and a sha256 shows its first 16 hex digits (`short_sha256`; the full one is in
+the files and runs the value names)."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import dagster as dg
 
@@ -37,3 +46,29 @@ def human_bytes(n: int) -> str:
 def size_entries(key: str, n: int) -> dict[str, dg.MetadataValue]:
     """`key`: '2.15 GB' and `key_bytes`: the exact count."""
     return {key: dg.MetadataValue.text(human_bytes(n)), f"{key}_bytes": dg.MetadataValue.int(int(n))}
+
+
+def link(label: str, url: str) -> dg.MetadataValue:
+    """`url` as a link reading `label`: a Markdown value, which the UI shows inline."""
+    return dg.MetadataValue.md(f"[{label}]({url})")
+
+
+def link_url(value) -> str | None:
+    """The URL of a `link` (or of an older `MetadataValue.url`) as the event log returns it."""
+    text = getattr(value, "value", value)
+    if not isinstance(text, str):
+        return None
+    return text[text.rindex("](") + 2:-1] if text.startswith("[") and text.endswith(")") else text
+
+
+def home_path(path: str | Path, home: Path) -> dg.MetadataValue:
+    """A path as the UI shows it: relative to `home` (the FINEGPT_HOME root) when under it
+    (`runs/...`, `bins/...`, `plans/...`, `reports/...`), else as given."""
+    path, root = Path(path).resolve(), Path(home).resolve()
+    return dg.MetadataValue.path(str(path.relative_to(root)) if path.is_relative_to(root)
+                                 else str(path))
+
+
+def short_sha256(sha256: str) -> dg.MetadataValue:
+    """A sha256 as the UI shows it: its first 16 hex digits and an ellipsis."""
+    return dg.MetadataValue.text(sha256[:16] + "…")

@@ -8,7 +8,7 @@ import dagster as dg
 
 from assets import lineage
 from assets.automation import WEEKLY_RETRAIN
-from assets.metadata_format import OWNERS, float_value
+from assets.metadata_format import OWNERS, float_value, home_path
 from assets.resources import FineGPTHome
 from assets.shard_inputs import ALL_SHARDS_IN, bins_location
 from finegpt_pipeline.atomic import write_json
@@ -86,9 +86,9 @@ def training_config(context: dg.AssetExecutionContext, config: PlanRequest,
         return run.output(
             plan,
             metadata={
-                "plan_path": dg.MetadataValue.path(str(path)),
+                "plan_path": home_path(path, finegpt_home.home().root),
                 "shards": dg.MetadataValue.int(meta.get("shards", 1)),
-                "bins": dg.MetadataValue.path(str(bins_dir)),
+                "bins": home_path(bins_dir, finegpt_home.home().root),
                 "hardware": rep["gpu_name"],
                 "model": f"{cfg['n_layer']}L/{cfg['n_head']}H/{cfg['n_embd']}d block {cfg['block_size']}",
                 "params": dg.MetadataValue.int(rep["params"]),
@@ -108,15 +108,15 @@ def training_config(context: dg.AssetExecutionContext, config: PlanRequest,
         )
 
 
-REQUIREMENTS_SCHEMA = dg.TableSchema(columns=[
-    dg.TableColumn("requirement"), dg.TableColumn("value"), dg.TableColumn("source")])
+REQUIREMENTS_SCHEMA = dg.TableSchema(columns=[dg.TableColumn("requirement"), dg.TableColumn("value")])
 
 
 def requirements_table(plan: dict) -> dg.TableMetadataValue:
-    """The plan's requirements (`plan/report.requirements_rows`) as a table the UI shows inline;
-    the same rows as Markdown are the run's requirements.md in MLflow."""
+    """The plan's requirements (`plan/report.requirements_rows`) as a table the UI shows inline,
+    each value followed by its source in brackets (a third column would not fit the UI's ~400
+    px); the same rows as Markdown, in three columns, are the run's requirements.md in MLflow."""
     return dg.MetadataValue.table(
-        records=[dg.TableRecord({"requirement": name, "value": value, "source": source})
+        records=[dg.TableRecord({"requirement": name, "value": f"{value} [{source}]"})
                  for name, value, source in requirements_rows(plan)],
         schema=REQUIREMENTS_SCHEMA)
 

@@ -11,7 +11,9 @@ import sys
 
 import dagster as dg
 
+from assets.metadata_format import link_url
 from assets.training import dagster_run_url
+from finegpt_pipeline import paths
 
 
 def _value(entry) -> object:
@@ -35,7 +37,7 @@ def summary(instance: dg.DagsterInstance, run_id: str) -> tuple[list[str], bool]
         elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             checks.append(event.event_specific_data)
     for key, meta in made.items():
-        link = _value(meta.get("mlflow_run_url", "")) or ""
+        link = link_url(meta.get("mlflow_run_url")) or ""
         lines.append(f"made   {key}" + (f"  {link}" if link else ""))
     report = made.get("eval_report")
     if report:
@@ -47,7 +49,8 @@ def summary(instance: dg.DagsterInstance, run_id: str) -> tuple[list[str], bool]
         if verdict:
             lines.append(f"       {str(verdict).replace('**', '')}")
         if report.get("report_html"):
-            lines.append(f"       report: {_value(report['report_html'])}")
+            # shown relative to FINEGPT_HOME (an absolute path, from older runs, stays whole)
+            lines.append(f"       report: {paths.home().root / _value(report['report_html'])}")
     failed_error = False
     for check in checks:
         severity = check.severity.value if check.severity else "ERROR"

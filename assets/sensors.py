@@ -20,6 +20,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.dagster_internals import DATA_VERSION_TAG
 from assets.jobs import data_job, pipeline_job
 from assets.resources import FineGPTHome
 from assets.partitions import SHARDS, partition_key, problem, registered_key, source_of
@@ -116,4 +117,4 @@ def _unchanged_since_read(context: dg.SensorEvaluationContext, key: str, source:
     recorded = getattr(meta.get("source_version"), "value", None)
     if recorded == version:
         return True
-    return getattr(meta.get("sha256"), "value", None) == sha256_file(source)
+    return materialization.tags.get(DATA_VERSION_TAG) == sha256_file(source)

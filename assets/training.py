@@ -16,7 +16,7 @@ import dagster as dg
 from assets import lineage
 from assets.launchers import TrainingLauncher
 from assets.automation import AFTER_UPSTREAM
-from assets.metadata_format import OWNERS, float_value
+from assets.metadata_format import OWNERS, float_value, home_path, link
 from assets.resources import FineGPTHome
 from assets.shard_inputs import ALL_SHARDS_IN, bins_location
 from finegpt_pipeline.tracking import store as mlflow_store
@@ -119,7 +119,7 @@ def _train(context: dg.AssetExecutionContext, config: TrainingLaunchConfig,
                                      f"{run_dir.SUMMARY_NAME}; see its log above")
     # the metadata is built from summary.json (as for a reused run), not from the trainer's
     # streamed materialization, so both read alike: rounded floats, the plot, units
-    metadata = {"reused": dg.MetadataValue.bool(False), "command": dg.MetadataValue.text(" ".join(command))}
+    metadata = {"reused": dg.MetadataValue.bool(False)}  # the command is in the run's log
     _log_closing_summary(context, summary)
     return _output(context, finegpt_home, summary, out_dir, metadata, materialization.data_version,
                    lineage_run, bins_dir)
@@ -183,11 +183,11 @@ def _output(context: dg.AssetExecutionContext, finegpt_home: FineGPTHome, summar
                                               summary["mlflow_run_id"], summary["checkpoint"])
         value.update(model_version=version["version"], model_version_url=version["url"])
         metadata = {**metadata, "model_version": dg.MetadataValue.int(version["version"]),
-                    "model_version_url": dg.MetadataValue.url(version["url"])}
+                    "model_version_url": link(f"model finegpt v{version['version']}", version["url"])}
     png = write_loss_curve(out_dir)
-    metadata = {**metadata, "run_dir": dg.MetadataValue.path(str(out_dir)),
-                "bins": dg.MetadataValue.path(str(bins_dir)),
-                **summary_metadata(summary), "loss_curve_png": dg.MetadataValue.path(str(png))}
+    home = finegpt_home.home().root
+    metadata = {**metadata, "run_dir": home_path(out_dir, home), "bins": home_path(bins_dir, home),
+                **summary_metadata(summary, home)}  # the plot: loss_curve.png in run_dir
     metadata["loss_curve"] = dg.MetadataValue.md(
         _loss_curve_md(context, finegpt_home.mlflow_tracking_uri(), summary, png))
     metadata["val_loss_by_tokens"] = dg.MetadataValue.md(val_loss_table(summary))
@@ -204,13 +204,14 @@ def _output(context: dg.AssetExecutionContext, finegpt_home: FineGPTHome, summar
     lineage_run.adopt(summary.get("mlflow_run_id"))
     if summary.get("mlflow_run_url") and lineage_run.run_id != summary.get("mlflow_run_id"):
         # reused (or resumed from an earlier Dagster run's start): where the checkpoint is
-        metadata["training_run_url"] = dg.MetadataValue.url(summary["mlflow_run_url"])
+        metadata["training_run_url"] = run_link(summary)
     return lineage_run.output(value, metadata=metadata, data_version=data_version)
 
 
-def summary_metadata(summary: dict) -> dict:
+def summary_metadata(summary: dict, home: Path) -> dict:
     """What a user reads of a finished run: counts as ints, floats rounded, memory in GiB
-    where it was measured (CUDA), never a 0 standing for "not measured"."""
+    where it was measured (CUDA), never a 0 standing for "not measured"; paths under `home`
+    (FINEGPT_HOME) relative to it."""
     meta = {}
     for key in ("steps", "tokens_seen", "params"):
         if summary.get(key) is not None:
@@ -220,7 +221,7 @@ def summary_metadata(summary: dict) -> dict:
         if isinstance(summary.get(key), (int, float)):
             meta[key] = float_value(summary[key], digits)
     if summary.get("checkpoint"):
-        meta["checkpoint"] = dg.MetadataValue.path(summary["checkpoint"])
+        meta["checkpoint"] = home_path(summary["checkpoint"], home)
     device = str(summary.get("device") or "?")
     if device.startswith("cuda") and summary.get("peak_memory_bytes"):
         meta["peak_memory"] = dg.MetadataValue.text(f"{summary['peak_memory_bytes'] / GIB:.2f} GiB")
@@ -231,8 +232,14 @@ def summary_metadata(summary: dict) -> dict:
         if summary.get(key) is not None:
             meta[key] = dg.MetadataValue.text(str(summary[key]))
     if summary.get("mlflow_run_url"):
-        meta["mlflow_run_url"] = dg.MetadataValue.url(summary["mlflow_run_url"])
+        meta["mlflow_run_url"] = run_link(summary)
     return meta
+
+
+def run_link(summary: dict) -> dg.MetadataValue:
+    """The training run's MLflow page as a short link."""
+    return link(f"MLflow run {str(summary.get('mlflow_run_id') or '')[:8]}".rstrip(),
+                summary["mlflow_run_url"])
 
 
 VAL_TABLE_ROWS = 8  # the UI shows short Markdown inline

@@ -33,7 +33,7 @@ MAX_READ = 500  # runs read from the experiment (newest first)
 # llm.c's GPT-2 (124M) reproduction: 10 B FineWeb tokens, val loss ~3.28 on FineWeb's val split
 # (karpathy/llm.c discussion #481; modded-nanogpt's README quotes 3.2847 for the llm.c trainer)
 GPT2_REFERENCE = {
-    "name": "GPT-2 124M (llm.c reproduction)", "model": "12L/768d", "params": 124_439_808,
+    "name": "GPT-2 124M (llm.c)", "model": "12L/768d", "params": 124_439_808,
     "tokens": 10_000_000_000, "val_loss": 3.28,
     "note": "different val set, not comparable directly",
     "source": "karpathy/llm.c discussion #481 (Reproducing GPT-2 (124M) in llm.c), FineWeb val",

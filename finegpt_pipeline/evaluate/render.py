@@ -159,7 +159,7 @@ def history_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
                      f"{r['tokens_per_s']:,.0f}" if r["tokens_per_s"] else "-", same))
     ref = hist["reference"]
     rows.append((ref["name"], "reference", ref["model"], _count(ref["tokens"]),
-                 f"≈{ref['val_loss']:.2f}", "-", "-", "-", ref["note"]))
+                 f"≈{ref['val_loss']:.2f}", "-", "-", "-", "other"))  # the note: below the table
     return rows
 
 
@@ -234,7 +234,8 @@ def _sections_md(report: dict[str, Any]) -> list[str]:
              "## Earlier runs of the experiment", "", tables["earlier_runs"], "",
              f"{hist.get('note', '')}. val.bin: `same` = evaluated on this val.bin (sha256 "
              f"`{(report.get('val_sha256') or '?')[:12]}`), `other` = another one; the "
-             f"reference: {hist['reference']['source']}." if hist else "", "",
+             f"reference ({hist['reference']['note']}): {hist['reference']['source']}."
+             if hist else "", "",
              "## Loss forecast", "", tables["loss_forecast"], ""]
     if f:
         lines += [f"{f['law']}, N = {f['n_meaning']}, D = {f['d_meaning']}; "

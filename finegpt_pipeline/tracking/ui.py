@@ -6,7 +6,10 @@ server is a *shared view*: the experiment tag `mlflow.sharedViewState.<key>` hol
 JSON, applied when the page's URL carries `viewStateShareKey=<key>` (what its Share button
 writes). So the project installs one such view on its experiment (`ensure_runs_view`) and its
 experiment links carry the key (`experiment_url`): the training runs, best val loss first, with
-val loss, bits per byte and tokens seen as columns. A user's own column choice stays theirs on plain visits.
+val loss, bits per byte and tokens seen as columns; and on its Chart tab the curves a trainer
+reads first (val loss, train loss, then lr, grad norm, tokens/s), every line chart against
+tokens seen, so runs with different batch sizes line up (MLflow's default x-axis is the step).
+A user's own column and chart choice stays theirs on plain visits.
 
 A leaf module (no project imports): `mlflow_store` calls it with its base URL and UI mode."""
 
@@ -23,6 +26,12 @@ RUNS_VIEW_TAG = SHARE_TAG_PREFIX + RUNS_VIEW_KEY
 # Metrics as the trainer (train_reporter) and eval_report (evaluate.log_to_training_run) log them.
 RUNS_METRICS = ("eval/val_loss", "eval/val_loss_se", "eval/val_bpb", "val_loss", "tokens_seen")
 TRAINING_RUNS_FILTER = "tags.`finegpt.stage` = 'train'"
+# The trainer's curves (train_reporter; progress.at_eval logs val_loss and tokens_seen at each
+# eval), first; the UI appends every other metric's chart after them, in its section.
+LEAD_CHARTS = ("val_loss", "train_loss", "lr", "grad_norm", "tokens_per_s")
+X_AXIS_METRIC = "tokens_seen"
+# The UI's sections (a metric's prefix before "/"; no prefix: "Model metrics"), in this order.
+SECTIONS = ("Model metrics", "forecast", "progress", "eval", "summary", "System metrics")
 
 
 def column(section: str, name: str) -> str:
@@ -41,6 +50,37 @@ def runs_view() -> dict[str, Any]:
         "orderByAsc": True,
         "selectedColumns": columns,
         "columnOrder": columns,  # else the table orders metric columns alphabetically
+        **charts_view(),
+    }
+
+
+def _section_id(name: str) -> str:
+    return "finegpt-section-" + name.lower().replace(" ", "-")
+
+
+def _line_chart(metric: str) -> dict[str, Any]:
+    """A line chart card as the UI's own `RunsChartsLineCardConfig` serializes it."""
+    return {"uuid": f"finegpt-chart-{metric}", "type": "LINE", "runsCountToCompare": 10,
+            "metricSectionId": _section_id(SECTIONS[0]), "deleted": False, "isGenerated": True,
+            "displayName": metric, "metricKey": metric, "selectedMetricKeys": [metric],
+            "lineSmoothness": 0, "xAxisScaleType": "linear", "scaleType": "linear",
+            "range": {}, "xAxisKey": "metric", "selectedXAxisMetricKey": X_AXIS_METRIC,
+            "yAxisKey": "metric", "yAxisExpressions": [], "ignoreOutliers": False,
+            "useGlobalXaxisKey": True, "useGlobalLineSmoothing": True}
+
+
+def charts_view() -> dict[str, Any]:
+    """The Chart tab's state: sections in `SECTIONS` order, `LEAD_CHARTS` first, line charts
+    against `X_AXIS_METRIC`. Marked as reordered, so the UI keeps this order and appends the
+    charts of other metrics (system metrics stay against time, as the UI makes them)."""
+    return {
+        "isAccordionReordered": True,
+        "compareRunSections": [{"uuid": _section_id(name), "name": name, "display": True,
+                                "isReordered": True, "deleted": False, "isGenerated": True}
+                               for name in SECTIONS],
+        "compareRunCharts": [_line_chart(metric) for metric in LEAD_CHARTS],
+        "globalLineChartConfig": {"xAxisKey": "metric", "selectedXAxisMetricKey": X_AXIS_METRIC,
+                                  "lineSmoothness": 0},
     }
 
 

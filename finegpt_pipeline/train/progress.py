@@ -5,7 +5,7 @@ value.
 
 Each eval's line goes where the run's lines go (stdout, or the Dagster run through Pipes) and
 its numbers to the JSONL log and MLflow at the eval's step: `progress/fraction`,
-`progress/tokens_seen`, `progress/elapsed_seconds`, `progress/eta_seconds`, and, where the fit
+`tokens_seen` (unless the step's log row has it), `progress/elapsed_seconds`, `progress/eta_seconds`, and, where the fit
 supports one, `forecast/final_val_loss` and `forecast/final_val_loss_se`; the MLflow tag
 `finegpt.curve_forecast` holds the latest forecast in words.
 
@@ -69,14 +69,17 @@ class Progress:
         return steps + evals_left(it, self.max_iters, self.cfg.eval_interval) * (self.eval_s or 0.0)
 
     def at_eval(self, it: int, tokens_seen: int, val_loss: float, best: float,
-                val_history: list[dict], eval_s: float) -> None:
-        """Report the eval just made at step `it` (it took `eval_s` seconds)."""
+                val_history: list[dict], eval_s: float, log_tokens: bool = True) -> None:
+        """Report the eval just made at step `it` (it took `eval_s` seconds); `log_tokens`: the
+        step has no log row, so this row carries its `tokens_seen`."""
         self.eval_s = eval_s
         made = curve_forecast.forecast_run(val_history, self.cfg)
         eta, elapsed = self.eta(it), self.elapsed()
         row = {"val_loss": val_loss, "best_val_loss": best,
                "progress/fraction": it / max(1, self.max_iters),
-               "progress/tokens_seen": float(tokens_seen), "progress/elapsed_seconds": elapsed}
+               "progress/elapsed_seconds": elapsed}
+        if log_tokens:  # the x-axis of the charts by tokens, as the log rows have it
+            row["tokens_seen"] = float(tokens_seen)
         if eta is not None:
             row["progress/eta_seconds"] = eta
         if made["forecast"] is not None:

@@ -49,6 +49,11 @@ def _due(it: int, interval: int) -> bool:
     return interval > 0 and it % interval == 0
 
 
+def _logs_at(step: int, log_interval: int, max_iters: int) -> bool:
+    """Does step `step` end with a log row (train loss, tokens seen, ...)?"""
+    return step > 0 and (_due(step, log_interval) or step == max_iters)
+
+
 @torch.no_grad()
 def estimate_val_loss(model: torch.nn.Module, batches: BatchSource, cfg: TrainConfig,
                       rt: runtime.Runtime) -> float:
@@ -264,8 +269,10 @@ class Trainer:
                 self.best_val_loss = min(self.best_val_loss, val_loss)
                 self.val_history.append({"iter": float(it), "tokens_seen": float(self.tokens_seen),
                                          "val_loss": val_loss})
+                # tokens_seen once per step (MLflow's charts against a metric pair by index)
                 self.progress.at_eval(it, self.tokens_seen, val_loss, self.best_val_loss,
-                                      self.val_history, time.time() - t_eval)
+                                      self.val_history, time.time() - t_eval,
+                                      log_tokens=not _logs_at(it, cfg.log_interval, max_iters))
                 window_t = time.time()  # evaluation time is not training throughput
             due = it > 0 and it != self.resumed_from and (
                 _due(it, cfg.checkpoint_interval) or it >= max_iters)
@@ -277,7 +284,7 @@ class Trainer:
             self.iter_num += 1
             self.tokens_seen += tokens_per_step
             window_steps += 1
-            if _due(self.iter_num, cfg.log_interval) or self.iter_num == max_iters:
+            if _logs_at(self.iter_num, cfg.log_interval, max_iters):
                 loss = float(runtime.all_reduce_mean(loss_sum, rt))  # syncs the device
                 dt = time.time() - window_t
                 self.progress.steps_timed(self.iter_num, window_steps, dt)

@@ -34,8 +34,19 @@ def test_logical_data_version_is_the_one_dagster_records():
     with dg.instance_for_test() as instance:
         assert dg.materialize([upstream, downstream], instance=instance).success
         record = instance.get_latest_materialization_event(dg.AssetKey("downstream"))
-        recorded = record.asset_materialization.tags["dagster/data_version"]
+        recorded = record.asset_materialization.tags[dagster_internals.DATA_VERSION_TAG]
     assert seen["computed"] == recorded
+
+
+def test_a_given_data_version_is_recorded_under_the_tag_the_sensor_reads():
+    @dg.asset
+    def shard() -> dg.Output[int]:
+        return dg.Output(1, data_version=dg.DataVersion("ab" * 32))
+
+    with dg.instance_for_test() as instance:
+        assert dg.materialize([shard], instance=instance).success
+        record = instance.get_latest_materialization_event(dg.AssetKey("shard"))
+    assert record.asset_materialization.tags[dagster_internals.DATA_VERSION_TAG] == "ab" * 32
 
 
 def test_every_job_carries_the_repository_tag():

@@ -61,7 +61,7 @@ def test_sample_materializes_with_metadata_and_checks(finegpt_home, sample_shard
     assert rows == ["30-99", "100-299", "300-999", "1,000-2,999", "3,000-9,999"]  # p1 73, max 9,709
     assert len(histogram) < INLINE_MARKDOWN_CHARS
     assert sum(int(row.split("|")[2]) for row in histogram.splitlines()[2:]) == 300
-    assert open(meta["token_histogram_png"].value, "rb").read(4) == b"\x89PNG"
+    assert (finegpt_home / meta["token_histogram_png"].value).read_bytes()[:4] == b"\x89PNG"
     # floats rounded, sizes in human units with the exact count beside
     assert meta["bytes_per_token"] == dg.MetadataValue.float(significant(summary["bytes_per_token"], 4))
     assert len(str(meta["bytes_per_token"].value)) <= 6
@@ -73,7 +73,7 @@ def test_sample_materializes_with_metadata_and_checks(finegpt_home, sample_shard
     # the sample's url column is null: the empty table says why
     assert meta["top_domains"].value == ("_no `domain` values: the shard's `url` column is null in "
                                          "every row or absent_")
-    assert meta["warehouse"].value == str(finegpt_home / "warehouse.duckdb")
+    assert meta["warehouse"].value == "warehouse.duckdb"  # relative to FINEGPT_HOME
     with duckdb.connect(str(finegpt_home / "warehouse.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM documents WHERE shard = ?", [sha]).fetchone()[0] == 300
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}

@@ -53,8 +53,8 @@ def test_training_config_writes_plan_metadata_and_mlflow(finegpt_home):
     assert meta["params"].value == plan["report"]["params"]
     rows = {r.data["requirement"]: r.data for r in meta["requirements"].records}
     assert rows["Parameters"]["value"].startswith(f"{plan['report']['params']:,} ")
-    assert rows["Parameters"]["source"] == "exact"
-    assert meta["plan_path"].value == str(files[0])
+    assert rows["Parameters"]["value"].endswith(" [exact]")  # its source
+    assert meta["plan_path"].value == str(files[0].relative_to(finegpt_home))  # as the UI shows
 
     checks = result.get_asset_check_evaluations()
     assert [c.check_name for c in checks] == ["training_config_fits_budget"] and checks[0].passed

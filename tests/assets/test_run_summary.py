@@ -4,7 +4,9 @@ numbers and verdict, every failed check by name and severity; exit status 1 on a
 import dagster as dg
 import pytest
 
+from assets.metadata_format import home_path, link
 from assets.run_summary import summary
+from finegpt_pipeline import paths
 
 
 def _run(severity: dg.AssetCheckSeverity, passed: bool):
@@ -12,7 +14,10 @@ def _run(severity: dg.AssetCheckSeverity, passed: bool):
     def report() -> dg.Output[dict]:
         return dg.Output({}, metadata={"val_loss": 7.5, "val_loss_se": 0.01, "val_bpb": 2.9,
                                        "unigram_loss": 8.0,
-                                       "verdict": dg.MetadataValue.md("**v2 is BETTER than champion v1**")})
+                                       "verdict": dg.MetadataValue.md("**v2 is BETTER than champion v1**"),
+                                       "mlflow_run_url": link("MLflow run ab12", "http://m/#/runs/ab12"),
+                                       "report_html": home_path(paths.home().root / "reports/r.html",
+                                                                paths.home().root)})
 
     @dg.asset_check(asset=report)
     def beats_unigram() -> dg.AssetCheckResult:
@@ -32,7 +37,9 @@ def test_the_block_names_failed_checks_and_fails_on_error(severity, passed, fail
     lines, failed = summary(instance, run_id)
     text = "\n".join(lines)
     assert failed is fails
-    assert "made   eval_report" in text
+    # the link's URL and the report's whole path, which the UI shows relative to FINEGPT_HOME
+    assert "made   eval_report  http://m/#/runs/ab12" in text
+    assert f"report: {paths.home().root / 'reports/r.html'}" in text
     assert "val loss 7.5 ± 0.01 nats, 2.9 bits/byte; unigram baseline 8.0" in text
     assert "v2 is BETTER than champion v1" in text
     if passed:

@@ -12,7 +12,7 @@ import mlflow
 
 from tests._bins_fixture import make_bins, write_plan
 from assets.launchers import TrainingLauncher
-from assets.metadata_format import INLINE_MARKDOWN_CHARS, significant
+from assets.metadata_format import INLINE_MARKDOWN_CHARS, link_url, significant
 from assets.resources import FineGPTHome
 from assets.training import trained_checkpoint
 from finegpt_pipeline.train import plan_file
@@ -113,12 +113,13 @@ def test_trained_checkpoint_materializes_with_mlflow_run(finegpt_home, sample_sh
     [mat] = [m for m in result.asset_materializations_for_node("trained_checkpoint")]
     md = mat.metadata
     assert md["steps"].value == 6 and md["reused"].value is False
-    run_dir = Path(md["run_dir"].value)
+    run_dir = finegpt_home / md["run_dir"].value  # the UI shows paths relative to the home
+    assert md["run_dir"].value.startswith("runs/")
     used = plan_file.load_plan(run_dir / "plan.json")
     assert used == reschedule(TrainConfig.from_plan(plan), 6)  # as `finegpt plan` schedules 6
     assert md["tokens_seen"].value == 6 * 4 * 32
     for key in ("best_val_loss", "final_val_loss", "checkpoint", "mlflow_run_url", "run_dir",
-                "wall_time_s", "tokens_per_s", "mfu", "command"):
+                "wall_time_s", "tokens_per_s", "mfu"):
         assert key in md, key
     assert md["tokens_per_s"].value > 0 and 0 < md["mfu"].value < 1
     # what a user reads: rounded floats, no 0 posing as a CPU memory measurement, the plot
@@ -127,8 +128,8 @@ def test_trained_checkpoint_materializes_with_mlflow_run(finegpt_home, sample_sh
         assert isinstance(md[key], dg.FloatMetadataValue), key
         assert md[key].value == significant(md[key].value, digits), (key, md[key].value)
     assert md["peak_memory"].value == "not measured on cpu" and "peak_memory_bytes" not in md
-    png = Path(md["loss_curve_png"].value)
-    assert png == Path(md["run_dir"].value) / "loss_curve.png" and png.read_bytes()[:4] == b"\x89PNG"
+    png = run_dir / "loss_curve.png"
+    assert "loss_curve_png" not in md and png.read_bytes()[:4] == b"\x89PNG"
     curve = md["loss_curve"].value  # short Markdown: the UI shows it inline, the MLflow UI serves the PNG
     assert curve.startswith("![loss curve](http://127.0.0.1:5000/get-artifact?path=loss_curve.png&run_uuid=")
     assert len(curve) < INLINE_MARKDOWN_CHARS
@@ -161,7 +162,7 @@ def test_trained_checkpoint_materializes_with_mlflow_run(finegpt_home, sample_sh
     assert run.data.tags["dagster.run_url"] == f"http://127.0.0.1:3000/runs/{result.run_id}"
     assert "mlflow.source.git.commit" in run.data.tags
     assert {"train_loss", "val_loss", "lr", "progress/fraction", "progress/eta_seconds",
-            "progress/elapsed_seconds", "progress/tokens_seen"} <= set(run.data.metrics)
+            "progress/elapsed_seconds", "tokens_seen"} <= set(run.data.metrics)
     assert run.data.tags["finegpt.curve_forecast"] == (
         "step 6: forecast: not enough evals yet (1 of 4 to fit)")
     assert run.data.params["n_layer"] == "2"
@@ -195,7 +196,7 @@ def test_trained_checkpoint_materializes_with_mlflow_run(finegpt_home, sample_sh
     assert link.data.tags["finegpt.stage"] == "trained_checkpoint"  # not an earlier training run
     assert mlflow.get_run(link.data.tags["mlflow.parentRunId"]).data.tags["dagster.run_id"] == \
         again.run_id
-    assert f"({md['mlflow_run_url'].value})" in link.data.tags["mlflow.note.content"]
+    assert f"({link_url(md['mlflow_run_url'])})" in link.data.tags["mlflow.note.content"]
     assert link.info.status == "FINISHED"
     assert not any(m.startswith(("launching", "resuming")) for m in
                    (e.user_message for e in instance.all_logs(again.run_id)))

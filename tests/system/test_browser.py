@@ -65,8 +65,9 @@ def browser():
 
 @pytest.fixture
 def page(browser, shots, request):
-    """A fresh profile per test (as a new user has), Dagster's welcome modal dismissed."""
-    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    """A fresh profile per test (as a new user has), 1,400 px wide, Dagster's welcome modal
+    dismissed."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     page.add_locator_handler(page.get_by_text("Join the Dagster community"),
@@ -84,6 +85,15 @@ def shoot(page, shots: Path, name: str) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, out / path.name)
     return path
+
+
+def fits_its_box(locator) -> bool:
+    """Is the metadata table holding `locator` no wider than its box? (A wider one scrolls
+    sideways and hides the end of every wrapped value, the verdict's first.)"""
+    return locator.evaluate("""(el) => {
+        const box = el.closest('table').parentElement;
+        return box.scrollWidth <= box.clientWidth + 1;
+    }""")
 
 
 def mlflow_client(stack):
@@ -160,7 +170,9 @@ def test_eval_report_page_shows_latest_metadata_and_its_mlflow_link_opens_the_ru
     page.goto(f"{stack.dagster}/assets/eval_report")
     expect(page.get_by_text(f"{val_loss:.4f}", exact=True).first).to_be_visible()
     # the verdict against the champion the first run's model was made by hand
-    expect(page.get_by_text(re.compile(r"(than|from) champion v1")).first).to_be_visible()
+    verdict = page.get_by_text(re.compile(r"(than|from) champion v1")).first
+    expect(verdict).to_be_visible()
+    assert fits_its_box(verdict), "the metadata table scrolls sideways: the verdict's end is hidden"
     link = page.locator(f'a[href^="{stack.mlflow}/"][href*="/runs/{latest.info.run_id}"]')
     expect(link.first).to_be_visible()
     shoot(page, shots, "dagster-eval-report")
@@ -169,6 +181,49 @@ def test_eval_report_page_shows_latest_metadata_and_its_mlflow_link_opens_the_ru
     expect(page.get_by_text(latest.info.run_name).first).to_be_visible()
     expect(page.get_by_text("eval/val_loss").first).to_be_visible()
     shoot(page, shots, "mlflow-run-from-dagster")
+
+
+def test_trained_checkpoint_page_says_how_its_config_differs_from_the_champion(stack, page, shots):
+    page.goto(f"{stack.dagster}/assets/trained_checkpoint")
+    # the second run trained 4 steps where the first (the champion, v1) trained 2
+    diff = page.get_by_text(re.compile(r"^differs from champion v1 in: .*max_iters 4 \(champion 2\)"))
+    expect(diff).to_be_visible()
+    expect(page.get_by_text("val_loss_forecasts", exact=True)).to_be_visible()
+    assert fits_its_box(diff), "the metadata table scrolls sideways at 1,400 px"
+    shoot(page, shots, "dagster-trained-checkpoint")
+
+
+def test_the_dagster_run_log_says_how_training_is_going_at_each_eval(stack, page, shots):
+    page.goto(f"{stack.dagster}/runs/{stack.run_ids[-1]}")  # the 4-step run
+    page.get_by_placeholder(re.compile("^Filter")).fill("val loss")
+    # each eval's line, streamed from the trainer through Pipes while it ran
+    for at in (r"2/4 \(50%\)", r"4/4 \(100%\)"):
+        expect(page.get_by_text(re.compile(
+            rf"^iter {at}: val loss \d+\.\d{{4}} \(best \d+\.\d{{4}}\); [\d,]+ tokens; .* elapsed, "
+            r".*; final val loss ")).first).to_be_visible()
+    # and at the end, what the in-run forecast said at 25/50/75 % against the final value
+    closing = page.get_by_text(re.compile(r"^final val loss \d+\.\d{4}; forecast at 25% ")).first
+    expect(closing).to_be_visible()
+    closing.scroll_into_view_if_needed()
+    shoot(page, shots, "dagster-run-progress")
+
+
+def test_mlflow_charts_lead_with_the_losses_against_tokens_seen(stack, page, shots):
+    from finegpt_pipeline.tracking import store as mlflow_store, ui as mlflow_ui
+
+    runs = training_runs(stack)
+    page.goto(mlflow_ui.experiment_url(stack.mlflow, runs[0].info.experiment_id, mlflow_store.UI_MODE)
+              + "&compareRunsMode=CHART")
+    area = page.get_by_test_id("experiment-view-compare-runs-chart-area")
+    expect(area.get_by_text(re.compile(r"^Model metrics"))).to_be_visible()
+    sections = area.get_by_text(re.compile(r"^(Model metrics|forecast|progress|eval|summary)$"))
+    expect(sections.first).to_have_text("Model metrics")  # the sections, top to bottom
+    # the first charts: val loss, then train loss, each against tokens seen (not the step)
+    titles = area.get_by_text(re.compile(r"^(val_loss|train_loss|lr)$"))
+    expect(titles.first).to_have_text("val_loss")
+    expect(titles.nth(1)).to_have_text("train_loss")
+    expect(area.locator("svg text", has_text="tokens_seen").first).to_be_visible()
+    shoot(page, shots, "mlflow-charts")
 
 
 def test_mlflow_experiment_lists_both_training_runs_with_val_loss(stack, page, shots):

@@ -13,6 +13,7 @@ import mlflow
 import pytest
 
 from tests._registry_fixture import store, trained  # noqa: F401
+from assets.metadata_format import link_url
 from assets.champion import eval_report_holds_against_champion
 from assets.resources import ChampionPolicy, FineGPTHome
 from finegpt_pipeline.evaluate import champion as champion_eval
@@ -80,8 +81,12 @@ def test_slightly_worse_passes_but_the_champion_stays(versions, trained):
     assert meta["delta_nats"] == pytest.approx(0.015)
     assert meta["delta_se"] == pytest.approx(2 ** 0.5 * 0.01, abs=1e-4)
     assert meta["champion_numbers"] == "recorded on the same bins"
-    assert meta["model_version_url"].endswith(f"#/models/finegpt/versions/{v2}?workflowType=machine_learning")
-    assert meta["registered_model_url"] == "http://127.0.0.1:5000/#/models/finegpt?workflowType=machine_learning"
+    # short links (the UI's value column is ~400 px wide)
+    assert meta["model_version_url"].startswith(f"[model finegpt v{v2}](")
+    assert link_url(meta["model_version_url"]).endswith(
+        f"#/models/finegpt/versions/{v2}?workflowType=machine_learning")
+    assert link_url(meta["registered_model_url"]) == \
+        "http://127.0.0.1:5000/#/models/finegpt?workflowType=machine_learning"
 
 
 @pytest.mark.parametrize("val_loss,verdict", [(3.0, "no different"), (2.9, "better")])

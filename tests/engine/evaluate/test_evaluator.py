@@ -16,7 +16,7 @@ import torch
 
 from tests._bins_fixture import make_bins, unigram_entropy_nats, write_plan
 from assets.evaluation import eval_report, eval_report_beats_unigram
-from assets.metadata_format import INLINE_MARKDOWN_CHARS
+from assets.metadata_format import INLINE_MARKDOWN_CHARS, link_url
 from assets.resources import ChampionPolicy, FineGPTHome
 from finegpt_pipeline import cli
 from finegpt_pipeline.train import checkpoint, plan_file, trainer as train
@@ -313,7 +313,7 @@ def test_eval_report_asset_materializes_with_its_check(finegpt_home, one_doc_run
         f"![loss curves](http://127.0.0.1:5000/get-artifact?path=eval_report/loss_curve.png"
         f"&run_uuid={run.info.run_id})")
     report_dir = finegpt_home / "reports" / "eval" / ckpt.parent.name
-    assert Path(md["report_dir"].value) == report_dir
+    assert finegpt_home / md["report_dir"].value == report_dir  # shown relative to the home
     assert sorted(p.name for p in report_dir.iterdir()) == sorted(evaluate.REPORT_FILES)
     # the plan, the earlier runs and the forecast as short tables the UI shows inline
     for key in ("plan_vs_run", "earlier_runs", "loss_forecast", "curve_forecast"):
@@ -343,7 +343,7 @@ def test_eval_report_asset_materializes_with_its_check(finegpt_home, one_doc_run
     assert {a.path for a in client.list_artifacts(run.info.run_id, "eval_report")} == {
         f"eval_report/{name}" for name in evaluate.REPORT_FILES}
     assert run.info.run_id in md["training_run_url"].value  # mlflow_run_url: its own run
-    assert md["mlflow_experiment_url"].value.endswith("viewStateShareKey=finegpt-training-runs")
+    assert link_url(md["mlflow_experiment_url"]).endswith("viewStateShareKey=finegpt-training-runs")
 
     # a random-init model: the report is written, the check fails at severity ERROR
     flagged = _materialize(finegpt_home, random_ckpt, small_bins)

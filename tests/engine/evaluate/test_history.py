@@ -136,12 +136,14 @@ def test_four_earlier_sizes_calibrate_the_forecast(store):
     for key, table in tables.items():
         assert len(table) < INLINE_MARKDOWN_CHARS, (key, len(table))
     assert "| **this run** |" in tables["earlier_runs"]
-    assert "different val set, not comparable directly" in tables["earlier_runs"]
+    assert "| GPT-2 124M (llm.c) | reference | 12L/768d | 10 B | ≈3.28 | - | - | - | other |" \
+        in tables["earlier_runs"]
     assert "fitted to 4 earlier runs" in tables["loss_forecast"]
     md = eval_report_render.markdown({**report, **_render_stub()})
     assert "## Earlier runs of the experiment" in md and "## Loss forecast" in md
     page = eval_report_render.html({**report, **_render_stub()}, b"")
-    assert "GPT-2 124M (llm.c reproduction)" in page and "fitted to 4 earlier runs" in page
+    assert "GPT-2 124M (llm.c)" in page and "fitted to 4 earlier runs" in page
+    assert "reference (different val set, not comparable directly): karpathy/llm.c" in md
 
 
 def _render_stub() -> dict:

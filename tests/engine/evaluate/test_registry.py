@@ -15,6 +15,7 @@ import torch
 from tests._registry_fixture import store, trained  # noqa: F401
 from finegpt_pipeline import cli
 from finegpt_pipeline.train import checkpoint
+from assets.metadata_format import link
 from finegpt_pipeline.evaluate import registered_model, registry, sample
 from finegpt_pipeline.model import GPT
 from finegpt_pipeline.tracking import store as mlflow_store
@@ -147,7 +148,7 @@ def test_trained_checkpoint_registers_its_checkpoint_once(store, trained, tmp_pa
     assert first["mlflow_run_id"] == run_id and first["model_version"] == 1
     assert first["model_version_url"].startswith("http://127.0.0.1:5000/#/models/finegpt/versions/1")
     assert metas[0]["model_version"] == dg.MetadataValue.int(1)
-    assert metas[0]["model_version_url"] == dg.MetadataValue.url(first["model_version_url"])
+    assert metas[0]["model_version_url"] == link("model finegpt v1", first["model_version_url"])
     client = mlflow.MlflowClient(uri)
     assert len(client.search_model_versions("name = 'finegpt'")) == 1
     mv = client.get_model_version("finegpt", "1")

@@ -18,6 +18,18 @@ def test_runs_view_selects_val_loss_bpb_and_tokens_columns():
     assert view["orderByKey"] == "metrics.`eval/val_loss`" and view["orderByAsc"] is True
 
 
+def test_runs_view_leads_the_charts_with_the_losses_against_tokens_seen():
+    view = mlflow_ui.runs_view()
+    charts, sections = view["compareRunCharts"], view["compareRunSections"]
+    assert [c["metricKey"] for c in charts][:2] == ["val_loss", "train_loss"]
+    assert sections[0]["name"] == "Model metrics"  # the UI's section for unprefixed metrics
+    assert {c["metricSectionId"] for c in charts} == {sections[0]["uuid"]}
+    assert view["isAccordionReordered"] is True and all(s["isReordered"] for s in sections)
+    assert view["globalLineChartConfig"] == {"xAxisKey": "metric", "lineSmoothness": 0,
+                                             "selectedXAxisMetricKey": "tokens_seen"}
+    assert all(c["useGlobalXaxisKey"] and c["type"] == "LINE" for c in charts)
+
+
 def test_ensure_runs_view_installs_the_tag_once_and_replaces_a_stale_one(finegpt_home):
     import mlflow
 

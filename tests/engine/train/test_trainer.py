@@ -247,11 +247,17 @@ def test_each_eval_says_how_it_is_going_and_the_end_sets_forecasts_against_the_f
     assert rows[2]["forecast"] is not None and rows[2]["se"] > 0
     assert all(r["final"] == saved["final_val_loss"] for r in rows)
     # each eval's numbers: progress, time left (measured steps), the forecast where supported
-    evals = [r for r in map(json.loads, (tmp_path / "run" / "train_log.jsonl").read_text()
-                            .splitlines()) if "val_loss" in r]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text()
+            .splitlines()]
+    evals = [r for r in rows if "val_loss" in r]
     assert [r["step"] for r in evals] == list(range(13))
     assert [r["progress/fraction"] for r in evals] == [s / 12 for s in range(13)]
-    assert [r["progress/tokens_seen"] for r in evals] == [s * 2 * 16 for s in range(13)]
+    # tokens_seen once per step: from the log row, else the eval's (MLflow's charts against a
+    # metric pair points by index, so a second value at a step would shift the curve)
+    assert sorted((r["step"], r["tokens_seen"]) for r in rows if "tokens_seen" in r) == [
+        (s, s * 2 * 16) for s in range(13)]
+    history = mlflow.MlflowClient().get_metric_history(summary["mlflow_run_id"], "tokens_seen")
+    assert sorted(m.step for m in history) == list(range(13))
     assert "progress/eta_seconds" not in evals[1] and evals[-2]["progress/eta_seconds"] > 0
     assert evals[-1]["progress/eta_seconds"] == 0
     for r in evals:
