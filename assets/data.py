@@ -28,6 +28,10 @@ class RawShardConfig(dg.Config):
     max_row_groups: Optional[int] = None
 
 
+class TokenStatsConfig(dg.Config):
+    force: bool = False  # recompute even when the warehouse holds this shard's summary
+
+
 @dg.asset(group_name="data", kinds={"parquet"}, owners=OWNERS, code_version="1",
           partitions_def=SHARDS,
           description="A validated local FineWeb parquet shard, one per `shards` partition "
@@ -103,14 +107,14 @@ def histogram_table(lengths: list[int]) -> str:
           automation_condition=AFTER_UPSTREAM, partitions_def=SHARDS,
           description="Per-document and per-shard token statistics in the "
           "DuckDB warehouse; the summary is this asset's value.")
-def token_stats(context: dg.AssetExecutionContext, raw_shard: dict,
+def token_stats(context: dg.AssetExecutionContext, config: TokenStatsConfig, raw_shard: dict,
                 finegpt_home: FineGPTHome) -> dg.Output[dict]:
     with lineage.asset_run(context, finegpt_home) as run:
         db = finegpt_home.home().warehouse
         try:
             summary = stats.compute_stats(raw_shard["path"], db, shard_key=raw_shard["sha256"],
                                           expected_sha256=raw_shard["sha256"],
-                                          progress=context.log.info)
+                                          progress=context.log.info, force=config.force)
         except (ShardError, TokenizerUnavailable, Busy) as exc:
             raise dg.Failure(description=str(exc)) from None
         try:
@@ -147,6 +151,7 @@ def token_stats(context: dg.AssetExecutionContext, raw_shard: dict,
             "top_domains": dg.MetadataValue.md(_counts_table(summary["top_domains"], "domain", "url")),
             "token_histogram": dg.MetadataValue.md(histogram_table(lengths)),
             "token_histogram_png": home_path(png_path, finegpt_home.home().root),
+            "reused": dg.MetadataValue.bool(bool(summary.get("reused"))),
         }
         context.log.info(json.dumps({k: summary[k] for k in ("documents", "tokens_tiktoken", "tokens_listed")}))
         return run.output(summary, metadata=metadata)

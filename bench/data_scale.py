@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from tokenize_speed import _tree_rss, machine, peak_rss as tokenize_pass  # noqa: E402
+from tokenize_speed import _tree_pss, _tree_rss, machine, peak_rss as tokenize_pass  # noqa: E402
 
 from finegpt_pipeline.data import synthetic
 
@@ -89,14 +89,14 @@ def run_data_job(shard: Path, work: Path, mode: str) -> dict:
                           cwd=REPO, env=env, capture_output=True, text=True, check=True).stdout
     cmd = [str(Path(sys.executable).parent / "dagster"), "job", "execute", "-m",
            "assets.definitions", "-j", "data_job", *config, "--tags", tags.strip()]
-    samples: list[tuple[float, int]] = []
+    samples: list[tuple[float, int, int]] = []  # (time, summed RSS, summed PSS)
     t0 = time.time()
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=open(work / "job.log", "w"),
                             stderr=subprocess.STDOUT)
 
     def sample():
         while proc.poll() is None:
-            samples.append((time.time(), _tree_rss(proc.pid)))
+            samples.append((time.time(), _tree_rss(proc.pid), _tree_pss(proc.pid)))
             time.sleep(0.2)
 
     sampler = threading.Thread(target=sample)
@@ -110,12 +110,15 @@ def run_data_job(shard: Path, work: Path, mode: str) -> dict:
     steps = {}
     for key, (start, end, outcome) in sorted(step_windows(dagster_home).items(),
                                              key=lambda kv: kv[1][0]):
-        inside = [rss for t, rss in samples if start <= t <= end]
-        steps[key] = {"seconds": end - start, "peak_rss_mib": max(inside, default=0) / 2**20,
+        inside = [(rss, pss) for t, rss, pss in samples if start <= t <= end]
+        steps[key] = {"seconds": end - start,
+                      "peak_rss_mib": max((r for r, _ in inside), default=0) / 2**20,
+                      "peak_pss_mib": max((p for _, p in inside), default=0) / 2**20,
                       "outcome": outcome}
     log = (work / "job.log").read_text()
     ids = home / "token_ids"
-    return {"wall_s": wall, "peak_rss_mib": max((r for _, r in samples), default=0) / 2**20,
+    return {"wall_s": wall, "peak_rss_mib": max((r for _, r, _ in samples), default=0) / 2**20,
+            "peak_pss_mib": max((p for _, _, p in samples), default=0) / 2**20,
             "steps": steps, "samples": len(samples),
             # did tokenized_bins split the ids token_stats kept (or keep them itself, first)?
             "tokenized_once": "from the ids kept in" in log or "from the ids built in" in log,
@@ -156,13 +159,15 @@ def main() -> int:
         for mode in args.modes.split(","):
             run = result["modes"][mode] = run_data_job(shard, work, mode)
             run["ratio_to_tokenize_pass"] = run["wall_s"] / base["seconds"]
-            print(f"\n{mode}: | step | wall s | peak RSS (tree) MiB |\n|---|---|---|")
+            print(f"\n{mode}: | step | wall s | peak RSS (tree) MiB | peak PSS (tree) MiB |\n"
+                  f"|---|---|---|---|")
             for key, s in run["steps"].items():
-                print(f"| {key} | {s['seconds']:.1f} | {s['peak_rss_mib']:.0f} |")
+                print(f"| {key} | {s['seconds']:.1f} | {s['peak_rss_mib']:.0f} | "
+                      f"{s['peak_pss_mib']:.0f} |")
             print(f"| **data_job, {mode} (process, incl. start-up)** | **{run['wall_s']:.1f}** = "
                   f"{run['ratio_to_tokenize_pass']:.2f}x one tokenize pass (target <= "
-                  f"{TARGET_RATIO}) | **{run['peak_rss_mib']:.0f}** (target < "
-                  f"{TARGET_RSS / 2**20:.0f}) |")
+                  f"{TARGET_RATIO}) | {run['peak_rss_mib']:.0f} | **{run['peak_pss_mib']:.0f}** "
+                  f"(target < {TARGET_RSS / 2**20:.0f}) |")
             print(f"tokenized once: {run['tokenized_once']}; token_ids/ holds "
                   f"{run['token_ids_bytes']:,} bytes", flush=True)
         result["load_end"] = os.getloadavg()[0]

@@ -117,17 +117,42 @@ def single_thread_rate(path: Path, docs: int = 20000) -> tuple[float, float]:
     return n / (time.perf_counter() - t0), n / (time.process_time() - c0)
 
 
-def _tree_rss(pid: int) -> int:
-    """Summed RSS (bytes) of pid and its descendants, from /proc."""
-    total, todo = 0, [pid]
+def _tree_pids(pid: int) -> list[int]:
+    """pid and its live descendants, from /proc."""
+    pids, todo = [], [pid]
     while todo:
         p = todo.pop()
         try:
-            with open(f"/proc/{p}/statm") as fh:
-                total += int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
             with open(f"/proc/{p}/task/{p}/children") as fh:
                 todo += [int(c) for c in fh.read().split()]
+            pids.append(p)
         except (FileNotFoundError, ProcessLookupError):
+            pass
+    return pids
+
+
+def _tree_rss(pid: int) -> int:
+    """Summed RSS (bytes) of pid and its descendants, from /proc. Pages that forked processes
+    share count once per process: `_tree_pss` counts them once."""
+    total = 0
+    for p in _tree_pids(pid):
+        try:
+            with open(f"/proc/{p}/statm") as fh:
+                total += int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
+
+
+def _tree_pss(pid: int) -> int:
+    """Summed PSS (bytes) of pid and its descendants: each shared page split among the
+    processes sharing it, so the tree's real memory (/proc/<pid>/smaps_rollup)."""
+    total = 0
+    for p in _tree_pids(pid):
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as fh:
+                total += next(int(line.split()[1]) for line in fh if line.startswith("Pss:")) * 1024
+        except (FileNotFoundError, ProcessLookupError, PermissionError, StopIteration):
             pass
     return total
 

@@ -34,6 +34,7 @@ from finegpt_pipeline.data import token_ids, warehouse
 from finegpt_pipeline.data.progress import Report, duration, to_stderr
 from finegpt_pipeline.data.shard import add_shard_arguments, describe_shard, shard_from_args
 from finegpt_pipeline.data.tokenizer import get_encoding
+from finegpt_pipeline.locks import Busy
 
 SHORT_DOC_TOKENS = 50  # "very short": fewer GPT-2 tokens than this (empty documents included)
 QUANTILES = {"p1": 0.01, "p5": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95, "p99": 0.99}
@@ -73,11 +74,37 @@ def recount_tokens(shard_path: str | Path, sha256: str, ids_root: str | Path | N
                      "tokens_tiktoken": pa.array(counts.astype(np.int64), mask=counts < 0)})
 
 
+# Bump when the summary's content changes: a stored summary of another version is recomputed.
+STATS_VERSION = 1
+
+
+def stored_summary(db_path: str | Path, key: str, sha256: str) -> dict[str, Any] | None:
+    """The warehouse's summary of shard `key` when it was computed, by this STATS_VERSION, from
+    these bytes (`sha256`); else None, also while a writer holds the warehouse (the write
+    that follows waits for it, saying so)."""
+    import duckdb
+
+    if not Path(db_path).exists():
+        return None
+    try:
+        with warehouse.reading(db_path, timeout=0) as con:
+            row = con.execute("SELECT summary_json FROM shard_summary WHERE shard = ?",
+                              [key]).fetchone()
+    except (Busy, duckdb.CatalogException):  # held read-write; a warehouse before its tables
+        return None
+    summary = json.loads(row[0]) if row else None
+    if summary and summary.get("sha256") == sha256 and summary.get("stats_version") == STATS_VERSION:
+        return summary
+    return None
+
+
 def compute_stats(shard_path: str | Path, db_path: str | Path, shard_key: str | None = None,
                   expected_sha256: str | None = None, progress: Report | None = None,
                   ids_root: str | Path | None = None,
-                  num_workers: int | None = None) -> dict[str, Any]:
-    """Load a shard's per-document statistics into the warehouse and return its summary.
+                  num_workers: int | None = None, force: bool = False) -> dict[str, Any]:
+    """Load a shard's per-document statistics into the warehouse and return its summary; the
+    stored summary (`reused`: True) when the warehouse holds one of the same bytes and
+    STATS_VERSION, unless `force`.
     `expected_sha256` (what raw_shard recorded) refuses a file whose bytes changed since
     (`shard.verified_sha256`, the policy tokenized_bins follows too); `progress` gets progress
     lines (`finegpt_pipeline.data.progress`); the shard's ids are kept under `ids_root` for
@@ -88,6 +115,12 @@ def compute_stats(shard_path: str | Path, db_path: str | Path, shard_key: str | 
     info = describe_shard(shard_path, expected_sha256=expected_sha256)
     get_encoding()  # tokenizer files present, or one clear error before any work
     key = shard_key or info.sha256
+    stored = None if force else stored_summary(db_path, key, info.sha256)
+    if stored is not None:
+        if progress:
+            progress(f"stats: {stored['documents']:,} docs, {stored['tokens_tiktoken']:,} tokens "
+                     f"in {db_path}, computed earlier from these bytes (reused)")
+        return {**stored, "path": info.path, "db_path": str(db_path), "reused": True}
     if ids_root is None:
         ids_root = token_ids.root_for_warehouse(db_path)
     recount = recount_tokens(info.path, info.sha256, ids_root, progress, num_workers)
@@ -116,7 +149,8 @@ def compute_stats(shard_path: str | Path, db_path: str | Path, shard_key: str | 
         con.execute(f"INSERT INTO documents {select}", [key, info.path])
         summary = _summarize(con, key, has_token_count="token_count" in present)
         summary.update(shard=key, path=info.path, sha256=info.sha256, db_path=str(db_path),
-                       missing_columns=info.missing_columns)
+                       missing_columns=info.missing_columns, stats_version=STATS_VERSION,
+                       reused=False)
         con.execute(
             "INSERT INTO shard_summary VALUES (?, ?, ?, ?, ?, ?, ?, now(), ?)",
             [key, info.path, summary["documents"], summary["characters"], summary["utf8_bytes"],
@@ -267,12 +301,14 @@ def add_cli(subparsers) -> None:
     add_shard_arguments(p)
     p.add_argument("--db", default=None, help=f"DuckDB warehouse (default: {paths.home().warehouse})")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--force", action="store_true",
+                   help="recompute even when the warehouse holds this shard's summary")
     p.set_defaults(func=run_cli)
 
 
 def run_cli(args: argparse.Namespace) -> int:
     info = shard_from_args(args)
     summary = compute_stats(info.path, args.db or paths.home().warehouse, shard_key=info.sha256,
-                            expected_sha256=info.sha256, progress=to_stderr)
+                            expected_sha256=info.sha256, progress=to_stderr, force=args.force)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary), file=sys.stdout)
     return 0

@@ -24,6 +24,7 @@ from typing import Any
 
 from finegpt_pipeline.config import TrainConfig
 from finegpt_pipeline.plan.costs import param_count
+from finegpt_pipeline.tracking.store import MODEL_TAG
 
 TRAIN_FILTER = "tags.`finegpt.stage` = 'train'"
 VAL_DIGEST_TAG = "finegpt.eval.val_sha256"
@@ -72,6 +73,7 @@ def run_row(run) -> dict[str, Any]:
         "val_bpb": _float(m, "eval/val_bpb"), "wall_time_s": wall,
         "tokens_per_s": _float(m, "summary/tokens_per_s") or _float(m, "tokens_per_s"),
         "val_sha256": run.data.tags.get(VAL_DIGEST_TAG), "this_run": False,
+        "registered": run.data.tags.get(MODEL_TAG),  # "v2 champion" (registry.label_runs)
     }
 
 

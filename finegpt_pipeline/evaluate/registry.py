@@ -144,6 +144,7 @@ def register_candidate(tracking_uri: str, run_id: str, ckpt_path: str | Path) ->
     for mv in _versions_of_run(client, name, run_id):
         if (mv.tags or {}).get(ITER_TAG) == str(iter_num):
             client.set_registered_model_alias(name, CANDIDATE, mv.version)
+            label_runs(client, name)
             return _info(client.get_model_version(name, mv.version))
     with mlflow_models.fluent_store(tracking_uri):
         logged = _log_model(client, run_id, iter_num, ckpt_path)
@@ -153,7 +154,23 @@ def register_candidate(tracking_uri: str, run_id: str, ckpt_path: str | Path) ->
         tags={ITER_TAG: str(iter_num), CKPT_TAG: str(ckpt_path)},
         description=f"{ckpt_path} at step {iter_num}")
     client.set_registered_model_alias(name, CANDIDATE, mv.version)
+    label_runs(client, name)
     return _info(client.get_model_version(name, mv.version))
+
+
+def label_runs(client, name: str) -> None:
+    """Tag each version's training run with the version and its aliases (`MODEL_TAG`: "v2
+    champion", "v3 candidate", "v1"), so the runs table and the reports mark the champion and
+    the candidate; only changed tags are written."""
+    roles: dict[str, list[str]] = {}
+    for alias, v in (client.get_registered_model(name).aliases or {}).items():
+        roles.setdefault(str(v), []).append(alias)
+    for mv in client.search_model_versions(f"name = '{name}'"):
+        if not mv.run_id:
+            continue
+        label = " ".join([f"v{mv.version}", *sorted(roles.get(str(mv.version), []))])
+        if client.get_run(mv.run_id).data.tags.get(mlflow_store.MODEL_TAG) != label:
+            client.set_tag(mv.run_id, mlflow_store.MODEL_TAG, label)
 
 
 def version_of_run(tracking_uri: str, run_id: str, iter_num: int) -> dict[str, Any] | None:
@@ -185,6 +202,7 @@ def promote(tracking_uri: str, version: int | str) -> dict[str, Any]:
     client, name = _client(tracking_uri), model_name()
     client.get_model_version(name, str(int(version)))  # a missing version fails here, named
     client.set_registered_model_alias(name, CHAMPION, str(int(version)))
+    label_runs(client, name)
     return _info(client.get_model_version(name, str(int(version))))
 
 

@@ -43,6 +43,9 @@ RUN_URL_TAG = "dagster.run_url"
 ASSET_KEY_TAG = "dagster.asset_key"
 CODE_VERSION_TAG = "dagster.code_version"
 DATA_VERSION_TAG = "dagster.data_version"
+# On a training run: its registered version and that version's aliases, e.g. "v2 champion"
+# (evaluate/registry.label_runs keeps it current as the aliases move; a runs-table column)
+MODEL_TAG = mlflow_ui.MODEL_TAG
 
 
 def configure(root: str | Path | None = None) -> str:

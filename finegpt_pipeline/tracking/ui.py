@@ -25,6 +25,9 @@ RUNS_VIEW_TAG = SHARE_TAG_PREFIX + RUNS_VIEW_KEY
 
 # Metrics as the trainer (train_reporter) and eval_report (evaluate.log_to_training_run) log them.
 RUNS_METRICS = ("eval/val_loss", "eval/val_loss_se", "eval/val_bpb", "val_loss", "tokens_seen")
+# a training run's registered version and aliases, "v2 champion" (registry.label_runs); store
+# re-exports it (store imports this module, not the other way)
+MODEL_TAG = "finegpt.model"
 TRAINING_RUNS_FILTER = "tags.`finegpt.stage` = 'train'"
 # The trainer's curves (train_reporter; progress.at_eval logs val_loss and tokens_seen at each
 # eval), first; the UI appends every other metric's chart after them, in its section.
@@ -41,7 +44,8 @@ def column(section: str, name: str) -> str:
 
 def runs_view() -> dict[str, Any]:
     """The shared view: search facets (filter, order) and UI state (columns) in one object."""
-    columns = [column("metrics", m) for m in RUNS_METRICS] + [column("attributes", "Models")]
+    columns = ([column("tags", MODEL_TAG)] + [column("metrics", m) for m in RUNS_METRICS]
+               + [column("attributes", "Models")])
     return {
         "searchFilter": TRAINING_RUNS_FILTER,
         # best first; and a sort other than by start time lists the matching runs flat: sorted

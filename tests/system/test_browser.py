@@ -232,11 +232,15 @@ def test_mlflow_experiment_lists_both_training_runs_with_val_loss(stack, page, s
     runs = training_runs(stack)
     assert len(runs) == len(STEPS)
     page.goto(mlflow_ui.experiment_url(stack.mlflow, runs[0].info.experiment_id, mlflow_store.UI_MODE))
-    for name in ("eval/val_loss", "eval/val_bpb", "tokens_seen"):
+    for name in ("finegpt.model", "eval/val_loss", "eval/val_bpb", "tokens_seen"):
         expect(page.get_by_role("columnheader", name=name).first).to_be_visible()
+    # each run's registered version and its aliases: the champion marked where runs are listed
+    labels = [run.data.tags.get("finegpt.model") for run in runs]
+    assert sorted(labels)[0].startswith("v1") and any("champion" in label for label in labels)
     for run in runs:  # the grid draws a run as two rows (pinned name, scrolling values)
         row = page.locator(f'[role=row][row-id="{run.info.run_id}"]')
         expect(row.filter(has_text=run.info.run_name)).to_be_visible()
+        expect(row.filter(has_text=run.data.tags["finegpt.model"])).to_be_visible()
         for name in ("eval/val_loss", "eval/val_bpb", "tokens_seen"):
             expect(row.filter(has_text=metric_text(run, name))).to_be_visible()
     shoot(page, shots, "mlflow-experiment-runs")

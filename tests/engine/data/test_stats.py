@@ -95,7 +95,22 @@ def test_rerun_is_idempotent_and_shards_are_keyed(sample_shard, tmp_path):
         per_shard = dict(con.execute("SELECT shard, count(*) FROM documents GROUP BY shard").fetchall())
         summaries = con.execute("SELECT count(*) FROM shard_summary").fetchone()[0]
     assert per_shard == {first["shard"]: 300, "other": 300} and summaries == 2
-    assert {k: v for k, v in again.items()} == first
+    # the same bytes again: the stored summary, not a second pass over the shard
+    assert first["reused"] is False and again["reused"] is True
+    assert {**again, "reused": False} == first
+
+
+def test_a_stored_summary_is_reused_only_for_the_same_bytes_and_version(sample_shard, tmp_path,
+                                                                         monkeypatch):
+    db = tmp_path / "w.duckdb"
+    first = stats.compute_stats(sample_shard, db)
+    assert stats.compute_stats(sample_shard, db)["reused"] is True
+    assert stats.compute_stats(sample_shard, db, force=True)["reused"] is False
+    assert stats.stored_summary(db, first["shard"], "0" * 64) is None  # other bytes
+    monkeypatch.setattr(stats, "STATS_VERSION", stats.STATS_VERSION + 1)  # the code changed
+    assert stats.stored_summary(db, first["shard"], first["sha256"]) is None
+    again = stats.compute_stats(sample_shard, db)
+    assert again["reused"] is False and again["stats_version"] == stats.STATS_VERSION
 
 
 def test_interrupted_run_leaves_the_warehouse_as_it_was(sample_shard, tmp_path, monkeypatch):
@@ -107,7 +122,7 @@ def test_interrupted_run_leaves_the_warehouse_as_it_was(sample_shard, tmp_path, 
 
     monkeypatch.setattr(stats, "_summarize", crash)
     with pytest.raises(KeyboardInterrupt):
-        stats.compute_stats(sample_shard, db)
+        stats.compute_stats(sample_shard, db, force=True)
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM documents WHERE shard = ?", [key]).fetchone()[0] == 300
         assert con.execute("SELECT documents FROM shard_summary WHERE shard = ?", [key]).fetchone()[0] == 300

@@ -105,7 +105,8 @@ def test_warehouse_rows_are_the_same_tokenized_reused_or_not_kept(sample_shard, 
     built = stats.compute_stats(sample_shard, home.warehouse, progress=lines.append)
     assert (_key_dir(home, sample_shard) / token_ids.META).exists()
     rows = _documents(home.warehouse)
-    reused = stats.compute_stats(sample_shard, home.warehouse, progress=lines.append)
+    # force: past the warehouse's stored summary, to the kept ids
+    reused = stats.compute_stats(sample_shard, home.warehouse, progress=lines.append, force=True)
     assert "tokenized before; verified" in lines[-2]
     assert _documents(home.warehouse) == rows
     elsewhere = tmp_path / "elsewhere" / "stats.duckdb"
@@ -173,7 +174,7 @@ def test_damaged_cache_is_detected_and_the_shard_tokenized(how, sample_shard, sa
     else:  # refused before use: tokenize builds them again, then splits them
         assert not any(CACHED in line for line in lines) and any(BUILT in line for line in lines)
     # token_stats rebuilds what it cannot verify, and the next tokenize splits it
-    again = stats.compute_stats(sample_shard, home.warehouse, num_workers=1)
+    again = stats.compute_stats(sample_shard, home.warehouse, num_workers=1, force=True)
     assert again["tokens_tiktoken"] == summary["tokens_tiktoken"]
     _, lines = _tokenize(sample_shard, home, out="c")
     assert CACHED in lines[0] and _bins(home.bins / "c") == expected

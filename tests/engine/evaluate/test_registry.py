@@ -75,9 +75,15 @@ def test_promote_moves_the_champion_alias(store):
     v2 = registry.register_candidate(uri, other, ckpt)
     assert v2["version"] == 2 and v2["aliases"] == ["candidate"]
     assert registry.champion(uri)["version"] == 1  # registering never promotes
+
+    def labels():  # each training run marked with its version and aliases, as they move
+        return [client.get_run(r).data.tags.get(mlflow_store.MODEL_TAG) for r in (run_id, other)]
+
+    assert labels() == ["v1 champion", "v2 candidate"]
     registry.promote(uri, 2)
     assert registry.champion(uri)["version"] == 2
     assert registry.version(uri, 1)["aliases"] == []
+    assert labels() == ["v1", "v2 candidate champion"]
     with pytest.raises(mlflow.exceptions.MlflowException):
         registry.promote(uri, 7)
     assert registry.champion(uri)["version"] == 2
