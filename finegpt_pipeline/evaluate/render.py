@@ -151,9 +151,10 @@ def history_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
     for r in hist["rows"]:
         same = "this" if r["this_run"] else ("same" if r.get("same_val") else (
             "other" if r.get("val_sha256") else "?"))
-        run = ("**this run**" if r["this_run"] else r["run_id"][:8] if r["run_id"] else "-")
-        if r.get("registered"):  # its registered version and aliases: "v1 champion"
-            run += f" ({r['registered']})"
+        # a registered run by its version and aliases ("v1 champion"), else its run id
+        run = r.get("registered") or (r["run_id"][:8] if r["run_id"] else "-")
+        if r["this_run"]:
+            run = "**this run**" + (f", {r['registered']}" if r.get("registered") else "")
         rows.append((run,
                      r["date"], r["model"], _count(r["tokens"]),
                      _loss_se(r["val_loss"], r["val_loss_se"]),

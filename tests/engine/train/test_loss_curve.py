@@ -33,7 +33,7 @@ def test_writes_a_png_atomically_into_the_run_dir(tmp_path):
     path = write_loss_curve(tmp_path)
     assert path == tmp_path / "loss_curve.png"
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
-    assert path.read_bytes()[16:24] == (380).to_bytes(4, "big") + (270).to_bytes(4, "big")  # width, height: the UI column at 1,400 px
+    assert path.read_bytes()[16:24] == (340).to_bytes(4, "big") + (250).to_bytes(4, "big")  # width, height: the UI column at 1,400 px
     assert os.stat(path).st_mode & 0o777 == artifact_mode()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["loss_curve.png", "summary.json"]
 
