@@ -1,9 +1,9 @@
 # Two entry points that do all set-up on a fresh machine:
 #   make run    build the venv, then materialize the whole pipeline (Dagster job, embedded defaults)
-#   make test   build the venv, then unit tests; then, beside the browser test (both UIs in
-#               chromium after two tiny pipeline runs; `make browser` alone), code-location
-#               validation, pipeline_job on the shared 300-document sample
-#               (configs/demo-cpu.yaml) with its report reproduced independently, and the
+#   make test   build the venv, then unit tests; then three lanes side by side: the browser test
+#               (both UIs in chromium after two tiny pipeline runs; `make browser` alone);
+#               code-location validation, then pipeline_job on the shared 300-document sample
+#               (configs/demo-cpu.yaml) with its report reproduced independently; and the
 #               deployment stack on a real PostgreSQL (`make test-stack` alone)
 # On demand: make test-slow   the held-out learning test (~15 minutes on 2 cores; docs/training.md)
 PYTHON ?= python3
@@ -18,11 +18,11 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= 1
 export DAGSTER_HOME ?= $(CURDIR)/.finegpt/dagster
 export FINEGPT_HOME ?= $(CURDIR)/.finegpt
-# `dagster job execute` is what our users run in their CI (and `make demo` runs it); its notice
-# that `dg launch` supersedes it is noise here.
+# `dagster job execute` is what our users run in their CI (the tests run it); its notice that
+# `dg launch` supersedes it is noise here.
 export PYTHONWARNINGS ?= ignore:Function `job_execute_command` is superseded
 
-.PHONY: venv dagster-home run test test-slow unit validate data-job train-job demo browser test-stack beside-browser ui-and-stack
+.PHONY: venv dagster-home run test test-slow unit validate data-job train-job demo browser test-stack validate-and-demo ui-and-stack
 
 $(BIN)/finegpt: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,16 +41,17 @@ dagster-home:
 # run tags that target it), then run the job on it
 PARTITION = tags=$$($(BIN)/python -m assets.shards add --tags) &&
 
-# each job run ends with its summary block (assets/run_summary.py), which exits 1 when the run
-# or an ERROR-severity check failed
-SUMMARY = $(BIN)/python -m assets.run_summary
+# `dagster job execute`, filed under workspace.yaml's code location as a UI launch is (the Overview
+# timeline shows it); ends with the run's summary block (assets/run_summary.py) and exits 1 when
+# the run or an ERROR-severity check failed
+LAUNCH = $(BIN)/python -m assets.launch
 
 run: venv dagster-home
-	$(PARTITION) { $(BIN)/dagster job execute -m assets.definitions -j $(JOB) --tags "$$tags"; $(SUMMARY); }
+	$(PARTITION) $(LAUNCH) -j $(JOB) --tags "$$tags"
 
 # two workers: half the suite waits on subprocesses, servers and SQLite, not on the CPU
 unit: venv
-	$(BIN)/python -m pytest -q -n 2 --dist worksteal
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=15
 
 test-slow: venv
 	$(BIN)/python -m pytest -q -m slow
@@ -60,16 +61,16 @@ validate: venv dagster-home
 	$(BIN)/dg check defs
 
 data-job: venv dagster-home
-	export FINEGPT_SHARD=$${FINEGPT_SHARD:-$(SAMPLE)} && $(PARTITION) { $(BIN)/dagster job execute -m assets.definitions -j data_job --tags "$$tags"; $(SUMMARY); }
+	export FINEGPT_SHARD=$${FINEGPT_SHARD:-$(SAMPLE)} && $(PARTITION) $(LAUNCH) -j data_job --tags "$$tags"
 
 # every shard the data job has tokenized
 train-job: venv dagster-home
-	$(BIN)/dagster job execute -m assets.definitions -j train_job; $(SUMMARY)
+	$(LAUNCH) -j train_job
 
 # The whole chain on the sample, as CI runs it; then ckpt.pt on val.bin, evaluated
 # independently, must give the report's val loss and bits per byte
 demo: venv dagster-home
-	export FINEGPT_SHARD=$(SAMPLE) && $(PARTITION) { $(BIN)/dagster job execute -m assets.definitions -j pipeline_job -c configs/demo-cpu.yaml --tags "$$tags"; $(SUMMARY); }
+	export FINEGPT_SHARD=$(SAMPLE) && $(PARTITION) $(LAUNCH) -j pipeline_job -c configs/demo-cpu.yaml --tags "$$tags"
 	$(BIN)/python -m pytest -q -m demo tests/system/test_pipeline_report.py
 
 # Debian's chromium (apt-get install chromium), driven by playwright; tmp homes, free ports
@@ -80,12 +81,12 @@ browser: venv
 test-stack: venv
 	$(BIN)/python -m pytest -q -m stack -n 2 --durations=3 tests/system/test_postgres_stack.py
 
-# After the unit tests, the browser test (the longest, mostly waiting on its servers) beside
-# the rest in order: validate, the demo, the stack test
-beside-browser: venv
-	$(MAKE) validate && $(MAKE) demo && $(MAKE) test-stack
+# After the unit tests, three lanes side by side: the browser test, validate then the demo, and
+# the stack test; the browser and stack tests mostly wait on their servers and daemons
+validate-and-demo: venv
+	$(MAKE) validate && $(MAKE) demo
 
 ui-and-stack: venv
-	$(MAKE) -j2 --output-sync=target browser beside-browser
+	$(MAKE) -j3 --output-sync=target browser validate-and-demo test-stack
 
 test: unit ui-and-stack

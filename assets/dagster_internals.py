@@ -1,6 +1,7 @@
 """Every private Dagster API this code location relies on, in one place: each has no public
 equivalent in the Dagster release pinned here (1.13). tests/assets/test_dagster_internals.py
-calls each, so a Dagster upgrade that moves one fails there first, loudly, not mid-run.
+calls each (tests/assets/test_code_location.py runs a launch), so a Dagster upgrade that moves
+one fails there first, loudly, not mid-run.
 """
 
 from __future__ import annotations
@@ -18,6 +19,48 @@ DATA_VERSION_TAG = "dagster/data_version"
 
 def repository_tags(location: str) -> dict[str, str]:
     return {REPOSITORY_TAG: f"__repository__@{location}", "dagster/code_location": location}
+
+
+def workspace_job_origin(workspace_yaml: str, location: str, repository: str, job: str):
+    """The origin a run of `job` records when launched from the UI of a webserver loading
+    `workspace_yaml`: the Overview timeline places runs by it, and Re-execute warns about a run
+    without it. `dagster job execute` records none."""
+    from dagster._core.remote_origin import RemoteJobOrigin, RemoteRepositoryOrigin
+    from dagster._core.workspace.load_target import WorkspaceFileTarget
+
+    origins = {origin.location_name: origin
+               for origin in WorkspaceFileTarget(paths=[workspace_yaml]).create_origins()}
+    if location not in origins:
+        raise ValueError(f"{workspace_yaml}: no code location named {location!r} "
+                         f"(it names {sorted(origins)})")
+    return RemoteJobOrigin(RemoteRepositoryOrigin(origins[location], repository), job)
+
+
+def module_job(module: str, attribute: str, job: str):
+    """`job` of the Definitions at `module.attribute`, as `dagster job execute -m module` finds
+    it: a reconstructable job each step's process loads again."""
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+    return ReconstructableRepository.for_module(module, attribute).get_reconstructable_job(job)
+
+
+def execute_in_process(recon_job, instance: dg.DagsterInstance, run_config: dict,
+                       tags: dict[str, str], op_selection: list[str] | None,
+                       origin) -> dg.DagsterRun:
+    """Run `recon_job` here, step by step as its executor says, exactly as `dagster job execute`
+    does (dagster._core.execution.api._logged_execute_job), but filed under `origin`."""
+    from dagster._core.execution.api import (_check_execute_job_args,
+                                             _job_with_repository_load_data, execute_run)
+
+    job, load_data = _job_with_repository_load_data(recon_job)
+    job, run_config, tags, resolved, selection = _check_execute_job_args(
+        job_arg=job, run_config=run_config, tags=tags, op_selection=op_selection)
+    run = instance.create_run_for_job(
+        job_def=job.get_definition(), run_config=run_config, tags=tags,
+        resolved_op_selection=resolved, op_selection=selection, remote_job_origin=origin,
+        job_code_origin=job.get_python_origin(), repository_load_data=load_data)
+    execute_run(job, run, instance, raise_on_error=False)
+    return run
 
 
 def failed_checks(instance: dg.DagsterInstance, checks: list[dg.AssetCheckKey],

@@ -8,8 +8,8 @@ measured in the same invocation. Targets: the whole job (validate, stats, bins, 
 
 What it does: generates the shard (`finegpt_pipeline.data.synthetic`: real sample paragraphs
 resampled, FineWeb's 1000-row row groups); runs one `python -m finegpt_pipeline.data tokenize`
-pass over it (the baseline: wall time and peak RSS); then, per mode, `dagster job execute -m
-assets.definitions -j data_job` on its partition in a fresh FINEGPT_HOME and DAGSTER_HOME:
+pass over it (the baseline: wall time and peak RSS); then, per mode, `python -m assets.launch -j
+data_job` (as `make data-job`) on its partition in a fresh FINEGPT_HOME and DAGSTER_HOME:
   * default  the job's own run config, as `make data-job` runs it (steps forked from a
              forkserver, as many at once as cores: token_stats and tokenized_bins overlap);
   * serial   the same, one step at a time, so each sample of the process tree's RSS (every
@@ -87,8 +87,7 @@ def run_data_job(shard: Path, work: Path, mode: str) -> dict:
     # the shard's partition first (the data assets are partitioned by shard), as `make run` does
     tags = subprocess.run([sys.executable, "-m", "assets.shards", "add", "--tags", str(shard)],
                           cwd=REPO, env=env, capture_output=True, text=True, check=True).stdout
-    cmd = [str(Path(sys.executable).parent / "dagster"), "job", "execute", "-m",
-           "assets.definitions", "-j", "data_job", *config, "--tags", tags.strip()]
+    cmd = [sys.executable, "-m", "assets.launch", "-j", "data_job", *config, "--tags", tags.strip()]
     samples: list[tuple[float, int, int]] = []  # (time, summed RSS, summed PSS)
     t0 = time.time()
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=open(work / "job.log", "w"),

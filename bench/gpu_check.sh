@@ -65,8 +65,7 @@ else
   step plan_detect 70 "$PY" -m finegpt_pipeline.plan --detect --hours 1
   mkdir -p "$DAGSTER_HOME"; cp -n docker/dagster.yaml "$DAGSTER_HOME/dagster.yaml" 2>/dev/null
   step pipeline_job 130 bash -c "tags=\$($PY -m assets.shards add --tags $SAMPLE) && \
-    $PY -m dagster job execute -m assets.definitions -j pipeline_job \
-      -c configs/gpu-sample.yaml --tags \"\$tags\"; $PY -m assets.run_summary"
+    $PY -m assets.launch -j pipeline_job -c configs/gpu-sample.yaml --tags \"\$tags\""
 fi
 
 echo >> "$SUMMARY"

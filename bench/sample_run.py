@@ -6,7 +6,7 @@ twice its training, and an unchanged re-run finishes in under 30 s.
 
 For each executor start method (`spawn`, Dagster's default, as the baseline; `forkserver`, the
 jobs' default in assets/jobs.py), in fresh FINEGPT_HOME and DAGSTER_HOME: register the shard's
-partition, then run `dagster job execute -m assets.definitions -j pipeline_job` twice (the
+partition, then run `python -m assets.launch -j pipeline_job` (as `make run`) twice (the
 first run, then an unchanged re-run). Per run: wall time of the command, Dagster's own event
 log per step (STEP_START to STEP_SUCCESS, checks included), the training step's share, and the
 time not spent in any step (process start-up, Dagster, MLflow set-up). Both start methods run
@@ -83,8 +83,7 @@ def one_method(start_method: str, shard: Path, work: Path) -> dict:
     runs = []
     for label in ("first", "unchanged"):
         t0 = time.monotonic()
-        done = subprocess.run([str(BIN / "dagster"), "job", "execute", "-m", "assets.definitions",
-                               "-j", "pipeline_job", "-c", str(config),
+        done = subprocess.run([sys.executable, "-m", "assets.launch", "-j", "pipeline_job", "-c", str(config),
                                "--tags", tags], cwd=REPO, env=env, capture_output=True, text=True)
         wall = time.monotonic() - t0
         if done.returncode != 0:

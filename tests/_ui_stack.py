@@ -1,5 +1,5 @@
 """The two UIs as a user starts them, for tests/system/test_browser.py: two pipeline runs on the shared
-sample with `dagster job execute -m assets.definitions` (the README's command), then
+sample with `python -m assets.launch` (as `make run`), then
 `dagster-webserver -w workspace.yaml` and `mlflow server` on free loopback ports, with
 FINEGPT_MLFLOW_UI / FINEGPT_DAGSTER_UI set before the runs so their links resolve."""
 
@@ -90,13 +90,15 @@ class Stack:
                 self.tags = subprocess.run([sys.executable, "-m", "assets.shards", "add", "--tags"],
                                            cwd=REPO, env=self.env, capture_output=True, text=True,
                                            timeout=120, check=True).stdout.strip()
-            done = subprocess.run([str(BIN / "dagster"), "job", "execute", "-m", "assets.definitions",
-                                   "-j", "pipeline_job", "-c", str(path), "--tags", self.tags],
+            done = subprocess.run([sys.executable, "-m", "assets.launch", "-j", "pipeline_job", "-c", str(path), "--tags", self.tags],
                                   cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                   timeout=900)
         self.timings[f"pipeline_job max_iters={max_iters}"] = time.monotonic() - t0
-        if done.returncode != 0:
-            tail = (self.root / f"pipeline-{max_iters}.log").read_text()[-3000:]
+        # a few steps learn less than the unigram: the run succeeds, its ERROR check fails, so
+        # the launch exits 1 (the summary's "result   FAILED: an ERROR-severity check failed")
+        text = (self.root / f"pipeline-{max_iters}.log").read_text()
+        if done.returncode not in (0, 1) or "(pipeline_job): SUCCESS" not in text:
+            tail = text[-3000:]
             raise RuntimeError(f"pipeline_job (max_iters={max_iters}) failed:\n{tail}")
 
     def stop(self) -> None:

@@ -2,6 +2,7 @@
 a real instance: a Dagster upgrade that moves one fails here, loudly, not mid-run."""
 
 import dagster as dg
+import pytest
 
 from assets import dagster_internals
 from assets.jobs import LOCATION, pipeline_job
@@ -64,3 +65,19 @@ def test_the_pickling_io_manager_is_the_upath_one_that_writes_a_path_row():
     cls = dagster_internals.pickled_io_manager()
     assert issubclass(cls, dg.UPathIOManager)
     assert '"path"' in inspect.getsource(dg.UPathIOManager.handle_output)
+
+
+def test_the_workspace_origin_is_the_one_the_webserver_loads():
+    """assets/launch.py files runs under it (executing them is covered by
+    tests/assets/test_code_location.py)."""
+    from pathlib import Path
+
+    workspace = str(Path(__file__).resolve().parents[2] / "workspace.yaml")
+    origin = dagster_internals.workspace_job_origin(workspace, LOCATION, "__repository__",
+                                                    "pipeline_job")
+    assert (origin.location_name, origin.job_name) == (LOCATION, "pipeline_job")
+    assert origin.repository_origin.repository_name == "__repository__"
+    with pytest.raises(ValueError, match="no code location named 'elsewhere'"):
+        dagster_internals.workspace_job_origin(workspace, "elsewhere", "__repository__", "x")
+    job = dagster_internals.module_job("assets.definitions", "defs", "pipeline_job")
+    assert job.get_definition().name == "pipeline_job"

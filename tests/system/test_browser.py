@@ -152,16 +152,25 @@ def upstream_assets(page, expected: set[str]) -> set[str]:
         page.wait_for_timeout(500)
 
 
-def test_cli_runs_show_in_the_jobs_runs_tab(stack, page, shots):
+def test_cli_runs_show_in_the_job_views_and_the_timeline_with_their_origin(stack, page, shots):
+    """`make run`'s runs (python -m assets.launch) record the UI's code-location origin: they
+    show on the job's Runs tab, on the Overview timeline, and re-execute with no warning."""
     page.goto(f"{stack.dagster}/locations/finegpt/jobs/pipeline_job/runs")
     for run_id in stack.run_ids:
         expect(page.get_by_text(run_id[:8], exact=True)).to_be_visible()
     expect(page.get_by_text("No runs found")).to_have_count(0)
     shoot(page, shots, "dagster-job-runs")
-    # Re-execute finds the job in the loaded location (a warning icon remains: a CLI run
-    # records no origin, only the location tag)
+    page.goto(f"{stack.dagster}/overview/timeline")
+    row = page.locator("[class*=timelineRowContainer]").filter(
+        has=page.locator('a[href="/locations/finegpt/jobs/pipeline_job"]'))
+    expect(row).to_have_count(1)
+    expect(row.locator("[class*=runChunk]").first).to_be_visible()
+    shoot(page, shots, "dagster-timeline")
     page.goto(f"{stack.dagster}/runs/{stack.run_ids[-1]}")
-    expect(page.get_by_role("button", name=re.compile("Re-execute"))).to_be_enabled()
+    button = page.get_by_role("button", name=re.compile("Re-execute"))
+    expect(button).to_be_enabled()
+    # a run without an origin (plain `dagster job execute`) shows a warning icon here
+    expect(button.locator('[aria-label="warning"]')).to_have_count(0)
 
 
 def test_eval_report_page_shows_latest_metadata_and_its_mlflow_link_opens_the_run(stack, page, shots):

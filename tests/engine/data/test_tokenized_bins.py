@@ -283,7 +283,7 @@ def test_dagster_asset_and_checks(sample_shard, finegpt_home):
         return {"tokens_tiktoken": sum(tokenizer.count_tokens(texts)), "documents": len(texts)}
 
     defs = [raw_shard_stub, token_stats_recount, bins_assets.tokenized_bins,
-            bins_assets.tokenized_bins_roundtrip, bins_assets.tokenized_bins_ids_in_vocab,
+            bins_assets.tokenized_bins_blocking_checks,
             bins_assets.tokenized_bins_totals_match_stats]
     resources = {"finegpt_home": FineGPTHome(root=str(finegpt_home))}
     instance = dg.DagsterInstance.ephemeral()  # one instance: the reruns below read its storage
