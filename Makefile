@@ -1,9 +1,9 @@
 # Two entry points that do all set-up on a fresh machine:
 #   make run    build the venv, then materialize the whole pipeline (Dagster job, embedded defaults)
-#   make test   build the venv, then unit tests; then three lanes side by side: the browser test
-#               (both UIs in chromium after two tiny pipeline runs; `make browser` alone);
-#               code-location validation, then pipeline_job on the shared 300-document sample
-#               (configs/demo-cpu.yaml) with its report reproduced independently; and the
+#   make test   build the venv, then unit tests; then, beside the browser test (both UIs in
+#               chromium after two tiny pipeline runs; `make browser` alone), code-location
+#               validation, pipeline_job on the shared 300-document sample
+#               (configs/demo-cpu.yaml) with its report reproduced independently, and the
 #               deployment stack on a real PostgreSQL (`make test-stack` alone)
 # On demand: make test-slow   the held-out learning test (~15 minutes on 2 cores; docs/training.md)
 PYTHON ?= python3
@@ -22,7 +22,7 @@ export FINEGPT_HOME ?= $(CURDIR)/.finegpt
 # `dg launch` supersedes it is noise here.
 export PYTHONWARNINGS ?= ignore:Function `job_execute_command` is superseded
 
-.PHONY: venv dagster-home run test test-slow unit validate data-job train-job demo browser test-stack validate-and-demo ui-and-stack
+.PHONY: venv dagster-home run test test-slow unit validate data-job train-job demo browser test-stack beside-browser ui-and-stack
 
 $(BIN)/finegpt: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,9 +41,9 @@ dagster-home:
 # run tags that target it), then run the job on it
 PARTITION = tags=$$($(BIN)/python -m assets.shards add --tags) &&
 
-# `dagster job execute`, filed under workspace.yaml's code location as a UI launch is (the Overview
-# timeline shows it); ends with the run's summary block (assets/run_summary.py) and exits 1 when
-# the run or an ERROR-severity check failed
+# runs a job in-process as `dagster job execute` does, filed under workspace.yaml's code location
+# as a UI launch is (the Overview timeline shows it); ends with the run's summary block
+# (assets/run_summary.py) and exits 1 when the run or an ERROR-severity check failed
 LAUNCH = $(BIN)/python -m assets.launch
 
 run: venv dagster-home
@@ -81,12 +81,12 @@ browser: venv
 test-stack: venv
 	$(BIN)/python -m pytest -q -m stack -n 2 --durations=3 tests/system/test_postgres_stack.py
 
-# After the unit tests, three lanes side by side: the browser test, validate then the demo, and
-# the stack test; the browser and stack tests mostly wait on their servers and daemons
-validate-and-demo: venv
-	$(MAKE) validate && $(MAKE) demo
+# After the unit tests, the browser test (the longest, mostly waiting on its servers) beside
+# the rest in order: validate, the demo, the stack test
+beside-browser: venv
+	$(MAKE) validate && $(MAKE) demo && $(MAKE) test-stack
 
 ui-and-stack: venv
-	$(MAKE) -j3 --output-sync=target browser validate-and-demo test-stack
+	$(MAKE) -j2 --output-sync=target browser beside-browser
 
 test: unit ui-and-stack

@@ -145,6 +145,6 @@ def test_every_jobs_snapshot_is_the_same_in_every_process():
     procs = [subprocess.Popen([sys.executable, "-c", code], cwd=REPO, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                               env={**os.environ, "PYTHONHASHSEED": seed, "PYTHONWARNINGS": "ignore"})
-             for seed in ("1", "2", "3", "4", "5", "6")]
+             for seed in ("1", "2")]  # two seeds that ordered those checks differently
     outputs = {proc.communicate(timeout=120)[0] for proc in procs}
     assert len(outputs) == 1 and "pipeline_job" in outputs.pop()
