@@ -121,11 +121,11 @@ def token_stats(context: dg.AssetExecutionContext, config: TokenStatsConfig, raw
             lengths = stats.token_lengths(db, summary["shard"])
         except Busy as exc:
             raise dg.Failure(description=str(exc)) from None
-        png = stats.token_histogram_png(lengths)
         q = summary["token_quantiles"]
         quantile_md = md_table(list(q), [[f"{v:,.0f}" if v is not None else "-" for v in q.values()]])
         png_path = finegpt_home.home().reports / f"token_histogram-{summary['shard'][:16]}.png"
-        write_bytes(png_path, png)
+        if not (summary.get("reused") and png_path.exists()):  # a stored summary: its plot too
+            write_bytes(png_path, stats.token_histogram_png(lengths))
         metadata = {
             "warehouse": home_path(db, finegpt_home.home().root),
             "shard_sha256": short_sha256(summary["shard"]),

@@ -13,9 +13,13 @@ EVALUATION = dg.AssetSelection.groups("evaluation")
 # A run config that sets `loggers: console: config: log_level: DEBUG` brings them back.
 # Each step's process forks from a server that has imported the code location once, instead of
 # starting Python, Dagster and torch afresh (~4 s a step on 2 cores: an unchanged sample run
-# took 74 s spawning, 31 s forking; docs/benchmarks.md). A run config given at launch (`-c`, the
+# took 74 s spawning, 31 s forking; docs/benchmarks.md), and what the steps import only when
+# they run: MLflow with its SQL store (~3 s a step otherwise) and matplotlib. None of them starts
+# a thread on import, so forking stays safe. A run config given at launch (`-c`, the
 # launchpad) replaces these defaults: configs/*.yaml say their executor themselves.
-FORKSERVER = {"forkserver": {"preload_modules": ["assets.definitions"]}}
+PRELOAD = ["assets.definitions", "mlflow", "mlflow.store.tracking.sqlalchemy_store",
+           "matplotlib.pyplot"]
+FORKSERVER = {"forkserver": {"preload_modules": PRELOAD}}
 RUN_DEFAULTS = {"execution": {"config": {"multiprocess": {"start_method": FORKSERVER}}},
                 "loggers": {"console": {"config": {"log_level": "INFO"}}}}
 

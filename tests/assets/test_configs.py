@@ -2,6 +2,7 @@
 `dagster job execute -c` file, and its planner settings give a trainable plan on the data it
 names (CI also executes configs/demo-cpu.yaml end to end)."""
 
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -68,17 +69,39 @@ def test_gpu_config_plans_a_trainable_run_on_one_shard(name):
 def test_a_config_file_says_its_executor(name):
     """A run config given at launch replaces the job's defaults (assets/jobs.py), executor
     included: a file that named none would start every step as a cold process."""
+    from assets.jobs import FORKSERVER
+
     execution = load(name)["execution"]["config"]
-    assert "in_process" in execution or "forkserver" in execution["multiprocess"]["start_method"]
+    assert "in_process" in execution or execution["multiprocess"]["start_method"] == FORKSERVER
 
 
 def test_jobs_default_to_forked_steps():
     """The jobs' default run config forks each step from a server that imported the code
     location once; Dagster accepts it as the executor's config."""
-    from assets.jobs import RUN_DEFAULTS
+    from assets.jobs import PRELOAD, RUN_DEFAULTS
 
     for name in ("data_job", "train_job", "pipeline_job"):
         result = dg.validate_run_config(defs.resolve_job_def(name), RUN_DEFAULTS)
         [executor] = result["execution"].values()  # under the executor's name once resolved
         start = executor["multiprocess"]["start_method"]
-        assert start["forkserver"]["preload_modules"] == ["assets.definitions"], name
+        assert start["forkserver"]["preload_modules"] == PRELOAD, name
+    assert PRELOAD[0] == "assets.definitions"
+
+
+def test_the_forkserver_preloads_start_no_thread():
+    """Forking a process with threads can deadlock the child: the modules the jobs' forkserver
+    imports (assets/jobs.py PRELOAD) must leave it single-threaded."""
+    import subprocess
+    import sys
+
+    from assets.jobs import PRELOAD
+
+    code = ("import importlib, threading, time, sys\n"
+            "for name in sys.argv[1:]: importlib.import_module(name)\n"
+            "time.sleep(0.5)\n"
+            "print(threading.active_count())")
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")}
+    done = subprocess.run([sys.executable, "-c", code, *PRELOAD], capture_output=True, text=True,
+                          timeout=120, env={**env, "PYTHONWARNINGS": "ignore"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "1"
